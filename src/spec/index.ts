@@ -1,0 +1,18 @@
+export * from "./errors.js";
+export * from "./digest.js";
+export * from "./reference.js";
+export * from "./media-types.js";
+export * from "./oci.js";
+export * from "./validate.js";
+export type {
+  OvmsManifest,
+  Kernel,
+  BlobRef,
+  DiskLayer,
+  RamSnapshot,
+  Device,
+  Resources,
+  Metadata,
+  RuntimeHints,
+  Platform as ManifestPlatform,
+} from "./manifest.generated.js";

@@ -1,0 +1,40 @@
+/**
+ * Media types of OVMS artifacts and the OCI types they travel in.
+ * See rfc/ovms-v0.1.md §3 and https://github.com/opencontainers/image-spec/blob/v1.1.0/media-types.md
+ */
+export const MediaType = {
+  /** The OVMS manifest (the OCI config blob) and the OCI artifactType. */
+  OvmsManifest: "application/vnd.ovms.manifest.v1+json",
+  Kernel: "application/vnd.ovms.kernel.v1",
+  Initrd: "application/vnd.ovms.initrd.v1",
+  /** Disk layers are tars holding one disk image; the format is in the `ovms.format` annotation. */
+  DiskLayer: "application/vnd.oci.image.layer.v1.tar",
+  RamSnapshot: "application/vnd.ovms.ramsnap.v1+lz4",
+  /** Signatures: a sigstore bundle (see docs/signing). */
+  SigstoreBundle: "application/vnd.dev.sigstore.bundle.v0.3+json",
+  OciManifest: "application/vnd.oci.image.manifest.v1+json",
+  OciIndex: "application/vnd.oci.image.index.v1+json",
+  OciEmpty: "application/vnd.oci.empty.v1+json",
+  DockerManifest: "application/vnd.docker.distribution.manifest.v2+json",
+  DockerManifestList: "application/vnd.docker.distribution.manifest.list.v2+json",
+} as const;
+
+/** Annotation keys OVMS sets on OCI descriptors and manifests. */
+export const Annotation = {
+  /** Disk image format of a disk layer: qcow2 | raw. */
+  Format: "ovms.format",
+  /** Role of a layer: kernel | initrd | disk | ramsnap. */
+  Role: "ovms.role",
+  RefName: "org.opencontainers.image.ref.name",
+  Title: "org.opencontainers.image.title",
+  Created: "org.opencontainers.image.created",
+  Version: "org.opencontainers.image.version",
+} as const;
+
+/** ManifestMediaTypes is what a client accepts when it fetches a manifest. */
+export const ManifestMediaTypes = [
+  MediaType.OciManifest,
+  MediaType.OciIndex,
+  MediaType.DockerManifest,
+  MediaType.DockerManifestList,
+] as const;

@@ -1,0 +1,134 @@
+import { Ajv2020, type ErrorObject } from "ajv/dist/2020.js";
+import * as ajvFormats from "ajv-formats";
+import schema from "../../schemas/manifest.v1.json" with { type: "json" };
+import { ValidationError, type ValidationProblem } from "./errors.js";
+import type { OvmsManifest } from "./manifest.generated.js";
+
+// ajv-formats is CommonJS; under NodeNext its function arrives as `default` (maybe twice wrapped).
+type AddFormats = (a: Ajv2020) => unknown;
+const fmt = ajvFormats as unknown as { default: AddFormats | { default: AddFormats } };
+const addFormats: AddFormats = typeof fmt.default === "function" ? fmt.default : fmt.default.default;
+
+const ajv = new Ajv2020({ allErrors: true, strict: true, allowUnionTypes: true });
+addFormats(ajv);
+const validateSchema = ajv.compile<OvmsManifest>(schema);
+
+/** manifestSchema is the JSON Schema (2020-12) of the OVMS manifest, as shipped in schemas/. */
+export const manifestSchema: object = schema;
+
+/** jsonPath turns an ajv instancePath (`/diskLayers/1/size`) into `diskLayers[1].size`. */
+export function jsonPath(pointer: string, child?: string): string {
+  const parts = pointer === "" ? [] : pointer.slice(1).split("/").map((p) => p.replace(/~1/g, "/").replace(/~0/g, "~"));
+  if (child !== undefined) parts.push(child);
+  let out = "";
+  for (const p of parts) {
+    if (/^\d+$/.test(p)) out += `[${p}]`;
+    else if (/^[A-Za-z_$][\w$]*$/.test(p)) out += out ? `.${p}` : p;
+    else out += `[${JSON.stringify(p)}]`;
+  }
+  return out;
+}
+
+const DIGEST_PATTERN = "^sha256:[a-f0-9]{64}$";
+
+/** describe turns one ajv error into a path and a reason in plain words. */
+function describe(e: ErrorObject): ValidationProblem {
+  const p = e.params as Record<string, unknown>;
+  switch (e.keyword) {
+    case "required":
+      return { path: jsonPath(e.instancePath, String(p.missingProperty)), message: "is required" };
+    case "additionalProperties":
+      return {
+        path: jsonPath(e.instancePath, String(p.additionalProperty)),
+        message: "is not a known field (put vendor fields under `extensions` with a namespaced key)",
+      };
+    case "propertyNames":
+      return { path: jsonPath(e.instancePath, String(p.propertyName)), message: "extension keys must be namespaced, e.g. com.example.feature" };
+    case "enum":
+      return { path: jsonPath(e.instancePath), message: `must be one of ${(p.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(", ")}` };
+    case "const":
+      return { path: jsonPath(e.instancePath), message: `must be ${JSON.stringify(p.allowedValue)}` };
+    case "type":
+      return { path: jsonPath(e.instancePath), message: `must be ${p.type === "integer" ? "an integer" : `a ${String(p.type)}`}` };
+    case "minimum":
+      return { path: jsonPath(e.instancePath), message: `must be >= ${String(p.limit)}` };
+    case "maximum":
+      return { path: jsonPath(e.instancePath), message: `must be <= ${String(p.limit)}` };
+    case "pattern":
+      return {
+        path: jsonPath(e.instancePath),
+        message:
+          p.pattern === DIGEST_PATTERN
+            ? "must be a sha256 digest (sha256: followed by 64 lowercase hex digits)"
+            : `must match ${String(p.pattern)}`,
+      };
+    case "format":
+      return { path: jsonPath(e.instancePath), message: `must be a valid ${String(p.format)}` };
+    case "propertyName":
+      return { path: jsonPath(e.instancePath), message: e.message ?? "bad property name" };
+    default:
+      return { path: jsonPath(e.instancePath), message: e.message ?? e.keyword };
+  }
+}
+
+/**
+ * semanticProblems checks what JSON Schema cannot say: the disk chain is consistent
+ * (diffs are qcow2 and name their parent), device names are unique, ivshmem sizes are
+ * powers of two.
+ */
+function semanticProblems(m: OvmsManifest): ValidationProblem[] {
+  const out: ValidationProblem[] = [];
+  const layers = m.diskLayers ?? [];
+  layers.forEach((l, i) => {
+    if (i === 0 && l.parent !== undefined) {
+      out.push({ path: `diskLayers[0].parent`, message: "the base layer cannot have a parent" });
+    }
+    if (i > 0) {
+      if (l.format !== "qcow2") out.push({ path: `diskLayers[${i}].format`, message: "a diff layer must be qcow2 (raw has no backing file)" });
+      if (l.parent !== undefined && l.parent !== layers[i - 1].ref) {
+        out.push({ path: `diskLayers[${i}].parent`, message: `must be the ref of diskLayers[${i - 1}] (${layers[i - 1].ref})` });
+      }
+    }
+  });
+  const seen = new Set<string>();
+  (m.devices ?? []).forEach((d, i) => {
+    if (seen.has(d.name)) out.push({ path: `devices[${i}].name`, message: `duplicate device name "${d.name}"` });
+    seen.add(d.name);
+    if (d.type === "ivshmem" && (d.size < 4096 || (d.size & (d.size - 1)) !== 0 || !Number.isSafeInteger(d.size))) {
+      out.push({ path: `devices[${i}].size`, message: "must be a power of two of at least 4096" });
+    }
+  });
+  return out;
+}
+
+/** checkManifest returns every problem of `doc` as an OVMS manifest (empty when valid). */
+export function checkManifest(doc: unknown): ValidationProblem[] {
+  if (validateSchema(doc)) return semanticProblems(doc);
+  const problems = (validateSchema.errors ?? []).map(describe);
+  // ajv can report one fault twice through different keywords; keep the first.
+  const seen = new Set<string>();
+  return problems.filter((p) => {
+    const k = `${p.path}\0${p.message}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+}
+
+/** validateManifest returns `doc` typed as OvmsManifest, or throws ValidationError with all problems. */
+export function validateManifest(doc: unknown, subject = "manifest"): OvmsManifest {
+  const problems = checkManifest(doc);
+  if (problems.length > 0) throw new ValidationError(subject, problems);
+  return doc as OvmsManifest;
+}
+
+/** parseManifest parses JSON text and validates it; bad JSON is a problem at the root. */
+export function parseManifest(text: string, subject = "manifest"): OvmsManifest {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (e) {
+    throw new ValidationError(subject, [{ path: "", message: `not valid JSON: ${(e as Error).message}` }]);
+  }
+  return validateManifest(doc, subject);
+}
