@@ -16,3 +16,5 @@ export type {
   RuntimeHints,
   Platform as ManifestPlatform,
 } from "./manifest.generated.js";
+export * from "./content.js";
+export * from "./size.js";

@@ -29,7 +29,14 @@ export function jsonPath(pointer: string, child?: string): string {
   return out;
 }
 
-const DIGEST_PATTERN = "^sha256:[a-f0-9]{64}$";
+/** PATTERN_WORDS says in words what the schema's patterns mean. */
+const PATTERN_WORDS: Record<string, string> = {
+  "^sha256:[a-f0-9]{64}$": "must be a sha256 digest (sha256: followed by 64 lowercase hex digits)",
+  "^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$":
+    "must be a lowercase repository name such as example/ubuntu-base",
+  "^0x[0-9a-fA-F]{1,16}$": "must be a hex address such as 0x10000000",
+  "^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$": "must be 1-63 letters, digits, '_', '.' or '-'",
+};
 
 /** describe turns one ajv error into a path and a reason in plain words. */
 function describe(e: ErrorObject): ValidationProblem {
@@ -58,9 +65,7 @@ function describe(e: ErrorObject): ValidationProblem {
       return {
         path: jsonPath(e.instancePath),
         message:
-          p.pattern === DIGEST_PATTERN
-            ? "must be a sha256 digest (sha256: followed by 64 lowercase hex digits)"
-            : `must match ${String(p.pattern)}`,
+          PATTERN_WORDS[String(p.pattern)] ?? `must match ${String(p.pattern)}`,
       };
     case "format":
       return { path: jsonPath(e.instancePath), message: `must be a valid ${String(p.format)}` };
@@ -104,7 +109,9 @@ function semanticProblems(m: OvmsManifest): ValidationProblem[] {
 /** checkManifest returns every problem of `doc` as an OVMS manifest (empty when valid). */
 export function checkManifest(doc: unknown): ValidationProblem[] {
   if (validateSchema(doc)) return semanticProblems(doc);
-  const problems = (validateSchema.errors ?? []).map(describe);
+  // Errors raised inside `propertyNames` carry `propertyName`; the wrapping propertyNames
+  // error says the same thing in better words, so those are dropped.
+  const problems = (validateSchema.errors ?? []).filter((e) => e.propertyName === undefined).map(describe);
   // ajv can report one fault twice through different keywords; keep the first.
   const seen = new Set<string>();
   return problems.filter((p) => {

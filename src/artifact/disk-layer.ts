@@ -1,0 +1,62 @@
+import { mkdtemp, rm, copyFile, link, constants } from "node:fs/promises";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import * as tar from "tar";
+
+/** diskFileName is the one file a disk layer's tar holds. */
+export function diskFileName(format: "qcow2" | "raw"): string {
+  return `disk.${format}`;
+}
+
+/**
+ * packDiskLayer returns a stream of a tar holding `file` as `disk.<format>`. The tar is
+ * reproducible (fixed mtime, no owner names, no pax times) so the same disk always gives the
+ * same layer digest, which is what lets two versions of an artifact share their base layer.
+ * `scratch` is a folder on the same filesystem as `file` where a hard link (or copy) is made.
+ */
+export async function packDiskLayer(
+  file: string,
+  format: "qcow2" | "raw",
+  scratch: string,
+): Promise<{ stream: Readable; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(join(scratch, "pack-"));
+  const name = diskFileName(format);
+  try {
+    await link(file, join(dir, name));
+  } catch {
+    await copyFile(file, join(dir, name), constants.COPYFILE_FICLONE);
+  }
+  const stream = tar.c({ cwd: dir, portable: true, mtime: new Date(0), noPax: true, gzip: false }, [name]);
+  return { stream: Readable.from(stream as unknown as AsyncIterable<Buffer>), cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * unpackDiskLayer extracts the disk file of a layer tar stream into `dir` and returns its
+ * path. Only the one expected regular file is written: anything else in the tar (links,
+ * devices, paths with `..`) is refused, since layers come from registries.
+ */
+export async function unpackDiskLayer(stream: Readable, format: "qcow2" | "raw", dir: string): Promise<string> {
+  const name = diskFileName(format);
+  let seen = 0;
+  let refused: string | undefined;
+  await new Promise<void>((resolve, reject) => {
+    const x = tar.x({
+      cwd: dir,
+      strict: true,
+      filter: (path, entry) => {
+        const ok = path === name && (entry as tar.ReadEntry).type === "File";
+        if (ok) seen++;
+        else refused ??= path;
+        return ok;
+      },
+    });
+    stream.on("error", reject);
+    x.on("error", reject);
+    x.on("close", () => resolve());
+    stream.pipe(x);
+  });
+  if (seen !== 1) {
+    throw new Error(`layer tar must hold exactly one file ${name}${refused ? ` (found ${refused})` : ""}`);
+  }
+  return join(dir, name);
+}

@@ -1,0 +1,5 @@
+export * from "./artifact.js";
+export * from "./build.js";
+export * from "./build-file.js";
+export * from "./disk-layer.js";
+export * from "./qemu-img.js";

@@ -1,0 +1,36 @@
+import { readFile } from "node:fs/promises";
+import type { Command } from "commander";
+import { checkManifest } from "../../spec/validate.js";
+import type { ValidationProblem } from "../../spec/errors.js";
+import { Printer, globals } from "../context.js";
+
+/** register adds `ovm validate FILE...`: exit 0 when every file is a valid OVMS manifest. */
+export function register(program: Command): void {
+  program
+    .command("validate")
+    .description("check OVMS manifest files against the schema; every problem is named by its JSON path")
+    .argument("<file...>", "manifest JSON files")
+    .action(async (files: string[], _opts, cmd: Command) => {
+      const out = new Printer(globals(cmd));
+      const results: { file: string; valid: boolean; problems: ValidationProblem[] }[] = [];
+      for (const file of files) {
+        let problems: ValidationProblem[];
+        try {
+          problems = checkManifest(JSON.parse(await readFile(file, "utf8")));
+        } catch (e) {
+          problems = [{ path: "", message: (e as Error).message }];
+        }
+        results.push({ file, valid: problems.length === 0, problems });
+      }
+      out.result({ valid: results.every((r) => r.valid), files: results }, () =>
+        results
+          .map((r) =>
+            r.valid
+              ? `${r.file}: valid`
+              : `${r.file}: ${r.problems.length} problem(s)\n${r.problems.map((p) => `  ${p.path || "(root)"}: ${p.message}`).join("\n")}`,
+          )
+          .join("\n"),
+      );
+      if (!results.every((r) => r.valid)) process.exitCode = 1;
+    });
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from "commander";
+import { isOvmsError, ValidationError } from "../spec/errors.js";
+import { register as registerValidate } from "./commands/validate.js";
+import { register as registerBuild } from "./commands/build.js";
+import { register as registerStore, removeArtifacts } from "./commands/store.js";
+import { VERSION } from "../version.js";
+
+/** USAGE_CODES are errors in what the user typed: exit status 2, like commander's own. */
+const USAGE_CODES = new Set(["USAGE", "INVALID_REFERENCE", "INVALID_SIZE"]);
+
+/** program builds the `ovm` command tree. */
+export function program(): Command {
+  const p = new Command("ovm")
+    .description("OVMS: build, ship and run full virtual machines as OCI artifacts")
+    .version(VERSION)
+    .option("--store <dir>", "local store (default: $OVM_STORE, else /var/lib/ovms/store as root, else $XDG_DATA_HOME/ovms/store)")
+    .option("--json", "machine-readable output")
+    .option("-q, --quiet", "print only results")
+    .option("--debug", "print stack traces on errors")
+    .showHelpAfterError()
+    .exitOverride();
+  registerValidate(p);
+  registerBuild(p);
+  registerStore(p);
+  p.command("rm")
+    .description("remove artifacts from the store by reference")
+    .argument("<ref...>", "artifact references")
+    .action(async (refs: string[], _o, cmd: Command) => removeArtifacts(refs, cmd));
+  return p;
+}
+
+/** main runs `ovm` and maps errors to one line on stderr and an exit status. */
+export async function main(argv: string[]): Promise<void> {
+  const debug = argv.includes("--debug");
+  const json = argv.includes("--json");
+  try {
+    await program().parseAsync(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      process.exitCode = e.exitCode === 0 ? 0 : 2;
+      return;
+    }
+    if (json && isOvmsError(e)) {
+      const body: Record<string, unknown> = { code: e.code, message: e.message };
+      if (e instanceof ValidationError) body.problems = e.problems;
+      process.stderr.write(JSON.stringify({ error: body }) + "\n");
+    } else {
+      process.stderr.write(`ovm: ${isOvmsError(e) ? e.message : (e as Error).message ?? String(e)}\n`);
+    }
+    if (debug) process.stderr.write(`${(e as Error).stack ?? ""}\n`);
+    process.exitCode = isOvmsError(e) && USAGE_CODES.has(e.code) ? 2 : 1;
+  }
+}
+
+await main(process.argv);

@@ -1,0 +1,3 @@
+export * from "./store.js";
+export * from "./store-error.js";
+export * from "./paths.js";
