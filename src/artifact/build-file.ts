@@ -63,7 +63,17 @@ export async function loadBuildFile(path: string): Promise<BuildSpec> {
   }
   let doc: unknown;
   try {
-    doc = path.endsWith(".json") ? JSON.parse(text) : YAML.parse(text);
+    if (path.endsWith(".json")) doc = JSON.parse(text);
+    else {
+      const y = YAML.parseDocument(text, { prettyErrors: true });
+      if (y.errors.length) throw y.errors[0];
+      doc = y.toJS();
+      // `version: 2.0` is a float to YAML; keep what the user wrote, not "2".
+      const v = y.get("version", true);
+      if (YAML.isScalar(v) && typeof v.value === "number" && doc && typeof doc === "object") {
+        (doc as Record<string, unknown>).version = v.source ?? String(v.value);
+      }
+    }
   } catch (e) {
     throw new ValidationError(`build file ${path}`, [{ path: "", message: `cannot parse: ${(e as Error).message}` }]);
   }

@@ -2,6 +2,7 @@ import { mkdtemp, rm, copyFile, link, constants } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import * as tar from "tar";
+import { OvmsError } from "../spec/errors.js";
 
 /** diskFileName is the one file a disk layer's tar holds. */
 export function diskFileName(format: "qcow2" | "raw"): string {
@@ -55,8 +56,8 @@ export async function unpackDiskLayer(stream: Readable, format: "qcow2" | "raw",
     x.on("close", () => resolve());
     stream.pipe(x);
   });
-  if (seen !== 1) {
-    throw new Error(`layer tar must hold exactly one file ${name}${refused ? ` (found ${refused})` : ""}`);
+  if (seen !== 1 || refused !== undefined) {
+    throw new OvmsError("ARTIFACT_INVALID", `disk layer tar must hold exactly one regular file ${name}${refused ? ` (found ${refused})` : ""}`);
   }
   return join(dir, name);
 }

@@ -3,3 +3,4 @@ export * from "./build.js";
 export * from "./build-file.js";
 export * from "./disk-layer.js";
 export * from "./qemu-img.js";
+export * from "./prepare.js";

@@ -61,6 +61,9 @@ export function register(program: Command): void {
         if (opts.disk) spec.disks = opts.disk.map(parseDiskFlag);
         if (opts.name) spec.name = opts.name;
         if (opts.version) spec.version = opts.version;
+        if (opts.device) spec.devices = opts.device.map(parseDeviceFlag);
+        if (opts.memory) spec.resources = { ...(spec.resources ?? {}), memory: parseSize(opts.memory, "--memory") };
+        if (opts.cpus) spec.resources = { ...(spec.resources ?? {}), vcpus: opts.cpus };
       }
       if (opts.created) spec.metadata = { ...(spec.metadata ?? {}), created: opts.created };
       const store = await openStore(cmd);

@@ -1,0 +1,59 @@
+import type { Accel, Machine } from "../types.js";
+
+/** QemuConfig is everything that decides a QEMU command line for one instance. */
+export interface QemuConfig {
+  id: string;
+  machine: Machine;
+  accel: Accel;
+  memoryBytes: number;
+  vcpus: number;
+  kernel: string;
+  initrd?: string;
+  cmdline: string;
+  /** The per-instance overlay (qcow2) on top of the artifact's disk chain. */
+  disk?: string;
+  serialLog: string;
+  qmpSocket: string;
+  /** File backing guest RAM (on tmpfs), so a snapshot can keep memory out of the migration stream. */
+  ramFile: string;
+  devices: { type: "ivshmem"; name: string; size: number; path: string }[];
+  /** Drop to this user after start-up (`-runas`), used when the daemon runs as root. */
+  runAs?: string;
+}
+
+/**
+ * sandboxOption is QEMU's seccomp filter, as strict as the features allow: obsolete calls,
+ * spawning and resource control are always denied; set*id is denied unless QEMU itself must
+ * drop root with -runas (which needs setuid once, right after start-up).
+ */
+export function sandboxOption(runAs?: string): string {
+  return `on,obsolete=deny,elevateprivileges=${runAs ? "allow" : "deny"},spawn=deny,resourcecontrol=deny`;
+}
+
+/** qemuArgv builds the QEMU 7.2 command line for an instance (pure: tested without QEMU). */
+export function qemuArgv(c: QemuConfig): string[] {
+  const a: string[] = ["-name", `ovms-${c.id},debug-threads=on`];
+  // microvm: no PCI, no firmware option ROMs, virtio-mmio devices; q35 when a device needs PCI.
+  a.push("-machine", c.machine === "microvm" ? "microvm,x-option-roms=off,rtc=on,memory-backend=ram0" : "q35,memory-backend=ram0");
+  a.push("-accel", c.accel, "-cpu", c.accel === "kvm" ? "host" : "max");
+  a.push("-m", `${Math.floor(c.memoryBytes / (1 << 20))}M`, "-smp", String(c.vcpus));
+  a.push("-object", `memory-backend-file,id=ram0,mem-path=${c.ramFile},size=${c.memoryBytes},share=on`);
+  a.push("-nodefaults", "-no-user-config", "-display", "none", "-no-reboot");
+  a.push("-kernel", c.kernel);
+  if (c.initrd) a.push("-initrd", c.initrd);
+  a.push("-append", c.cmdline);
+  a.push("-chardev", `file,id=serial0,path=${c.serialLog}`, "-serial", "chardev:serial0");
+  if (c.disk) {
+    a.push("-drive", `file=${c.disk},format=qcow2,if=none,id=disk0,discard=unmap`);
+    a.push("-device", c.machine === "microvm" ? "virtio-blk-device,drive=disk0" : "virtio-blk-pci,drive=disk0");
+  }
+  for (const d of c.devices) {
+    // master=on: this side owns the region, which QEMU needs to migrate it (RAM snapshots).
+    a.push("-object", `memory-backend-file,id=shm-${d.name},mem-path=${d.path},size=${d.size},share=on`);
+    a.push("-device", `ivshmem-plain,memdev=shm-${d.name},master=on`);
+  }
+  a.push("-qmp", `unix:${c.qmpSocket},server=on,wait=off`);
+  a.push("-sandbox", sandboxOption(c.runAs));
+  if (c.runAs) a.push("-runas", c.runAs);
+  return a;
+}

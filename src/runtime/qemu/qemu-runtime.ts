@@ -1,0 +1,609 @@
+import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { existsSync, openSync, closeSync, readFileSync } from "node:fs";
+import { chown, mkdir, open, readdir, readFile, rename, rm, stat, writeFile, statfs } from "node:fs/promises";
+import { freemem } from "node:os";
+import { join } from "node:path";
+import { PassThrough, type Readable } from "node:stream";
+import { run } from "../../artifact/exec.js";
+import { createOverlay } from "../../artifact/qemu-img.js";
+import type { PreparedArtifact } from "../../artifact/prepare.js";
+import { RuntimeError } from "../runtime-error.js";
+import {
+  TERMINAL_STATES,
+  type Accel,
+  type InjectRequest,
+  type InstanceInfo,
+  type InstanceState,
+  type Machine,
+  type Runtime,
+  type StartOptions,
+} from "../types.js";
+import { QEMU_BINARY, chooseAccel } from "./accel.js";
+import { qemuArgv, type QemuConfig } from "./argv.js";
+import { QmpClient } from "./qmp-client.js";
+
+const DEFAULT_MEMORY = 256 << 20;
+const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
+
+/** InstanceRecord is an instance's state.json: what survives a daemon restart. */
+interface InstanceRecord {
+  instance_id: string;
+  name: string;
+  state: InstanceState;
+  reason?: string;
+  artifact: { reference: string; digest: `sha256:${string}` };
+  accel: Accel;
+  machine: Machine;
+  pid?: number;
+  created_at: string;
+  started_at?: string;
+  exited_at?: string;
+  exit_code?: number;
+  memory_bytes: number;
+  vcpus: number;
+  boot_ms?: number;
+  start_ms?: number;
+  cold_start_target_ms?: number;
+  devices: { type: "ivshmem"; name: string; size: number; path: string }[];
+  ram_file: string;
+  shm_dir: string;
+  argv: string[];
+}
+
+/** Live is what the daemon holds for a running instance besides its record. */
+interface Live {
+  qmp?: QmpClient;
+  child?: ChildProcess;
+  exited: Promise<void>;
+  markExited: () => void;
+  stopping?: boolean;
+  watchers: Set<() => void>;
+}
+
+/**
+ * QemuRuntime is the reference Runtime: one QEMU process per instance, each with its own
+ * folder under `<stateDir>/instances/<id>` (state.json, qmp.sock, serial.log, overlay.qcow2,
+ * qemu.log). QEMU runs detached from the daemon, so instances outlive a daemon restart;
+ * `recover` re-attaches to them through their QMP sockets.
+ */
+export class QemuRuntime implements Runtime {
+  readonly name = "qemu";
+  private readonly records = new Map<string, InstanceRecord>();
+  private readonly live = new Map<string, Live>();
+  private qemuVersion = "";
+
+  private constructor(
+    readonly stateDir: string,
+    private readonly shmRoot: string,
+    private readonly runAs?: string,
+  ) {}
+
+  /**
+   * create makes a runtime keeping instances under `stateDir`. As root, QEMU drops to
+   * `runAs` (default `nobody`) after start-up.
+   */
+  static async create(opts: { stateDir: string; shmDir?: string; runAs?: string | null }): Promise<QemuRuntime> {
+    const runAs = opts.runAs === null ? undefined : (opts.runAs ?? (process.getuid?.() === 0 ? "nobody" : undefined));
+    const shm = opts.shmDir ?? (existsSync("/dev/shm") ? "/dev/shm/ovms" : join(opts.stateDir, "shm"));
+    const rt = new QemuRuntime(opts.stateDir, shm, runAs);
+    await mkdir(join(opts.stateDir, "instances"), { recursive: true });
+    await mkdir(shm, { recursive: true });
+    return rt;
+  }
+
+  /** version is the QEMU version, read once (`qemu-system-x86_64 --version`). */
+  async version(): Promise<string> {
+    if (!this.qemuVersion) {
+      const out = await run(QEMU_BINARY, ["--version"]).catch((e) => {
+        throw new RuntimeError("RUNTIME_UNAVAILABLE", `QEMU is not available: ${(e as Error).message}`, { cause: e });
+      });
+      this.qemuVersion = /version (\S+)/.exec(out)?.[1] ?? "unknown";
+    }
+    return this.qemuVersion;
+  }
+
+  private dir(id: string): string {
+    return join(this.stateDir, "instances", id);
+  }
+
+  async start(a: PreparedArtifact, opts: StartOptions = {}): Promise<InstanceInfo> {
+    const t0 = performance.now();
+    await this.version();
+    const m = a.manifest;
+    const name = opts.name ?? `${m.name.split("/").pop()}-${randomUUID().slice(0, 6)}`;
+    if (!NAME_RE.test(name)) throw new RuntimeError("BAD_REQUEST", `name "${name}": use 1-63 letters, digits, '_', '.' or '-'`);
+    for (const r of this.records.values()) {
+      if (r.name === name) throw new RuntimeError("CONFLICT", `name "${name}" is already used by instance ${r.instance_id} (${r.state}); remove it first`);
+    }
+    const memory = opts.memory ?? m.resources?.memory ?? DEFAULT_MEMORY;
+    const vcpus = opts.cpus ?? m.resources?.vcpus ?? 1;
+    if (memory < 16 << 20) throw new RuntimeError("BAD_REQUEST", `memory ${memory} bytes: at least 16 MiB`);
+    const devices = m.devices ?? [];
+    const needsPci = devices.length > 0;
+    const machine: Machine = opts.machine ?? (m.runtimeHints?.machine === "microvm" || m.runtimeHints?.machine === "q35" ? m.runtimeHints.machine : needsPci ? "q35" : "microvm");
+    if (machine === "microvm" && needsPci) {
+      throw new RuntimeError("BAD_REQUEST", `machine microvm has no PCI, but device ${devices[0].name} (${devices[0].type}) needs it: use q35`);
+    }
+    await this.checkMemory(memory + devices.reduce((n, d) => n + d.size, 0));
+    const accel = await chooseAccel(opts.accel, a.kernelPath);
+
+    const id = randomUUID();
+    const dir = this.dir(id);
+    const shmDir = join(this.shmRoot, id);
+    await mkdir(dir, { recursive: true, mode: 0o711 });
+    await mkdir(shmDir, { recursive: true, mode: 0o711 });
+    const cfg: QemuConfig = {
+      id,
+      machine,
+      accel,
+      memoryBytes: memory,
+      vcpus,
+      kernel: a.kernelPath,
+      initrd: a.initrdPath,
+      cmdline: [m.kernel.args ?? "", opts.cmdline ?? ""].join(" ").trim(),
+      serialLog: join(dir, "serial.log"),
+      qmpSocket: join(dir, "qmp.sock"),
+      ramFile: join(shmDir, "ram"),
+      devices: devices.map((d) => ({ type: d.type, name: d.name, size: d.size, path: join(shmDir, `ivshmem-${d.name}`) })),
+      runAs: this.runAs,
+    };
+    try {
+      if (a.disks.length) {
+        const top = a.disks[a.disks.length - 1];
+        cfg.disk = join(dir, "overlay.qcow2");
+        await createOverlay(cfg.disk, top.path, top.format);
+      }
+      await writeFile(cfg.serialLog, "");
+      if (this.runAs) await this.grantTo(this.runAs, [dir, shmDir, cfg.serialLog, ...(cfg.disk ? [cfg.disk] : [])]);
+    } catch (e) {
+      await rm(dir, { recursive: true, force: true });
+      await rm(shmDir, { recursive: true, force: true });
+      throw e;
+    }
+    const argv = qemuArgv(cfg);
+    const rec: InstanceRecord = {
+      instance_id: id,
+      name,
+      state: "created",
+      artifact: { reference: a.reference, digest: a.digest },
+      accel,
+      machine,
+      created_at: new Date().toISOString(),
+      memory_bytes: memory,
+      vcpus,
+      devices: cfg.devices,
+      ram_file: cfg.ramFile,
+      shm_dir: shmDir,
+      argv: [QEMU_BINARY, ...argv],
+    };
+    if (m.runtimeHints?.coldStartTargetMs !== undefined) rec.cold_start_target_ms = m.runtimeHints.coldStartTargetMs;
+    this.records.set(id, rec);
+    await this.save(rec);
+
+    const logFd = openSync(join(dir, "qemu.log"), "a");
+    let child: ChildProcess;
+    try {
+      // Detached: QEMU is not killed with the daemon; a restarted daemon re-attaches to it.
+      child = spawn(QEMU_BINARY, argv, { detached: true, stdio: ["ignore", logFd, logFd] });
+    } finally {
+      closeSync(logFd);
+    }
+    child.unref();
+    rec.pid = child.pid;
+    rec.state = "starting";
+    rec.started_at = new Date().toISOString();
+    await this.save(rec);
+    const live = this.track(id, child);
+    child.on("exit", (code, signal) => void this.onExit(id, code, signal));
+    this.watchBoot(id, t0);
+
+    try {
+      live.qmp = await this.connectQmp(id, 10_000);
+      const st = await live.qmp.execute<{ status: string }>("query-status");
+      if (rec.state === "starting") {
+        rec.state = st.status === "paused" ? "paused" : "running";
+        rec.start_ms = Math.round(performance.now() - t0);
+        await this.save(rec);
+      }
+    } catch (e) {
+      if (!TERMINAL_STATES.has(rec.state)) {
+        child.kill("SIGKILL");
+        await live.exited;
+      }
+      const log = await readFile(join(dir, "qemu.log"), "utf8").catch(() => "");
+      rec.state = "failed";
+      rec.reason = `QEMU did not start: ${log.trim().split("\n").slice(-3).join(" ") || (e as Error).message}`;
+      await this.save(rec);
+      throw new RuntimeError("START_FAILED", `instance ${id}: ${rec.reason}`, { details: { instance_id: id } });
+    }
+    return this.info(rec);
+  }
+
+  async stop(idOrName: string, opts: { timeoutMs?: number; force?: boolean } = {}): Promise<InstanceInfo> {
+    const rec = this.find(idOrName);
+    const live = this.live.get(rec.instance_id);
+    if (TERMINAL_STATES.has(rec.state) || !live) return this.info(rec);
+    live.stopping = true;
+    rec.state = "stopping";
+    await this.save(rec);
+    const waitExit = (ms: number) =>
+      Promise.race([live.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
+    if (!opts.force) {
+      // Ask the guest first (ACPI power button), then QEMU, then the kernel.
+      await live.qmp?.execute("system_powerdown").catch(() => undefined);
+      if (!(await waitExit(opts.timeoutMs ?? 10_000))) {
+        await live.qmp?.execute("quit").catch(() => undefined);
+        if (!(await waitExit(2000))) this.kill(rec);
+      }
+    } else {
+      await live.qmp?.execute("quit").catch(() => undefined);
+      if (!(await waitExit(1000))) this.kill(rec);
+    }
+    await live.exited;
+    return this.info(rec);
+  }
+
+  async inject(idOrName: string, req: InjectRequest): Promise<number> {
+    const rec = this.find(idOrName);
+    if (rec.state !== "running" && rec.state !== "paused") {
+      throw new RuntimeError("CONFLICT", `instance ${rec.instance_id} is ${rec.state}, not running`);
+    }
+    const dev = req.device ? rec.devices.find((d) => d.name === req.device) : rec.devices[0];
+    if (!dev) {
+      throw new RuntimeError(
+        "NOT_FOUND",
+        req.device ? `instance ${rec.instance_id} has no device "${req.device}" (has: ${rec.devices.map((d) => d.name).join(", ") || "none"})` : `instance ${rec.instance_id} has no ivshmem device`,
+      );
+    }
+    const offset = req.offset ?? 0;
+    if (offset < 0 || offset + req.data.length > dev.size) {
+      throw new RuntimeError("BAD_REQUEST", `inject of ${req.data.length} bytes at offset ${offset} does not fit device ${dev.name} (${dev.size} bytes)`);
+    }
+    const fh = await open(dev.path, "r+");
+    try {
+      await fh.write(req.data, 0, req.data.length, offset);
+    } finally {
+      await fh.close();
+    }
+    return req.data.length;
+  }
+
+  async status(idOrName: string): Promise<InstanceInfo> {
+    return this.info(this.find(idOrName));
+  }
+
+  async list(opts: { all?: boolean } = {}): Promise<InstanceInfo[]> {
+    const recs = [...this.records.values()].filter((r) => opts.all || !TERMINAL_STATES.has(r.state));
+    recs.sort((a, b) => a.created_at.localeCompare(b.created_at));
+    return Promise.all(recs.map((r) => this.info(r)));
+  }
+
+  async logs(idOrName: string, opts: { follow?: boolean; tail?: number } = {}): Promise<Readable> {
+    const rec = this.find(idOrName);
+    const path = join(this.dir(rec.instance_id), "serial.log");
+    const out = new PassThrough({ objectMode: true });
+    let offset = 0;
+    let partial = "";
+    const emit = (text: string, final: boolean) => {
+      partial += text;
+      const lines = partial.split(/\r?\n/);
+      partial = final ? "" : lines.pop()!;
+      if (final && lines[lines.length - 1] === "") lines.pop();
+      const ts = new Date().toISOString();
+      return lines.map((line) => ({ ts, stream: "serial" as const, line }));
+    };
+    const readMore = async (): Promise<string> => {
+      const st = await stat(path).catch(() => undefined);
+      if (!st || st.size <= offset) return "";
+      const fh = await open(path, "r");
+      try {
+        const buf = Buffer.alloc(st.size - offset);
+        const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
+        offset += bytesRead;
+        return buf.subarray(0, bytesRead).toString("utf8");
+      } finally {
+        await fh.close();
+      }
+    };
+    let records = emit(await readMore(), !opts.follow);
+    if (opts.tail !== undefined) records = records.slice(-opts.tail);
+    for (const r of records) out.write(r);
+    const live = this.live.get(rec.instance_id);
+    if (!opts.follow || !live) {
+      for (const r of emit("", true)) out.write(r);
+      out.end();
+      return out;
+    }
+    let done = false;
+    const poll = setInterval(async () => {
+      if (done) return;
+      for (const r of emit(await readMore(), false)) out.write(r);
+    }, 50);
+    const finish = async () => {
+      if (done) return;
+      done = true;
+      clearInterval(poll);
+      for (const r of emit(await readMore(), true)) out.write(r);
+      out.end();
+    };
+    live.exited.then(finish);
+    out.on("close", () => {
+      done = true;
+      clearInterval(poll);
+    });
+    return out;
+  }
+
+  async remove(idOrName: string, opts: { force?: boolean } = {}): Promise<void> {
+    const rec = this.find(idOrName);
+    if (!TERMINAL_STATES.has(rec.state)) {
+      if (!opts.force) throw new RuntimeError("CONFLICT", `instance ${rec.instance_id} is ${rec.state}: stop it first (or force)`);
+      await this.stop(rec.instance_id, { force: true });
+    }
+    this.records.delete(rec.instance_id);
+    await rm(this.dir(rec.instance_id), { recursive: true, force: true });
+    await rm(rec.shm_dir, { recursive: true, force: true });
+  }
+
+  async recover(): Promise<void> {
+    await this.version().catch(() => undefined);
+    const ids = await readdir(join(this.stateDir, "instances")).catch(() => [] as string[]);
+    for (const id of ids) {
+      let rec: InstanceRecord;
+      try {
+        rec = JSON.parse(await readFile(join(this.dir(id), "state.json"), "utf8")) as InstanceRecord;
+      } catch {
+        continue; // a folder without a readable state.json was never started
+      }
+      this.records.set(id, rec);
+      if (TERMINAL_STATES.has(rec.state)) continue;
+      if (rec.pid && isOurQemu(rec.pid, id)) {
+        const live = this.track(id);
+        try {
+          live.qmp = await this.connectQmp(id, 3000);
+          const st = await live.qmp.execute<{ status: string }>("query-status");
+          rec.state = st.status === "paused" ? "paused" : rec.state === "stopping" ? "stopping" : "running";
+          await this.save(rec);
+          this.pollPid(id, rec.pid);
+          continue;
+        } catch {
+          this.kill(rec);
+        }
+      }
+      rec.state = "exited";
+      rec.reason = "the QEMU process ended while ovmd was not running";
+      rec.exited_at ??= new Date().toISOString();
+      delete rec.pid;
+      await this.save(rec);
+      await rm(rec.shm_dir, { recursive: true, force: true });
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const [, l] of this.live) {
+      l.qmp?.close();
+      for (const w of l.watchers) w();
+    }
+    this.live.clear();
+  }
+
+  /** info turns a record into the contract's InstanceInfo, with live metrics. */
+  private async info(r: InstanceRecord): Promise<InstanceInfo> {
+    const now = Date.now();
+    const started = r.started_at ? Date.parse(r.started_at) : undefined;
+    const ended = r.exited_at ? Date.parse(r.exited_at) : now;
+    const info: InstanceInfo = {
+      instance_id: r.instance_id,
+      name: r.name,
+      state: r.state,
+      artifact: r.artifact,
+      runtime: this.name,
+      accel: r.accel,
+      machine: r.machine,
+      created_at: r.created_at,
+      metrics: {
+        uptime_ms: started ? Math.max(0, ended - started) : 0,
+        memory_bytes: r.memory_bytes,
+        vcpus: r.vcpus,
+      },
+      devices: r.devices.map((d) => ({ type: d.type, name: d.name, size: d.size })),
+    };
+    if (r.reason) info.reason = r.reason;
+    if (r.pid && !TERMINAL_STATES.has(r.state)) {
+      info.pid = r.pid;
+      Object.assign(info.metrics, await procMetrics(r.pid));
+    }
+    if (r.started_at) info.started_at = r.started_at;
+    if (r.exited_at) info.exited_at = r.exited_at;
+    if (r.exit_code !== undefined) info.exit_code = r.exit_code;
+    if (r.boot_ms !== undefined) info.metrics.boot_ms = r.boot_ms;
+    if (r.start_ms !== undefined) info.metrics.start_ms = r.start_ms;
+    if (r.cold_start_target_ms !== undefined) {
+      info.cold_start_target_ms = r.cold_start_target_ms;
+      if (r.start_ms !== undefined) info.met_target = r.start_ms <= r.cold_start_target_ms;
+    }
+    return info;
+  }
+
+  private find(idOrName: string): InstanceRecord {
+    const r = this.records.get(idOrName) ?? [...this.records.values()].find((x) => x.name === idOrName || (idOrName.length >= 6 && x.instance_id.startsWith(idOrName)));
+    if (!r) throw new RuntimeError("NOT_FOUND", `no instance "${idOrName}"`);
+    return r;
+  }
+
+  private track(id: string, child?: ChildProcess): Live {
+    let markExited!: () => void;
+    const exited = new Promise<void>((r) => (markExited = r));
+    const live: Live = { child, exited, markExited, watchers: new Set() };
+    this.live.set(id, live);
+    return live;
+  }
+
+  /** onExit records how QEMU ended: a clean guest poweroff or an asked-for stop is `exited`. */
+  private async onExit(id: string, code: number | null, signal: NodeJS.Signals | null): Promise<void> {
+    const rec = this.records.get(id);
+    const live = this.live.get(id);
+    if (!rec) return;
+    live?.qmp?.close();
+    const asked = live?.stopping ?? false;
+    if (!TERMINAL_STATES.has(rec.state)) {
+      rec.exited_at = new Date().toISOString();
+      if (code !== null) rec.exit_code = code;
+      if (code === 0 || asked) rec.state = "exited";
+      else {
+        rec.state = "failed";
+        rec.reason = signal ? `QEMU was killed by ${signal}` : `QEMU exited with status ${code}`;
+        const log = await readFile(join(this.dir(id), "qemu.log"), "utf8").catch(() => "");
+        if (log.trim()) rec.reason += `: ${log.trim().split("\n").slice(-2).join(" ")}`;
+      }
+      if (asked && !rec.reason) rec.reason = "stopped";
+      delete rec.pid;
+      await this.save(rec).catch(() => undefined);
+    }
+    await rm(rec.shm_dir, { recursive: true, force: true }).catch(() => undefined);
+    if (live) {
+      for (const w of live.watchers) w();
+      this.live.delete(id);
+      live.markExited();
+    }
+  }
+
+  /** pollPid watches a re-attached QEMU (not our child, so no exit event) until it is gone. */
+  private pollPid(id: string, pid: number): void {
+    const live = this.live.get(id)!;
+    const t = setInterval(() => {
+      if (isAlive(pid)) return;
+      clearInterval(t);
+      void this.onExit(id, live.stopping ? 0 : null, null);
+    }, 200);
+    live.watchers.add(() => clearInterval(t));
+  }
+
+  /** watchBoot records boot_ms: from the start request to the guest's first console output. */
+  private watchBoot(id: string, t0: number): void {
+    const live = this.live.get(id)!;
+    const path = join(this.dir(id), "serial.log");
+    const t = setInterval(async () => {
+      const rec = this.records.get(id);
+      const st = await stat(path).catch(() => undefined);
+      if (!rec || TERMINAL_STATES.has(rec.state)) return clearInterval(t);
+      if (st && st.size > 0) {
+        clearInterval(t);
+        rec.boot_ms = Math.round(performance.now() - t0);
+        await this.save(rec).catch(() => undefined);
+      }
+    }, 10);
+    live.watchers.add(() => clearInterval(t));
+  }
+
+  private async connectQmp(id: string, timeoutMs: number): Promise<QmpClient> {
+    const sock = join(this.dir(id), "qmp.sock");
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const rec = this.records.get(id);
+      if (rec && TERMINAL_STATES.has(rec.state)) throw new RuntimeError("START_FAILED", "QEMU exited during start-up");
+      try {
+        const c = await QmpClient.connect(sock, Math.max(500, deadline - Date.now()));
+        c.on("event", (e: { event: string }) => void this.onQmpEvent(id, e.event));
+        return c;
+      } catch (e) {
+        if (Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  }
+
+  private async onQmpEvent(id: string, event: string): Promise<void> {
+    const rec = this.records.get(id);
+    if (!rec || TERMINAL_STATES.has(rec.state) || rec.state === "stopping") return;
+    if (event === "STOP" && rec.state === "running") rec.state = "paused";
+    else if (event === "RESUME" && rec.state === "paused") rec.state = "running";
+    else return;
+    await this.save(rec).catch(() => undefined);
+  }
+
+  private kill(rec: InstanceRecord): void {
+    if (rec.pid && isAlive(rec.pid)) {
+      try {
+        process.kill(rec.pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+  }
+
+  /** checkMemory refuses a start that cannot get its memory, before anything is created. */
+  private async checkMemory(bytes: number): Promise<void> {
+    const avail = await memAvailable();
+    if (bytes > avail) {
+      throw new RuntimeError("INSUFFICIENT_RESOURCES", `not enough memory: the instance needs ${mib(bytes)} MiB, ${mib(avail)} MiB are available`);
+    }
+    const fs = await statfs(this.shmRoot).catch(() => undefined);
+    if (fs && bytes > fs.bavail * fs.bsize) {
+      throw new RuntimeError("INSUFFICIENT_RESOURCES", `not enough space on ${this.shmRoot} for guest memory: need ${mib(bytes)} MiB, ${mib(fs.bavail * fs.bsize)} MiB free`);
+    }
+  }
+
+  /** grantTo lets the unprivileged QEMU user write the instance's own files, and nothing else. */
+  private async grantTo(user: string, paths: string[]): Promise<void> {
+    const uid = Number(execFileSync("id", ["-u", user], { encoding: "utf8" }).trim());
+    const gid = Number(execFileSync("id", ["-g", user], { encoding: "utf8" }).trim());
+    for (const p of paths) await chown(p, uid, gid);
+  }
+
+  /** save writes state.json atomically (temp + rename) on every transition. */
+  private async save(rec: InstanceRecord): Promise<void> {
+    const dir = this.dir(rec.instance_id);
+    const tmp = join(dir, `.state.json.${process.pid}`);
+    await writeFile(tmp, JSON.stringify(rec, null, 2) + "\n");
+    await rename(tmp, join(dir, "state.json"));
+  }
+}
+
+function mib(n: number): number {
+  return Math.round(n / (1 << 20));
+}
+
+async function memAvailable(): Promise<number> {
+  const text = await readFile("/proc/meminfo", "utf8").catch(() => "");
+  const kb = /MemAvailable:\s+(\d+) kB/.exec(text)?.[1];
+  return kb ? Number(kb) * 1024 : freemem();
+}
+
+/** isAlive tells whether `pid` runs (a zombie does not count). */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return true;
+  }
+}
+
+/** isOurQemu checks that `pid` is still the QEMU of instance `id`, not a recycled pid. */
+function isOurQemu(pid: number, id: string): boolean {
+  try {
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    return cmd.includes(`ovms-${id}`);
+  } catch {
+    return false;
+  }
+}
+
+/** procMetrics reads CPU time and RSS of a process from /proc. */
+async function procMetrics(pid: number): Promise<{ cpu_time_ms?: number; rss_bytes?: number }> {
+  const out: { cpu_time_ms?: number; rss_bytes?: number } = {};
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  if (fields.length > 13) out.cpu_time_ms = Math.round(((Number(fields[11]) + Number(fields[12])) * 1000) / 100);
+  const status = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
+  const rss = /VmRSS:\s+(\d+) kB/.exec(status)?.[1];
+  if (rss) out.rss_bytes = Number(rss) * 1024;
+  return out;
+}
+
