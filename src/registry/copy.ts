@@ -1,0 +1,254 @@
+import { Readable, Transform, pipeline } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
+import { type Digest } from "../spec/digest.js";
+import { isOvmsError } from "../spec/errors.js";
+import { MediaType } from "../spec/media-types.js";
+import type { Descriptor, ImageIndex, ImageManifest, Platform } from "../spec/oci.js";
+import type { ContentStore } from "../spec/content.js";
+import { Store } from "../store/store.js";
+import { parsePlatform, selectPlatform } from "./platform.js";
+import { Repository, isManifestMediaType, readAll } from "./repository.js";
+
+/** CopyProgress is told what happens to each blob, for progress bars. */
+export interface CopyProgress {
+  /** start: the blob begins to move (it was not in the destination). */
+  start?(desc: Descriptor): void;
+  /** bytes: `n` more bytes of the blob went through. */
+  bytes?(desc: Descriptor, n: number): void;
+  /** done: the blob is in the destination, moved, already there, or mounted from another repository. */
+  done?(desc: Descriptor, how: "transferred" | "skipped" | "mounted"): void;
+}
+
+/** CopyOptions tune a copy. */
+export interface CopyOptions {
+  /** concurrency is how many blobs move at once (default 4). */
+  concurrency?: number;
+  /** referrers copies the manifests whose subject is the artifact (signatures, snapshots), recursively (default true). */
+  referrers?: boolean;
+  /** platform picks one manifest when the source reference is an index (`os/arch[/variant]`); without it the whole index is copied. */
+  platform?: string | Platform;
+  progress?: CopyProgress;
+  /** attempts is how many times one blob is tried when its connection drops (default 3). */
+  attempts?: number;
+}
+
+/** CopyResult says what a copy did. */
+export interface CopyResult {
+  /** digest of the root manifest copied (the platform's manifest when one was picked). */
+  digest: Digest;
+  mediaType: string;
+  /** bytesTransferred counts blobs and manifests that moved. */
+  bytesTransferred: number;
+  /** bytesSkipped counts blobs the destination had already or mounted. */
+  bytesSkipped: number;
+  /** blobs is the number of distinct blobs (configs and layers) of the graph. */
+  blobs: number;
+  blobsTransferred: number;
+  blobsSkipped: number;
+  blobsMounted: number;
+  manifests: number;
+  referrers: number;
+  seconds: number;
+}
+
+/** UntaggedRecorder is a destination that keeps untagged manifests by name-less entries (the local Store). */
+interface UntaggedRecorder {
+  addUntagged(desc: Descriptor): Promise<void>;
+}
+
+function recordsUntagged(s: unknown): s is UntaggedRecorder {
+  return typeof (s as Partial<UntaggedRecorder>).addUntagged === "function";
+}
+
+const MAX_MANIFEST = 4 << 20;
+
+/**
+ * copy copies an artifact graph — the manifest `srcRef` names, its config and layers (or the
+ * manifests of an index), and the manifests that refer to it — from any ContentStore to any
+ * other, then names it `dstRef` (or records it untagged when the destination can):
+ * store → registry is push, registry → store is pull, registry → registry is copy.
+ *
+ * Children go before their parent and the name goes last, so a reader never sees a manifest
+ * whose blobs are missing. A blob already in the destination is not moved (what makes a pull
+ * of a new version transfer only its new layers); between two repositories of one registry it
+ * is mounted. Bytes are verified once, by whichever side verifies: the store's ingest, or the
+ * destination registry (which checks the digest of every upload).
+ */
+export async function copy(src: ContentStore, srcRef: string, dst: ContentStore, dstRef: string | undefined, opts: CopyOptions = {}): Promise<CopyResult> {
+  const started = performance.now();
+  const limit = limiter(opts.concurrency ?? 4);
+  const attempts = opts.attempts ?? 3;
+  const progress = opts.progress ?? {};
+  const result: CopyResult = {
+    digest: "sha256:" as Digest,
+    mediaType: "",
+    bytesTransferred: 0,
+    bytesSkipped: 0,
+    blobs: 0,
+    blobsTransferred: 0,
+    blobsSkipped: 0,
+    blobsMounted: 0,
+    manifests: 0,
+    referrers: 0,
+    seconds: 0,
+  };
+  // The sink checks digests itself: the store's ingest hashes, a registry verifies uploads.
+  const sinkVerifies = dst instanceof Store || dst instanceof Repository;
+  const mountFrom =
+    src instanceof Repository && dst instanceof Repository && src.registry === dst.registry && src.name !== dst.name && src.client === dst.client
+      ? src.name
+      : undefined;
+
+  const open = async (desc: Descriptor): Promise<Readable> => {
+    const s = src instanceof Repository ? await src.fetch(desc, { verify: !sinkVerifies }) : await src.fetch(desc);
+    if (!progress.bytes) return s;
+    const count = new Transform({
+      transform(chunk: Buffer, _e, cb) {
+        progress.bytes!(desc, chunk.length);
+        cb(null, chunk);
+      },
+    });
+    return pipeline(s, count, () => undefined);
+  };
+
+  let failure: unknown;
+  const blobs = new Map<string, Promise<void>>();
+  const copyBlob = (desc: Descriptor): Promise<void> => {
+    let p = blobs.get(desc.digest);
+    if (!p) {
+      result.blobs++;
+      p = limit(async () => {
+        // After a failure elsewhere in the graph, blobs still waiting are not started.
+        if (failure) throw failure;
+        for (let attempt = 1; ; attempt++) {
+          try {
+            if (await dst.exists(desc)) {
+              result.blobsSkipped++;
+              result.bytesSkipped += desc.size;
+              progress.done?.(desc, "skipped");
+              return;
+            }
+            progress.start?.(desc);
+            let how: "transferred" | "mounted" = "transferred";
+            if (dst instanceof Repository) {
+              how = (await dst.pushBlob(desc, () => open(desc), { mountFrom })) === "mounted" ? "mounted" : "transferred";
+            } else {
+              await dst.push(desc, await open(desc));
+            }
+            if (how === "mounted") {
+              result.blobsMounted++;
+              result.bytesSkipped += desc.size;
+            } else {
+              result.blobsTransferred++;
+              result.bytesTransferred += desc.size;
+            }
+            progress.done?.(desc, how);
+            return;
+          } catch (e) {
+            // A connection lost half-way (after the download's own resumes, or during an
+            // upload, which is never resent blindly) starts the blob over from the HEAD.
+            if (attempt < attempts && isOvmsError(e, "CONNECTION_LOST")) {
+              await sleep(200 * attempt);
+              continue;
+            }
+            failure ??= e;
+            throw e;
+          }
+        }
+      });
+      blobs.set(desc.digest, p);
+    }
+    return p;
+  };
+
+  const manifests = new Map<string, Promise<void>>();
+  const copyManifest = (desc: Descriptor, known?: Buffer): Promise<void> => {
+    let p = manifests.get(desc.digest);
+    if (!p) {
+      p = (async () => {
+        if (await dst.exists(desc)) return;
+        const bytes = known ?? (await readAll(await src.fetch(desc), MAX_MANIFEST));
+        const m = JSON.parse(bytes.toString("utf8")) as ImageManifest & ImageIndex;
+        const children: Promise<void>[] = [];
+        if (m.config) children.push(copyBlob(m.config));
+        for (const l of m.layers ?? []) children.push(copyBlob(l));
+        for (const c of m.manifests ?? []) {
+          children.push(isManifestMediaType(c.mediaType) ? copyManifest(c) : copyBlob(c));
+        }
+        await settleAll(children);
+        if (dst instanceof Repository) await dst.pushManifest(desc, bytes);
+        else await dst.push(desc, Readable.from([bytes]));
+        result.manifests++;
+        result.bytesTransferred += bytes.length;
+      })();
+      manifests.set(desc.digest, p);
+    }
+    return p;
+  };
+
+  const seen = new Set<string>();
+  const copyReferrers = async (subject: Descriptor): Promise<void> => {
+    const list = (await src.referrers(subject)).filter((r) => !seen.has(r.digest));
+    for (const r of list) seen.add(r.digest);
+    await settleAll(
+      list.map(async (r) => {
+        const desc: Descriptor = { mediaType: r.mediaType, digest: r.digest, size: r.size };
+        if (r.artifactType) desc.artifactType = r.artifactType;
+        await copyManifest(desc);
+        if (recordsUntagged(dst)) await dst.addUntagged(desc);
+        result.referrers++;
+        await copyReferrers(desc);
+      }),
+    );
+  };
+
+  let root = await src.resolve(srcRef);
+  let rootBytes = await readAll(await src.fetch(root), MAX_MANIFEST);
+  if (opts.platform && (root.mediaType === MediaType.OciIndex || root.mediaType === MediaType.DockerManifestList)) {
+    const want = typeof opts.platform === "string" ? parsePlatform(opts.platform) : opts.platform;
+    const pick = selectPlatform(JSON.parse(rootBytes.toString("utf8")) as ImageIndex, want, srcRef);
+    root = { mediaType: pick.mediaType, digest: pick.digest, size: pick.size };
+    if (pick.artifactType) root.artifactType = pick.artifactType;
+    rootBytes = await readAll(await src.fetch(root), MAX_MANIFEST);
+  }
+  result.digest = root.digest;
+  result.mediaType = root.mediaType;
+
+  await copyManifest(root, rootBytes);
+  if (opts.referrers ?? true) await copyReferrers(root);
+  if (dstRef) await dst.tag(root, dstRef);
+  else if (recordsUntagged(dst)) await dst.addUntagged(root);
+  result.seconds = (performance.now() - started) / 1000;
+  return result;
+}
+
+/** settleAll waits for every promise, then throws the first failure: no transfer is left running behind an error. */
+async function settleAll(ps: Promise<void>[]): Promise<void> {
+  const r = await Promise.allSettled(ps);
+  const failed = r.find((x): x is PromiseRejectedResult => x.status === "rejected");
+  if (failed) throw failed.reason;
+}
+
+/** limiter runs at most `n` tasks at once, the others wait in order. */
+export function limiter(n: number): <T>(task: () => Promise<T>) => Promise<T> {
+  let active = 0;
+  const queue: (() => void)[] = [];
+  const next = () => {
+    if (active < n && queue.length) {
+      active++;
+      queue.shift()!();
+    }
+  };
+  return <T>(task: () => Promise<T>) =>
+    new Promise<T>((resolve, reject) => {
+      queue.push(() => {
+        task()
+          .then(resolve, reject)
+          .finally(() => {
+            active--;
+            next();
+          });
+      });
+      next();
+    });
+}

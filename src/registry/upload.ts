@@ -1,0 +1,147 @@
+import { Readable } from "node:stream";
+import type { Descriptor } from "../spec/oci.js";
+import { RegistryError } from "./registry-error.js";
+import { repositoryScope } from "./auth.js";
+import type { Repository } from "./repository.js";
+
+/** UploadResult says how a blob got into the repository. */
+export type UploadResult = "uploaded" | "mounted";
+
+/**
+ * uploadBlob puts one blob into a repository (distribution spec "Pushing blobs"):
+ * - `POST …/blobs/uploads/?mount=<digest>&from=<repo>` first when the blob may be in another
+ *   repository of the same registry: a 201 means it was mounted and nothing is sent;
+ * - otherwise the session the POST opened takes the bytes: one streamed `PUT ?digest=` for
+ *   blobs up to `chunkSize`, else `PATCH` chunks with `Content-Range` and a closing `PUT`.
+ * The content is opened only when it is needed. A failed upload is cancelled (DELETE) and
+ * never resent from here: the copy that called this starts over from a HEAD, so no write is
+ * applied twice.
+ */
+export async function uploadBlob(
+  repo: Repository,
+  desc: Descriptor,
+  open: () => Promise<Readable>,
+  opts: { mountFrom?: string; chunkSize: number },
+): Promise<UploadResult> {
+  const what = `blob ${desc.digest}`;
+  const post = repo.url("blobs/uploads/");
+  const scopes = repo.pushScopes();
+  if (opts.mountFrom && opts.mountFrom !== repo.name) {
+    post.searchParams.set("mount", desc.digest);
+    post.searchParams.set("from", opts.mountFrom);
+    scopes.push(repositoryScope(opts.mountFrom, ["pull"]));
+  }
+  // Opening a session twice is harmless (the spare one expires), so the POST may be retried.
+  const started = await repo.send({ method: "POST", url: post, scopes, headers: { "content-length": "0" }, ok: [201, 202], retry: true, context: what });
+  await started.body.dump();
+  if (started.statusCode === 201 && opts.mountFrom) return "mounted";
+  let location = locationOf(started.headers.location, post, what);
+
+  const content = await open();
+  try {
+    if (desc.size <= opts.chunkSize) {
+      location.searchParams.set("digest", desc.digest);
+      const put = await repo.send({
+        method: "PUT",
+        url: location,
+        scopes,
+        headers: { "content-type": "application/octet-stream", "content-length": String(desc.size) },
+        body: content,
+        ok: [201],
+        retry: false,
+        context: what,
+      });
+      await put.body.dump();
+      checkDigest(put.headers["docker-content-digest"], desc, what);
+      return "uploaded";
+    }
+    const reader = new ChunkReader(content[Symbol.asyncIterator]() as AsyncIterator<Buffer>);
+    for (let offset = 0; offset < desc.size; ) {
+      const n = Math.min(opts.chunkSize, desc.size - offset);
+      const patch = await repo.send({
+        method: "PATCH",
+        url: location,
+        scopes,
+        headers: {
+          "content-type": "application/octet-stream",
+          "content-length": String(n),
+          "content-range": `${offset}-${offset + n - 1}`,
+        },
+        body: Readable.from(reader.take(n), { objectMode: false }),
+        ok: [202],
+        retry: false,
+        context: what,
+      });
+      await patch.body.dump();
+      offset += n;
+      const range = /^(?:bytes=)?0-(\d+)$/.exec(String(patch.headers.range ?? ""));
+      if (range && Number(range[1]) !== offset - 1) {
+        throw new RegistryError("BLOB_UPLOAD_INVALID", `${what}: the registry holds bytes 0-${range[1]} after a chunk ending at ${offset - 1}`);
+      }
+      location = locationOf(patch.headers.location, location, what);
+    }
+    location.searchParams.set("digest", desc.digest);
+    const put = await repo.send({
+      method: "PUT",
+      url: location,
+      scopes,
+      headers: { "content-length": "0" },
+      ok: [201],
+      retry: false,
+      context: what,
+    });
+    await put.body.dump();
+    checkDigest(put.headers["docker-content-digest"], desc, what);
+    return "uploaded";
+  } catch (e) {
+    content.destroy();
+    // Best effort: free the registry's half-written session.
+    await repo
+      .send({ method: "DELETE", url: location, scopes, ok: [204, 404], retry: false })
+      .then((r) => r.body.dump())
+      .catch(() => undefined);
+    throw e;
+  }
+}
+
+function locationOf(h: string | string[] | undefined, base: URL, what: string): URL {
+  const v = Array.isArray(h) ? h[0] : h;
+  if (!v) throw new RegistryError("REGISTRY_ERROR", `${what}: the registry opened an upload without a Location`);
+  return new URL(v, base);
+}
+
+function checkDigest(h: string | string[] | undefined, desc: Descriptor, what: string): void {
+  const got = Array.isArray(h) ? h[0] : h;
+  if (got && got !== desc.digest) {
+    throw new RegistryError("DIGEST_INVALID", `${what}: the registry stored it as ${got}`);
+  }
+}
+
+/**
+ * ChunkReader cuts one byte stream into consecutive pieces of chosen lengths without copying
+ * more than the one buffer that straddles a boundary.
+ */
+class ChunkReader {
+  private pending?: Buffer;
+
+  constructor(private readonly it: AsyncIterator<Buffer>) {}
+
+  async *take(n: number): AsyncGenerator<Buffer> {
+    let left = n;
+    while (left > 0) {
+      let buf = this.pending;
+      this.pending = undefined;
+      if (!buf) {
+        const r = await this.it.next();
+        if (r.done) return;
+        buf = r.value;
+      }
+      if (buf.length > left) {
+        this.pending = buf.subarray(left);
+        buf = buf.subarray(0, left);
+      }
+      left -= buf.length;
+      yield buf;
+    }
+  }
+}
