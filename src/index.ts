@@ -4,5 +4,6 @@
  */
 export * from "./spec/index.js";
 export * from "./store/index.js";
+export * from "./registry/index.js";
 export * from "./artifact/index.js";
 export { VERSION } from "./version.js";

@@ -69,3 +69,32 @@ export function exec(cmd: string, args: string[], opts: { cwd?: string } = {}): 
 }
 
 export { spawn };
+
+/**
+ * DEMO_CMDLINE is the demo artifact's kernel command line: serial console, quiet kernel, and a
+ * fixed TSC rate: microvm has no HPET/PM timer to calibrate against, and under TCG on a busy
+ * host the PIT calibration fails and the kernel stalls (seen with five guests on two cores).
+ */
+export const DEMO_CMDLINE = "console=ttyS0 quiet panic=-1 tsc_early_khz=2000000 tsc=reliable no_timer_check";
+
+/**
+ * buildDemo builds the demo artifact (real kernel, busybox initrd, ext4 base + qcow2 diff,
+ * one ivshmem device) into `store` as `tag` and returns the build result.
+ */
+export async function buildDemo(store: import("../src/store/store.js").Store, tag = "demo/vm:1.0", withDevice = true) {
+  const { build } = await import("../src/artifact/build.js");
+  const a = demoAssets();
+  return build(
+    store,
+    {
+      name: "demo/vm",
+      version: tag.split(":").pop()!,
+      kernel: { path: a.kernel, args: DEMO_CMDLINE },
+      initrd: { path: a.initrd },
+      disks: [{ path: a.base }, { path: a.diff }],
+      ...(withDevice ? { devices: [{ type: "ivshmem" as const, name: "shm0", size: 1 << 20 }] } : {}),
+      resources: { memory: 192 << 20, vcpus: 1 },
+    },
+    tag,
+  );
+}

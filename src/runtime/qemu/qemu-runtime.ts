@@ -229,7 +229,11 @@ export class QemuRuntime implements Runtime {
     await this.save(rec);
     const waitExit = (ms: number) =>
       Promise.race([live.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
-    if (!opts.force) {
+    if (!live.qmp && rec.pid) {
+      // No monitor: QEMU shuts down cleanly on SIGTERM.
+      process.kill(rec.pid, "SIGTERM");
+      if (!(await waitExit(opts.timeoutMs ?? 5000))) this.kill(rec);
+    } else if (!opts.force) {
       // Ask the guest first (ACPI power button), then QEMU, then the kernel.
       await live.qmp?.execute("system_powerdown").catch(() => undefined);
       if (!(await waitExit(opts.timeoutMs ?? 10_000))) {
@@ -360,16 +364,18 @@ export class QemuRuntime implements Runtime {
       if (TERMINAL_STATES.has(rec.state)) continue;
       if (rec.pid && isOurQemu(rec.pid, id)) {
         const live = this.track(id);
+        this.pollPid(id, rec.pid);
         try {
           live.qmp = await this.connectQmp(id, 3000);
           const st = await live.qmp.execute<{ status: string }>("query-status");
           rec.state = st.status === "paused" ? "paused" : rec.state === "stopping" ? "stopping" : "running";
-          await this.save(rec);
-          this.pollPid(id, rec.pid);
-          continue;
         } catch {
-          this.kill(rec);
+          // QEMU lives but its monitor does not answer (another client holds it): keep the
+          // instance, watched by pid; stop falls back to signals.
+          rec.reason = "re-attached without QMP: the monitor did not answer";
         }
+        await this.save(rec);
+        continue;
       }
       rec.state = "exited";
       rec.reason = "the QEMU process ended while ovmd was not running";
@@ -453,7 +459,11 @@ export class QemuRuntime implements Runtime {
       if (code === 0 || asked) rec.state = "exited";
       else {
         rec.state = "failed";
-        rec.reason = signal ? `QEMU was killed by ${signal}` : `QEMU exited with status ${code}`;
+        rec.reason = signal
+          ? `QEMU was killed by ${signal}`
+          : code === null
+            ? "the QEMU process ended unexpectedly (re-attached: exit status unknown)"
+            : `QEMU exited with status ${code}`;
         const log = await readFile(join(this.dir(id), "qemu.log"), "utf8").catch(() => "");
         if (log.trim()) rec.reason += `: ${log.trim().split("\n").slice(-2).join(" ")}`;
       }
