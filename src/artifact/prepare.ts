@@ -1,6 +1,6 @@
-import { createReadStream } from "node:fs";
-import { chmod, mkdir, mkdtemp, rename, rm, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { createReadStream, existsSync } from "node:fs";
+import { chmod, mkdir, mkdtemp, rename, rm, stat, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { Writable } from "node:stream";
 import { OvmsError } from "../spec/errors.js";
@@ -10,6 +10,7 @@ import type { OvmsManifest } from "../spec/manifest.generated.js";
 import type { Artifact } from "./artifact.js";
 import { unpackDiskLayer } from "./disk-layer.js";
 import { imageInfo, rebaseUnsafe } from "./qemu-img.js";
+import { preloadRamsnap, readRamsnapHeader, type RamsnapMetadata } from "./ramsnap.js";
 
 /**
  * PreparedArtifact is an artifact made ready to boot by artifact/prepare: verified, with
@@ -23,6 +24,8 @@ export interface PreparedArtifact {
   initrdPath?: string;
   /** The unpacked, read-only disk chain, base first; the last one is what an overlay sits on. */
   disks: { path: string; format: "qcow2" | "raw"; ref: Digest }[];
+  /** For a snapshot artifact: the preloaded memory and device state, and the blob's metadata. */
+  ramSnapshot?: { memoryFile: string; deviceStateFile: string; metadata: RamsnapMetadata; digest: Digest };
 }
 
 /** layersDir is where unpacked disk layers live, beside the store's blobs and keyed by digest. */
@@ -54,7 +57,7 @@ async function verifyBlob(store: Store, digest: Digest, size: number): Promise<s
  * parent's local path. Extraction goes to a temp folder renamed into place, so two
  * instances preparing the same layer at once never see half a disk.
  */
-export async function prepareArtifact(store: Store, a: Artifact): Promise<PreparedArtifact> {
+export async function prepareArtifact(store: Store, a: Artifact, opts: { snapshotCacheDir?: string } = {}): Promise<PreparedArtifact> {
   const layerSize = new Map(a.oci.layers.map((l) => [l.digest, l.size]));
   const m = a.ovms;
   const kernelPath = await verifyBlob(store, m.kernel.ref as Digest, layerSize.get(m.kernel.ref as Digest)!);
@@ -95,5 +98,73 @@ export async function prepareArtifact(store: Store, a: Artifact): Promise<Prepar
   }
   const out: PreparedArtifact = { reference: a.reference, digest: a.descriptor.digest, manifest: m, kernelPath, disks };
   if (initrdPath) out.initrdPath = initrdPath;
+  if (m.ramSnapshot) {
+    const ref = m.ramSnapshot.ref as Digest;
+    if (m.ramSnapshot.compression !== "lz4") {
+      throw new OvmsError("NOT_IMPLEMENTED", `ramSnapshot.compression ${m.ramSnapshot.compression} is not supported by this runtime (lz4 only)`);
+    }
+    const blob = await verifyBlob(store, ref, layerSize.get(ref)!);
+    const header = await readRamsnapHeader(blob);
+    const problems = snapshotMismatches(header.metadata, m);
+    if (problems.length) {
+      throw new OvmsError("MANIFEST_INVALID", `RAM snapshot ${ref} does not fit its artifact: ${problems.join("; ")}`);
+    }
+    const dir = join(opts.snapshotCacheDir ?? defaultSnapshotCache(store), digestHex(ref));
+    out.ramSnapshot = { ...(await preloadOnce(blob, header, dir)), metadata: header.metadata, digest: ref };
+  }
   return out;
+}
+
+/** snapshotMismatches compares a ramsnap's metadata with the manifest that carries it (§5.6). */
+export function snapshotMismatches(meta: RamsnapMetadata, m: OvmsManifest): string[] {
+  const out: string[] = [];
+  if (meta.version !== 1) out.push(`layout version ${meta.version} (want 1)`);
+  const layers = (m.diskLayers ?? []).map((d) => d.ref);
+  if (JSON.stringify(meta.diskLayers) !== JSON.stringify(layers)) {
+    out.push(`diskLayers: snapshot taken with [${meta.diskLayers.join(", ")}], manifest has [${layers.join(", ")}]`);
+  }
+  if (m.resources?.memory !== undefined && m.resources.memory !== meta.memoryBytes) {
+    out.push(`memory: snapshot ${meta.memoryBytes}, manifest ${m.resources.memory}`);
+  }
+  if (m.resources?.vcpus !== undefined && m.resources.vcpus !== meta.vcpus) out.push(`vcpus: snapshot ${meta.vcpus}, manifest ${m.resources.vcpus}`);
+  return out;
+}
+
+/** defaultSnapshotCache is where preloaded snapshot memory lives: tmpfs when there is one. */
+export function defaultSnapshotCache(store: Store): string {
+  return existsSync("/dev/shm") ? "/dev/shm/ovms-snapshots" : join(store.workDir, "snapshots");
+}
+
+const preloads = new Map<string, Promise<{ memoryFile: string; deviceStateFile: string }>>();
+
+/**
+ * preloadOnce decompresses a snapshot into `dir` once per digest and keeps it (a cache every
+ * restore of that snapshot maps privately); concurrent callers share the work, and a
+ * half-written preload is never used (temp folder + rename).
+ */
+async function preloadOnce(blob: string, header: Awaited<ReturnType<typeof readRamsnapHeader>>, dir: string) {
+  const files = { memoryFile: join(dir, "memory"), deviceStateFile: join(dir, "device-state") };
+  if (existsSync(join(dir, "complete"))) return files;
+  let p = preloads.get(dir);
+  if (!p) {
+    p = (async () => {
+      await mkdir(dirname(dir), { recursive: true, mode: 0o755 });
+      const tmp = await mkdtemp(`${dir}.tmp-`);
+      try {
+        await chmod(tmp, 0o755);
+        await preloadRamsnap(blob, header, join(tmp, "memory"), join(tmp, "device-state"));
+        // Read-only: restores map it privately (copy-on-write) and never write it.
+        await chmod(join(tmp, "memory"), 0o444);
+        await writeFile(join(tmp, "complete"), new Date().toISOString());
+        await rm(dir, { recursive: true, force: true });
+        await rename(tmp, dir);
+      } catch (e) {
+        await rm(tmp, { recursive: true, force: true });
+        throw e;
+      }
+      return files;
+    })().finally(() => preloads.delete(dir));
+    preloads.set(dir, p);
+  }
+  return p;
 }

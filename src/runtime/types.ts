@@ -2,8 +2,9 @@ import type { Readable } from "node:stream";
 import type { Digest } from "../spec/digest.js";
 import type { Device } from "../spec/manifest.generated.js";
 import type { PreparedArtifact } from "../artifact/prepare.js";
+import type { SnapshotCapture } from "../artifact/snapshot.js";
 
-export type { PreparedArtifact };
+export type { PreparedArtifact, SnapshotCapture };
 
 /**
  * InstanceState is where an instance is in its life (spec/runtimes/README.md):
@@ -79,6 +80,7 @@ export interface InjectRequest {
   data: Buffer;
 }
 
+
 /**
  * Runtime is the adapter contract of spec/runtimes/README.md. The QEMU adapter is the
  * reference implementation; another VMM plugs in by implementing this.
@@ -89,6 +91,11 @@ export interface Runtime {
   start(artifact: PreparedArtifact, opts: StartOptions): Promise<InstanceInfo>;
   /** stop asks the guest to power off, then forces it after `timeoutMs` (or at once with force). */
   stop(id: string, opts?: { timeoutMs?: number; force?: boolean }): Promise<InstanceInfo>;
+  /**
+   * snapshot pauses the instance, captures device state, memory and disk, calls `sink` with
+   * them while the guest is still paused, then resumes it (or stops it with `stop`).
+   */
+  snapshot<R>(id: string, opts: { stop?: boolean }, sink: (c: SnapshotCapture) => Promise<R>): Promise<R>;
   /** inject writes bytes into an instance's ivshmem region; resolves with the count written. */
   inject(id: string, req: InjectRequest): Promise<number>;
   status(id: string): Promise<InstanceInfo>;

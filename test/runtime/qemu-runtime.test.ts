@@ -9,7 +9,7 @@ import { prepareArtifact, type PreparedArtifact } from "../../src/artifact/prepa
 import { QemuRuntime } from "../../src/runtime/qemu/qemu-runtime.js";
 import { imageInfo } from "../../src/artifact/qemu-img.js";
 import { buildDemo } from "../helpers.js";
-import { mkdtemp, rm } from "node:fs/promises";
+import { chmod, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 
 // One store and one runtime for the file; guests are booted once per behaviour and shared
@@ -22,6 +22,7 @@ let plain: PreparedArtifact;
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), "ovms-rt-"));
+  await chmod(dir, 0o755); // QEMU runs as nobody when the tests run as root
   store = await Store.open(join(dir, "store"));
   await buildDemo(store, "demo/vm:shm", true);
   await buildDemo(store, "demo/vm:plain", false);

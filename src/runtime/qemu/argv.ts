@@ -19,6 +19,22 @@ export interface QemuConfig {
   devices: { type: "ivshmem"; name: string; size: number; path: string }[];
   /** Drop to this user after start-up (`-runas`), used when the daemon runs as root. */
   runAs?: string;
+  /**
+   * Restore: map `ramFile` privately (share=off: a copy-on-write clone of a preloaded
+   * snapshot) and wait paused for the device state (`-incoming defer -S`).
+   */
+  restore?: boolean;
+  /** CPU model; default `host` under KVM, `max` under TCG. */
+  cpuModel?: string;
+  /** A VM generation ID (q35 only): a new one tells a restored guest it is a clone. */
+  vmgenid?: string;
+  /** Lock guest memory in RAM (mlock_required). */
+  memLock?: boolean;
+}
+
+/** defaultCpuModel is the CPU model an accelerator gets unless told otherwise. */
+export function defaultCpuModel(accel: Accel): string {
+  return accel === "kvm" ? "host" : "max";
 }
 
 /**
@@ -35,9 +51,10 @@ export function qemuArgv(c: QemuConfig): string[] {
   const a: string[] = ["-name", `ovms-${c.id},debug-threads=on`];
   // microvm: no PCI, no firmware option ROMs, virtio-mmio devices; q35 when a device needs PCI.
   a.push("-machine", c.machine === "microvm" ? "microvm,x-option-roms=off,rtc=on,memory-backend=ram0" : "q35,memory-backend=ram0");
-  a.push("-accel", c.accel, "-cpu", c.accel === "kvm" ? "host" : "max");
+  a.push("-accel", c.accel, "-cpu", c.cpuModel ?? defaultCpuModel(c.accel));
   a.push("-m", `${Math.floor(c.memoryBytes / (1 << 20))}M`, "-smp", String(c.vcpus));
-  a.push("-object", `memory-backend-file,id=ram0,mem-path=${c.ramFile},size=${c.memoryBytes},share=on`);
+  a.push("-object", `memory-backend-file,id=ram0,mem-path=${c.ramFile},size=${c.memoryBytes},share=${c.restore ? "off" : "on"}`);
+  if (c.memLock) a.push("-overcommit", "mem-lock=on");
   a.push("-nodefaults", "-no-user-config", "-display", "none", "-no-reboot");
   a.push("-kernel", c.kernel);
   if (c.initrd) a.push("-initrd", c.initrd);
@@ -52,7 +69,9 @@ export function qemuArgv(c: QemuConfig): string[] {
     a.push("-object", `memory-backend-file,id=shm-${d.name},mem-path=${d.path},size=${d.size},share=on`);
     a.push("-device", `ivshmem-plain,memdev=shm-${d.name},master=on`);
   }
+  if (c.vmgenid && c.machine === "q35") a.push("-device", `vmgenid,guid=${c.vmgenid}`);
   a.push("-qmp", `unix:${c.qmpSocket},server=on,wait=off`);
+  if (c.restore) a.push("-incoming", "defer", "-S");
   a.push("-sandbox", sandboxOption(c.runAs));
   if (c.runAs) a.push("-runas", c.runAs);
   return a;

@@ -3,8 +3,9 @@ import { randomUUID } from "node:crypto";
 import { existsSync, openSync, closeSync, readFileSync } from "node:fs";
 import { chown, mkdir, open, readdir, readFile, rename, rm, stat, writeFile, statfs } from "node:fs/promises";
 import { freemem } from "node:os";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
+import { connect, createServer } from "node:net";
 import { run } from "../../artifact/exec.js";
 import { createOverlay } from "../../artifact/qemu-img.js";
 import type { PreparedArtifact } from "../../artifact/prepare.js";
@@ -17,10 +18,11 @@ import {
   type InstanceState,
   type Machine,
   type Runtime,
+  type SnapshotCapture,
   type StartOptions,
 } from "../types.js";
 import { QEMU_BINARY, chooseAccel } from "./accel.js";
-import { qemuArgv, type QemuConfig } from "./argv.js";
+import { defaultCpuModel, qemuArgv, type QemuConfig } from "./argv.js";
 import { QmpClient } from "./qmp-client.js";
 
 const DEFAULT_MEMORY = 256 << 20;
@@ -49,6 +51,35 @@ interface InstanceRecord {
   ram_file: string;
   shm_dir: string;
   argv: string[];
+  cpu_model?: string;
+  cmdline?: string;
+  /** Digest of the ramsnap this instance was restored from. */
+  restored_from?: string;
+  /** A warm-pool process, not yet handed out (hidden from list, killed on recovery). */
+  pool?: boolean;
+  /** Handed out from the warm pool. */
+  pooled?: boolean;
+}
+
+/** Plan is the shape of an instance, decided before anything is created. */
+interface Plan {
+  name: string;
+  memory: number;
+  vcpus: number;
+  machine: Machine;
+  accel: Accel;
+  cpuModel: string;
+  cmdline: string;
+  devices: { type: "ivshmem"; name: string; size: number }[];
+  memLock: boolean;
+}
+
+/** Pool is the warm pool of one snapshot artifact. */
+interface Pool {
+  artifact: PreparedArtifact;
+  size: number;
+  ready: { id: string }[];
+  filling: number;
 }
 
 /** Live is what the daemon holds for a running instance besides its record. */
@@ -58,12 +89,13 @@ interface Live {
   exited: Promise<void>;
   markExited: () => void;
   stopping?: boolean;
+  snapshotting?: boolean;
   watchers: Set<() => void>;
 }
 
 /**
  * QemuRuntime is the reference Runtime: one QEMU process per instance, each with its own
- * folder under `<stateDir>/instances/<id>` (state.json, qmp.sock, serial.log, overlay.qcow2,
+ * folder under `<stateDir>/instances/<id>` (state.json, serial.log, overlay.qcow2,
  * qemu.log). QEMU runs detached from the daemon, so instances outlive a daemon restart;
  * `recover` re-attaches to them through their QMP sockets.
  */
@@ -71,6 +103,9 @@ export class QemuRuntime implements Runtime {
   readonly name = "qemu";
   private readonly records = new Map<string, InstanceRecord>();
   private readonly live = new Map<string, Live>();
+  private readonly pools = new Map<string, Pool>();
+  /** poolMemoryBytes caps the guest memory all warm pools together may hold. */
+  poolMemoryBytes = 2 * 1024 ** 3;
   private qemuVersion = "";
 
   private constructor(
@@ -87,7 +122,8 @@ export class QemuRuntime implements Runtime {
     const runAs = opts.runAs === null ? undefined : (opts.runAs ?? (process.getuid?.() === 0 ? "nobody" : undefined));
     const shm = opts.shmDir ?? (existsSync("/dev/shm") ? "/dev/shm/ovms" : join(opts.stateDir, "shm"));
     const rt = new QemuRuntime(opts.stateDir, shm, runAs);
-    await mkdir(join(opts.stateDir, "instances"), { recursive: true });
+    await mkdir(join(opts.stateDir, "instances"), { recursive: true, mode: 0o755 });
+    if (runAs) await checkReachable(join(opts.stateDir, "instances"), runAs);
     await mkdir(shm, { recursive: true });
     return rt;
   }
@@ -110,43 +146,112 @@ export class QemuRuntime implements Runtime {
   async start(a: PreparedArtifact, opts: StartOptions = {}): Promise<InstanceInfo> {
     const t0 = performance.now();
     await this.version();
+    const plan = await this.plan(a, opts);
+    const pooled = a.ramSnapshot ? this.takeFromPool(a, plan) : undefined;
+    const { rec, live } = pooled ?? (await this.launch(a, plan, t0));
+    rec.name = plan.name;
+    rec.started_at = new Date().toISOString();
+    if (pooled) {
+      rec.pooled = true;
+      this.watchBoot(rec.instance_id, t0);
+    }
+    try {
+      if (a.ramSnapshot) await this.restoreInto(rec, live, a.ramSnapshot.deviceStateFile);
+      else {
+        const st = await live.qmp!.execute<{ status: string }>("query-status");
+        if (rec.state === "starting") rec.state = st.status === "paused" ? "paused" : "running";
+      }
+      rec.start_ms = Math.round(performance.now() - t0);
+      await this.save(rec);
+    } catch (e) {
+      await this.failStart(rec, live, e);
+    }
+    if (pooled) void this.fillPool(a);
+    return this.info(rec);
+  }
+
+  /**
+   * plan decides an instance's shape from the manifest and the overrides, and refuses bad
+   * input before anything is created. A restore takes its shape from the snapshot and refuses
+   * overrides that contradict it (§5.6).
+   */
+  private async plan(a: PreparedArtifact, opts: StartOptions): Promise<Plan> {
     const m = a.manifest;
-    const name = opts.name ?? `${m.name.split("/").pop()}-${randomUUID().slice(0, 6)}`;
+    const name = opts.name ?? `${(m.name.split("/").pop() ?? "vm").slice(0, 50)}-${randomUUID().slice(0, 6)}`;
     if (!NAME_RE.test(name)) throw new RuntimeError("BAD_REQUEST", `name "${name}": use 1-63 letters, digits, '_', '.' or '-'`);
     for (const r of this.records.values()) {
       if (r.name === name) throw new RuntimeError("CONFLICT", `name "${name}" is already used by instance ${r.instance_id} (${r.state}); remove it first`);
     }
-    const memory = opts.memory ?? m.resources?.memory ?? DEFAULT_MEMORY;
-    const vcpus = opts.cpus ?? m.resources?.vcpus ?? 1;
-    if (memory < 16 << 20) throw new RuntimeError("BAD_REQUEST", `memory ${memory} bytes: at least 16 MiB`);
     const devices = m.devices ?? [];
     const needsPci = devices.length > 0;
-    const machine: Machine = opts.machine ?? (m.runtimeHints?.machine === "microvm" || m.runtimeHints?.machine === "q35" ? m.runtimeHints.machine : needsPci ? "q35" : "microvm");
+    const snap = a.ramSnapshot?.metadata;
+    if (snap) {
+      const bad: string[] = [];
+      if (snap.runtime.name !== this.name) bad.push(`runtime: snapshot ${snap.runtime.name}, this runtime ${this.name}`);
+      if (snap.machine !== "microvm" && snap.machine !== "q35") bad.push(`machine: ${snap.machine} is not supported`);
+      if (opts.machine && opts.machine !== snap.machine) bad.push(`machine: snapshot ${snap.machine}, asked ${opts.machine}`);
+      if (opts.memory !== undefined && opts.memory !== snap.memoryBytes) bad.push(`memory: snapshot ${snap.memoryBytes}, asked ${opts.memory}`);
+      if (opts.cpus !== undefined && opts.cpus !== snap.vcpus) bad.push(`vcpus: snapshot ${snap.vcpus}, asked ${opts.cpus}`);
+      if (opts.accel && opts.accel !== "auto" && opts.accel !== snap.accel) bad.push(`accel: snapshot ${snap.accel}, asked ${opts.accel}`);
+      if (opts.cmdline) bad.push("cmdline: a restored kernel is already running; its command line cannot change");
+      if (bad.length) throw new RuntimeError("MANIFEST_INVALID", `cannot restore ${a.reference}: ${bad.join("; ")}`);
+    }
+    const memory = snap?.memoryBytes ?? opts.memory ?? m.resources?.memory ?? DEFAULT_MEMORY;
+    const vcpus = snap?.vcpus ?? opts.cpus ?? m.resources?.vcpus ?? 1;
+    if (memory < 16 << 20) throw new RuntimeError("BAD_REQUEST", `memory ${memory} bytes: at least 16 MiB`);
+    const hinted = m.runtimeHints?.machine === "microvm" || m.runtimeHints?.machine === "q35" ? m.runtimeHints.machine : undefined;
+    const machine = (snap?.machine as Machine | undefined) ?? opts.machine ?? hinted ?? (needsPci ? "q35" : "microvm");
     if (machine === "microvm" && needsPci) {
       throw new RuntimeError("BAD_REQUEST", `machine microvm has no PCI, but device ${devices[0].name} (${devices[0].type}) needs it: use q35`);
     }
+    const memLock = !!(snap && m.ramSnapshot?.mlock_required);
+    if (memLock) await this.checkMemlock(memory);
     await this.checkMemory(memory + devices.reduce((n, d) => n + d.size, 0));
-    const accel = await chooseAccel(opts.accel, a.kernelPath);
+    const accel = (snap?.accel as Accel | undefined) ?? (await chooseAccel(opts.accel, a.kernelPath));
+    return {
+      name,
+      memory,
+      vcpus,
+      machine,
+      accel,
+      cpuModel: snap?.cpuModel ?? defaultCpuModel(accel),
+      cmdline: [m.kernel.args ?? "", opts.cmdline ?? ""].join(" ").trim(),
+      devices,
+      memLock,
+    };
+  }
 
+  /**
+   * launch creates an instance's folder and overlay and starts its QEMU, connected over QMP.
+   * For a restore QEMU waits at `-incoming defer`; the pool keeps such processes ready.
+   */
+  private async launch(a: PreparedArtifact, plan: Plan, t0: number, pool = false): Promise<{ rec: InstanceRecord; live: Live }> {
     const id = randomUUID();
     const dir = this.dir(id);
     const shmDir = join(this.shmRoot, id);
     await mkdir(dir, { recursive: true, mode: 0o711 });
     await mkdir(shmDir, { recursive: true, mode: 0o711 });
+    const restore = a.ramSnapshot;
     const cfg: QemuConfig = {
       id,
-      machine,
-      accel,
-      memoryBytes: memory,
-      vcpus,
+      machine: plan.machine,
+      accel: plan.accel,
+      cpuModel: plan.cpuModel,
+      memoryBytes: plan.memory,
+      vcpus: plan.vcpus,
       kernel: a.kernelPath,
       initrd: a.initrdPath,
-      cmdline: [m.kernel.args ?? "", opts.cmdline ?? ""].join(" ").trim(),
+      cmdline: plan.cmdline,
       serialLog: join(dir, "serial.log"),
-      qmpSocket: join(dir, "qmp.sock"),
-      ramFile: join(shmDir, "ram"),
-      devices: devices.map((d) => ({ type: d.type, name: d.name, size: d.size, path: join(shmDir, `ivshmem-${d.name}`) })),
+      // Sockets live in the tmpfs folder: short paths (sun_path is 108 bytes) that the QEMU
+      // user can reach after it dropped root, wherever the state directory is.
+      qmpSocket: join(shmDir, "qmp.sock"),
+      ramFile: restore ? restore.memoryFile : join(shmDir, "ram"),
+      devices: plan.devices.map((d) => ({ type: d.type, name: d.name, size: d.size, path: join(shmDir, `ivshmem-${d.name}`) })),
       runAs: this.runAs,
+      restore: !!restore,
+      vmgenid: randomUUID(),
+      memLock: plan.memLock,
     };
     try {
       if (a.disks.length) {
@@ -155,7 +260,10 @@ export class QemuRuntime implements Runtime {
         await createOverlay(cfg.disk, top.path, top.format);
       }
       await writeFile(cfg.serialLog, "");
-      if (this.runAs) await this.grantTo(this.runAs, [dir, shmDir, cfg.serialLog, ...(cfg.disk ? [cfg.disk] : [])]);
+      const mine = [dir, shmDir, cfg.serialLog, ...(cfg.disk ? [cfg.disk] : [])];
+      // A private (share=off) mapping still opens the file read-write, so the QEMU user must own it.
+      if (restore) mine.push(restore.memoryFile);
+      if (this.runAs) await this.grantTo(this.runAs, mine);
     } catch (e) {
       await rm(dir, { recursive: true, force: true });
       await rm(shmDir, { recursive: true, force: true });
@@ -164,20 +272,24 @@ export class QemuRuntime implements Runtime {
     const argv = qemuArgv(cfg);
     const rec: InstanceRecord = {
       instance_id: id,
-      name,
+      name: plan.name,
       state: "created",
       artifact: { reference: a.reference, digest: a.digest },
-      accel,
-      machine,
+      accel: plan.accel,
+      machine: plan.machine,
       created_at: new Date().toISOString(),
-      memory_bytes: memory,
-      vcpus,
+      memory_bytes: plan.memory,
+      vcpus: plan.vcpus,
+      cpu_model: cfg.cpuModel!,
+      cmdline: cfg.cmdline,
       devices: cfg.devices,
       ram_file: cfg.ramFile,
       shm_dir: shmDir,
       argv: [QEMU_BINARY, ...argv],
     };
-    if (m.runtimeHints?.coldStartTargetMs !== undefined) rec.cold_start_target_ms = m.runtimeHints.coldStartTargetMs;
+    if (restore) rec.restored_from = restore.digest;
+    if (pool) rec.pool = true;
+    if (a.manifest.runtimeHints?.coldStartTargetMs !== undefined) rec.cold_start_target_ms = a.manifest.runtimeHints.coldStartTargetMs;
     this.records.set(id, rec);
     await this.save(rec);
 
@@ -192,32 +304,189 @@ export class QemuRuntime implements Runtime {
     child.unref();
     rec.pid = child.pid;
     rec.state = "starting";
-    rec.started_at = new Date().toISOString();
     await this.save(rec);
     const live = this.track(id, child);
     child.on("exit", (code, signal) => void this.onExit(id, code, signal));
-    this.watchBoot(id, t0);
-
+    if (!pool) this.watchBoot(id, t0);
     try {
       live.qmp = await this.connectQmp(id, 10_000);
-      const st = await live.qmp.execute<{ status: string }>("query-status");
-      if (rec.state === "starting") {
-        rec.state = st.status === "paused" ? "paused" : "running";
-        rec.start_ms = Math.round(performance.now() - t0);
-        await this.save(rec);
+      if (restore) {
+        await live.qmp.execute("migrate-set-capabilities", {
+          capabilities: [
+            { capability: "x-ignore-shared", state: true },
+            { capability: "events", state: true },
+          ],
+        });
       }
     } catch (e) {
-      if (!TERMINAL_STATES.has(rec.state)) {
-        child.kill("SIGKILL");
-        await live.exited;
-      }
-      const log = await readFile(join(dir, "qemu.log"), "utf8").catch(() => "");
-      rec.state = "failed";
-      rec.reason = `QEMU did not start: ${log.trim().split("\n").slice(-3).join(" ") || (e as Error).message}`;
-      await this.save(rec);
-      throw new RuntimeError("START_FAILED", `instance ${id}: ${rec.reason}`, { details: { instance_id: id } });
+      await this.failStart(rec, live, e);
     }
-    return this.info(rec);
+    return { rec, live };
+  }
+
+  /**
+   * restoreInto feeds the device state to a QEMU waiting at `-incoming defer` through a
+   * `unix:` socket it listens on, waits for the incoming migration to complete, and resumes.
+   */
+  private async restoreInto(rec: InstanceRecord, live: Live, deviceStateFile: string): Promise<void> {
+    const qmp = live.qmp!;
+    const sock = join(rec.shm_dir, "incoming.sock");
+    const state = await readFile(deviceStateFile);
+    const done = qmp.waitEvent("MIGRATION", 30_000, (e) => e.data?.status === "completed" || e.data?.status === "failed");
+    await qmp.execute("migrate-incoming", { uri: `unix:${sock}` });
+    await new Promise<void>((resolve, reject) => {
+      const c = connect(sock);
+      c.once("error", reject);
+      c.end(state, () => resolve());
+    });
+    const ev = await done;
+    if (ev.data?.status !== "completed") throw new RuntimeError("RESTORE_FAILED", `incoming migration ${String(ev.data?.status)}`);
+    await qmp.execute("cont");
+    rec.state = "running";
+  }
+
+  private async failStart(rec: InstanceRecord, live: Live, e: unknown): Promise<never> {
+    if (!TERMINAL_STATES.has(rec.state)) {
+      live.child?.kill("SIGKILL");
+      if (!live.child && rec.pid) this.kill(rec);
+      await live.exited;
+    }
+    const log = await readFile(join(this.dir(rec.instance_id), "qemu.log"), "utf8").catch(() => "");
+    rec.state = "failed";
+    rec.reason = `QEMU did not start: ${log.trim().split("\n").slice(-3).join(" ") || (e as Error).message}`;
+    if (e instanceof RuntimeError && e.code === "RESTORE_FAILED") rec.reason = `restore failed: ${e.message}; ${log.trim().split("\n").slice(-2).join(" ")}`;
+    await this.save(rec);
+    throw new RuntimeError("START_FAILED", `instance ${rec.instance_id}: ${rec.reason}`, { details: { instance_id: rec.instance_id } });
+  }
+
+  /**
+   * configurePool keeps `size` paused QEMU processes ready for a snapshot artifact, so a
+   * start only loads device state and continues. The pool refills in the background and
+   * never holds more guest memory than `poolMemoryBytes` across all snapshots.
+   */
+  async configurePool(a: PreparedArtifact, size: number): Promise<void> {
+    if (!a.ramSnapshot) throw new RuntimeError("BAD_REQUEST", `${a.reference} has no RAM snapshot: a warm pool only serves restores`);
+    const p = this.pools.get(a.digest) ?? { artifact: a, size: 0, ready: [], filling: 0 };
+    p.size = size;
+    p.artifact = a;
+    this.pools.set(a.digest, p);
+    while (p.ready.length > size) await this.discard(p.ready.pop()!);
+    await this.fillPool(a);
+  }
+
+  /** poolStatus tells how many ready processes each pooled snapshot has. */
+  poolStatus(): { digest: string; size: number; ready: number }[] {
+    return [...this.pools.entries()].map(([digest, p]) => ({ digest, size: p.size, ready: p.ready.length }));
+  }
+
+  private takeFromPool(a: PreparedArtifact, plan: Plan): { rec: InstanceRecord; live: Live } | undefined {
+    const p = this.pools.get(a.digest);
+    for (;;) {
+      const e = p?.ready.shift();
+      if (!e) return undefined;
+      const rec = this.records.get(e.id);
+      const live = this.live.get(e.id);
+      if (!rec || !live || rec.state !== "starting" || live.qmp?.isClosed) continue;
+      delete rec.pool;
+      rec.name = plan.name;
+      rec.created_at = new Date().toISOString();
+      return { rec, live };
+    }
+  }
+
+  private async fillPool(a: PreparedArtifact): Promise<void> {
+    const p = this.pools.get(a.digest);
+    if (!p) return;
+    while (p.ready.length + p.filling < p.size) {
+      const mem = a.ramSnapshot!.metadata.memoryBytes;
+      if (this.pooledBytes() + mem > this.poolMemoryBytes) return;
+      p.filling++;
+      try {
+        const plan = await this.plan(a, { name: `pool-${randomUUID().slice(0, 8)}` });
+        const { rec } = await this.launch(a, plan, performance.now(), true);
+        p.ready.push({ id: rec.instance_id });
+      } catch {
+        return; // a pool that cannot fill is only a slower start, never an error
+      } finally {
+        p.filling--;
+      }
+    }
+  }
+
+  private pooledBytes(): number {
+    let n = 0;
+    for (const p of this.pools.values()) n += (p.ready.length + p.filling) * (p.artifact.ramSnapshot?.metadata.memoryBytes ?? 0);
+    return n;
+  }
+
+  private async discard(e: { id: string }): Promise<void> {
+    const rec = this.records.get(e.id);
+    if (!rec) return;
+    await this.stop(e.id, { force: true }).catch(() => undefined);
+    await this.remove(e.id, { force: true }).catch(() => undefined);
+  }
+
+  async snapshot<R>(idOrName: string, opts: { stop?: boolean }, sink: (c: SnapshotCapture) => Promise<R>): Promise<R> {
+    const rec = this.find(idOrName);
+    const live = this.live.get(rec.instance_id);
+    if ((rec.state !== "running" && rec.state !== "paused") || !live?.qmp) {
+      throw new RuntimeError("CONFLICT", `instance ${rec.instance_id} is ${rec.state}: only a running or paused instance can be snapshotted`);
+    }
+    if (rec.restored_from) {
+      throw new RuntimeError("CONFLICT", `instance ${rec.instance_id} was restored from a snapshot: its memory is a private copy, v0.1 snapshots cold-booted instances only`);
+    }
+    if (live.snapshotting) throw new RuntimeError("CONFLICT", `instance ${rec.instance_id} is already being snapshotted`);
+    live.snapshotting = true;
+    const qmp = live.qmp;
+    const wasRunning = rec.state === "running";
+    const dir = this.dir(rec.instance_id);
+    const sock = join(rec.shm_dir, "migrate.sock");
+    let result: R;
+    try {
+      await qmp.execute("stop");
+      await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "x-ignore-shared", state: true }] });
+      // QEMU 7.2 cannot `exec:` under -sandbox spawn=deny: it connects to a socket we listen on.
+      const chunks: Buffer[] = [];
+      await rm(sock, { force: true });
+      const server = createServer((c) => c.on("data", (d: Buffer) => chunks.push(d)));
+      const received = new Promise<void>((resolve) => server.on("connection", (c) => c.on("close", () => resolve())));
+      await new Promise<void>((resolve) => server.listen(sock, resolve));
+      try {
+        if (this.runAs) await this.grantTo(this.runAs, [sock]);
+        const done = qmp.waitEvent("MIGRATION", 60_000, (e) => ["completed", "failed", "cancelled"].includes(String(e.data?.status)));
+        await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }] });
+        await qmp.execute("migrate", { uri: `unix:${sock}` });
+        const ev = await done;
+        if (ev.data?.status !== "completed") {
+          const q = await qmp.execute<{ "error-desc"?: string }>("query-migrate").catch(() => ({}) as { "error-desc"?: string });
+          throw new RuntimeError("SNAPSHOT_FAILED", `saving device state failed (${String(ev.data?.status)}): ${q["error-desc"] ?? "no detail from QEMU"}`);
+        }
+        await received;
+      } finally {
+        server.close();
+        await rm(sock, { force: true });
+      }
+      result = await sink({
+        instanceId: rec.instance_id,
+        runtime: { name: this.name, version: await this.version() },
+        machine: rec.machine,
+        accel: rec.accel,
+        cpuModel: rec.cpu_model ?? defaultCpuModel(rec.accel),
+        memoryBytes: rec.memory_bytes,
+        vcpus: rec.vcpus,
+        cmdline: rec.cmdline ?? "",
+        devices: rec.devices.map((d) => ({ type: d.type, name: d.name, size: d.size })),
+        deviceState: Buffer.concat(chunks),
+        memoryFile: rec.ram_file,
+        ...(existsSync(join(dir, "overlay.qcow2")) ? { overlay: join(dir, "overlay.qcow2") } : {}),
+        artifact: rec.artifact,
+      });
+    } finally {
+      live.snapshotting = false;
+      if (opts.stop) await this.stop(rec.instance_id, { force: true }).catch(() => undefined);
+      else if (wasRunning) await qmp.execute("cont").catch(() => undefined);
+    }
+    return result;
   }
 
   async stop(idOrName: string, opts: { timeoutMs?: number; force?: boolean } = {}): Promise<InstanceInfo> {
@@ -256,7 +525,7 @@ export class QemuRuntime implements Runtime {
     const dev = req.device ? rec.devices.find((d) => d.name === req.device) : rec.devices[0];
     if (!dev) {
       throw new RuntimeError(
-        "NOT_FOUND",
+        "BAD_REQUEST",
         req.device ? `instance ${rec.instance_id} has no device "${req.device}" (has: ${rec.devices.map((d) => d.name).join(", ") || "none"})` : `instance ${rec.instance_id} has no ivshmem device`,
       );
     }
@@ -278,7 +547,7 @@ export class QemuRuntime implements Runtime {
   }
 
   async list(opts: { all?: boolean } = {}): Promise<InstanceInfo[]> {
-    const recs = [...this.records.values()].filter((r) => opts.all || !TERMINAL_STATES.has(r.state));
+    const recs = [...this.records.values()].filter((r) => !r.pool && (opts.all || !TERMINAL_STATES.has(r.state)));
     recs.sort((a, b) => a.created_at.localeCompare(b.created_at));
     return Promise.all(recs.map((r) => this.info(r)));
   }
@@ -360,6 +629,13 @@ export class QemuRuntime implements Runtime {
       } catch {
         continue; // a folder without a readable state.json was never started
       }
+      if (rec.pool) {
+        // Warm-pool processes belong to the daemon that made them; they are not instances.
+        if (rec.pid && isOurQemu(rec.pid, id)) this.kill(rec);
+        await rm(this.dir(id), { recursive: true, force: true });
+        await rm(rec.shm_dir, { recursive: true, force: true });
+        continue;
+      }
       this.records.set(id, rec);
       if (TERMINAL_STATES.has(rec.state)) continue;
       if (rec.pid && isOurQemu(rec.pid, id)) {
@@ -387,6 +663,8 @@ export class QemuRuntime implements Runtime {
   }
 
   async close(): Promise<void> {
+    for (const p of this.pools.values()) for (const e of p.ready.splice(0)) await this.discard(e);
+    this.pools.clear();
     for (const [, l] of this.live) {
       l.qmp?.close();
       for (const w of l.watchers) w();
@@ -508,7 +786,7 @@ export class QemuRuntime implements Runtime {
   }
 
   private async connectQmp(id: string, timeoutMs: number): Promise<QmpClient> {
-    const sock = join(this.dir(id), "qmp.sock");
+    const sock = join(this.records.get(id)!.shm_dir, "qmp.sock");
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const rec = this.records.get(id);
@@ -555,6 +833,21 @@ export class QemuRuntime implements Runtime {
     }
   }
 
+  /** checkMemlock refuses an mlock_required restore the memlock limit cannot hold. */
+  private async checkMemlock(bytes: number): Promise<void> {
+    const limits = await readFile("/proc/self/limits", "utf8").catch(() => "");
+    const m = /Max locked memory\s+(\S+)/.exec(limits);
+    const limit = !m || m[1] === "unlimited" ? Infinity : Number(m[1]);
+    // Root keeps CAP_IPC_LOCK only if QEMU does not drop to another user.
+    const privileged = process.getuid?.() === 0 && !this.runAs;
+    if (!privileged && limit < bytes) {
+      throw new RuntimeError(
+        "INSUFFICIENT_RESOURCES",
+        `the snapshot needs ${mib(bytes)} MiB locked in RAM (mlock_required) but RLIMIT_MEMLOCK is ${mib(limit)} MiB: raise it (ulimit -l, LimitMEMLOCK=) or drop mlock_required`,
+      );
+    }
+  }
+
   /** grantTo lets the unprivileged QEMU user write the instance's own files, and nothing else. */
   private async grantTo(user: string, paths: string[]): Promise<void> {
     const uid = Number(execFileSync("id", ["-u", user], { encoding: "utf8" }).trim());
@@ -565,9 +858,26 @@ export class QemuRuntime implements Runtime {
   /** save writes state.json atomically (temp + rename) on every transition. */
   private async save(rec: InstanceRecord): Promise<void> {
     const dir = this.dir(rec.instance_id);
-    const tmp = join(dir, `.state.json.${process.pid}`);
+    const tmp = join(dir, `.state.json.${process.pid}.${randomUUID().slice(0, 8)}`);
     await writeFile(tmp, JSON.stringify(rec, null, 2) + "\n");
     await rename(tmp, join(dir, "state.json"));
+  }
+}
+
+/**
+ * checkReachable makes sure the QEMU user can reach instance folders after it drops root:
+ * QEMU reopens its disk images by path when a migration hands them back (`cont`).
+ */
+async function checkReachable(dir: string, user: string): Promise<void> {
+  for (let d = resolve(dir); ; d = dirname(d)) {
+    const st = await stat(d);
+    if ((st.mode & 0o001) === 0) {
+      throw new RuntimeError(
+        "RUNTIME_UNAVAILABLE",
+        `${d} (mode ${(st.mode & 0o777).toString(8)}) is not reachable by the QEMU user ${user}: make it traversable (chmod o+x) or choose another state directory`,
+      );
+    }
+    if (d === dirname(d)) return;
   }
 }
 

@@ -1,0 +1,121 @@
+import { copyFile, mkdtemp, rm, stat, constants } from "node:fs/promises";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { Annotation, MediaType } from "../spec/media-types.js";
+import type { Descriptor } from "../spec/oci.js";
+import type { Device } from "../spec/manifest.generated.js";
+import type { DiskLayer, OvmsManifest } from "../spec/manifest.generated.js";
+import { parseReference, formatReference } from "../spec/reference.js";
+import { validateManifest } from "../spec/validate.js";
+import { OvmsError } from "../spec/errors.js";
+import type { Digest } from "../spec/digest.js";
+import type { Store } from "../store/store.js";
+import { layerDescriptor, ociManifestFor, type Artifact } from "./artifact.js";
+import { packDiskLayer } from "./disk-layer.js";
+import { imageInfo, rebaseUnsafe } from "./qemu-img.js";
+import { encodeRamsnap, type RamsnapMetadata } from "./ramsnap.js";
+
+/**
+ * SnapshotCapture is what a runtime hands over while the guest is paused for a snapshot:
+ * the device state, the guest memory file and the overlay, plus the facts a ramsnap's
+ * metadata records. The caller packs them (artifact/snapshot) before the guest resumes.
+ */
+export interface SnapshotCapture {
+  instanceId: string;
+  runtime: { name: string; version: string };
+  machine: "microvm" | "q35";
+  accel: "kvm" | "tcg";
+  cpuModel: string;
+  memoryBytes: number;
+  vcpus: number;
+  cmdline: string;
+  devices: Pick<Device, "type" | "name" | "size">[];
+  deviceState: Buffer;
+  memoryFile: string;
+  /** The instance's overlay (qcow2 over the artifact's top disk layer), if it has disks. */
+  overlay?: string;
+  artifact: { reference: string; digest: Digest };
+}
+
+/** SnapshotResult is the snapshot artifact written to the store (rfc §5.8). */
+export interface SnapshotResult {
+  reference: string;
+  descriptor: Descriptor;
+  ramsnap: { digest: Digest; size: number; metadata: RamsnapMetadata };
+  manifest: OvmsManifest;
+}
+
+/**
+ * packSnapshot turns what a runtime captured from a paused instance into a snapshot artifact:
+ * the source's layers, the overlay as a new qcow2 diff (backed by the top layer's digest),
+ * and the ramsnap blob; `subject` points at the source manifest. Runs while the guest is
+ * paused, so memory and disk are of the same moment.
+ */
+export async function packSnapshot(store: Store, source: Artifact, c: SnapshotCapture, tag: string): Promise<SnapshotResult> {
+  const ref = parseReference(tag);
+  if (!ref.tag || ref.digest) throw new OvmsError("INVALID_REFERENCE", `${tag}: a snapshot needs a tag reference`);
+  const m = source.ovms;
+  const layers: Descriptor[] = source.oci.layers.filter((l) => l.mediaType !== MediaType.RamSnapshot);
+  const diskLayers: DiskLayer[] = [...(m.diskLayers ?? [])];
+  const scratch = await mkdtemp(join(store.workDir, "ingest", "snap-"));
+  try {
+    if (c.overlay && diskLayers.length) {
+      const parent = diskLayers[diskLayers.length - 1];
+      const copy = join(scratch, "overlay.qcow2");
+      await copyFile(c.overlay, copy, constants.COPYFILE_FICLONE);
+      await rebaseUnsafe(copy, parent.ref, parent.format);
+      const packed = await packDiskLayer(copy, "qcow2", scratch);
+      let blob: { digest: Digest; size: number };
+      try {
+        blob = await store.ingest(packed.stream);
+      } finally {
+        await packed.cleanup();
+      }
+      const info = await imageInfo(copy);
+      layers.push(layerDescriptor("disk", blob, "snapshot-overlay.qcow2", { [Annotation.Format]: "qcow2" }));
+      diskLayers.push({ ref: blob.digest, format: "qcow2", size: (await stat(copy)).size, virtualSize: info.virtualSize, parent: parent.ref });
+    }
+    const out: { metadata?: RamsnapMetadata } = {};
+    const ram = await store.ingest(
+      Readable.from(
+        encodeRamsnap(
+          {
+            metadata: {
+              runtime: c.runtime,
+              machine: c.machine,
+              memoryBytes: c.memoryBytes,
+              vcpus: c.vcpus,
+              cpuModel: c.cpuModel,
+              accel: c.accel,
+              devices: c.devices.map((d) => ({ type: d.type, name: d.name, size: d.size! })),
+              diskLayers: diskLayers.map((d) => d.ref),
+            },
+            deviceState: c.deviceState,
+            memoryFile: c.memoryFile,
+          },
+          out,
+        ),
+      ),
+    );
+    layers.push(layerDescriptor("ramsnap", ram, "ram.ovms-ramsnap.lz4"));
+    const manifest: OvmsManifest = {
+      ...m,
+      version: ref.tag,
+      kernel: { ...m.kernel, args: c.cmdline },
+      ramSnapshot: { ref: ram.digest, size: ram.size, compression: "lz4", preload_hint: true, mlock_required: false },
+      resources: { memory: c.memoryBytes, vcpus: c.vcpus },
+      runtimeHints: { ...(m.runtimeHints ?? {}), machine: c.machine },
+      metadata: { ...(m.metadata ?? {}), created: new Date().toISOString().replace(/\.\d{3}Z$/, "Z") },
+    };
+    if (diskLayers.length) manifest.diskLayers = diskLayers;
+    validateManifest(manifest, `snapshot ${tag}`);
+    const config = await store.putBlob(JSON.stringify(manifest, null, 2));
+    const oci = ociManifestFor(config, layers, manifest, source.descriptor);
+    const descriptor = await store.putManifest(oci);
+    const reference = formatReference({ ...ref, digest: undefined });
+    await store.tag(descriptor, reference);
+    return { reference, descriptor, ramsnap: { ...ram, metadata: out.metadata! }, manifest };
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,188 @@
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { copyFile, mkdtemp, readFile, rm, writeFile, chmod } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Store } from "../../src/store/store.js";
+import { loadArtifact, type Artifact } from "../../src/artifact/artifact.js";
+import { prepareArtifact } from "../../src/artifact/prepare.js";
+import { packSnapshot, type SnapshotResult } from "../../src/artifact/snapshot.js";
+import { readRamsnapHeader } from "../../src/artifact/ramsnap.js";
+import { QemuRuntime } from "../../src/runtime/qemu/qemu-runtime.js";
+import { MediaType } from "../../src/spec/media-types.js";
+import { buildDemo, exec } from "../helpers.js";
+
+let dir: string;
+let store: Store;
+let rt: QemuRuntime;
+let source: Artifact;
+let snap: SnapshotResult;
+let lastBefore = -1;
+let cacheDir: string;
+
+async function lines(id: string, re: RegExp): Promise<string[]> {
+  const out: string[] = [];
+  for await (const r of await rt.logs(id)) if (re.test(r.line)) out.push(r.line);
+  return out;
+}
+
+async function waitFor<T>(fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const counters = async (id: string) => (await lines(id, /^OVMS-COUNTER: \d+$/)).map((l) => Number(l.split(" ")[1]));
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), "ovms-snap-"));
+  await chmod(dir, 0o755); // QEMU runs as nobody when the tests run as root
+  cacheDir = join(dir, "preload");
+  store = await Store.open(join(dir, "store"));
+  await buildDemo(store, "demo/vm:1.0", false);
+  source = await loadArtifact(store, "demo/vm:1.0");
+  rt = await QemuRuntime.create({ stateDir: store.workDir });
+  // One snapshot of a counting guest serves every test below.
+  const info = await rt.start(await prepareArtifact(store, source), { cmdline: "ovms.mode=counter", accel: "tcg", name: "source" });
+  await waitFor(async () => ((await counters(info.instance_id)).some((n) => n >= 5) ? true : undefined));
+  snap = await rt.snapshot(info.instance_id, {}, async (c) => {
+    lastBefore = Math.max(...(await counters(info.instance_id)));
+    return packSnapshot(store, source, c, "demo/vm:snap");
+  });
+});
+
+after(async () => {
+  for (const i of await rt.list({ all: true })) await rt.remove(i.instance_id, { force: true }).catch(() => undefined);
+  await rt.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+test("snapshot: a new artifact with the overlay as a diff, a ramsnap part and subject = source", async () => {
+  const a = await loadArtifact(store, "demo/vm:snap");
+  assert.equal(a.oci.subject?.digest, source.descriptor.digest);
+  assert.equal(a.ovms.diskLayers!.length, source.ovms.diskLayers!.length + 1);
+  assert.equal(a.ovms.diskLayers!.at(-1)!.parent, source.ovms.diskLayers!.at(-1)!.ref);
+  assert.equal(a.ovms.ramSnapshot?.compression, "lz4");
+  assert.equal(a.oci.layers.at(-1)!.mediaType, MediaType.RamSnapshot);
+  assert.equal(a.ovms.runtimeHints?.machine, "microvm");
+  assert.match(a.ovms.kernel.args ?? "", /ovms\.mode=counter/);
+  const meta = snap.ramsnap.metadata;
+  assert.equal(meta.memoryBytes, 192 << 20);
+  assert.ok(meta.memory.bytes < meta.memoryBytes / 2, `only non-zero memory is stored: ${meta.memory.bytes} of ${meta.memoryBytes}`);
+  assert.deepEqual(meta.diskLayers, a.ovms.diskLayers!.map((d) => d.ref));
+  assert.ok((await store.referrers(source.descriptor)).some((r) => r.digest === snap.descriptor.digest));
+});
+
+test("the source keeps running after the snapshot", async () => {
+  const n = await waitFor(async () => {
+    const c = await counters("source");
+    return c.length && Math.max(...c) > lastBefore + 2 ? Math.max(...c) : undefined;
+  }, 20_000);
+  assert.ok(n > lastBefore);
+  await rt.stop("source", { force: true });
+});
+
+test("the ramsnap blob decodes with the lz4 CLI and its index independently", async () => {
+  const blob = store.blobPath(snap.ramsnap.digest);
+  const out = join(dir, "decoded");
+  await exec("lz4", ["-d", "-f", "-q", blob, out]);
+  const plain = await readFile(out);
+  const nl = plain.indexOf("\n", 15);
+  assert.equal(plain.subarray(0, 15).toString(), "OVMS-RAMSNAP 1\n");
+  const meta = JSON.parse(plain.subarray(15, nl).toString());
+  assert.equal(plain.length, nl + 1 + meta.deviceState.size + meta.memory.bytes);
+  const dev = plain.subarray(nl + 1, nl + 1 + meta.deviceState.size);
+  assert.equal(createHash("sha256").update(dev).digest("hex"), meta.deviceState.sha256);
+  assert.equal(dev.readUInt32BE(0), 0x5145564d, "device state is a QEMU migration stream (QEVM)");
+  // Frame X by hand: trailer → skippable frame → index → one block read alone.
+  const raw = await readFile(blob);
+  assert.equal(raw.subarray(raw.length - 16, raw.length - 8).toString(), "OVMSIDX1");
+  const x = Number(raw.readBigUInt64LE(raw.length - 8));
+  assert.equal(raw.readUInt32LE(x), 0x184d2a5e);
+  const index = JSON.parse(raw.subarray(x + 8, raw.length - 16).toString());
+  const b = index.blocks[index.blocks.length - 1];
+  const one = join(dir, "one.lz4");
+  await writeFile(one, raw.subarray(b.frameOffset, b.frameOffset + b.frameLength));
+  await exec("lz4", ["-d", "-f", "-q", one, join(dir, "one")]);
+  const memStart = nl + 1 + meta.deviceState.size;
+  const sumBefore = index.blocks.slice(0, -1).reduce((n: number, x: { length: number }) => n + x.length, 0);
+  assert.deepEqual(await readFile(join(dir, "one")), plain.subarray(memStart + sumBefore, memStart + sumBefore + b.length));
+});
+
+test("restore: the counter continues from where it was, and the disk holds what was written", async () => {
+  const prepared = await prepareArtifact(store, await loadArtifact(store, "demo/vm:snap"), { snapshotCacheDir: cacheDir });
+  const info = await rt.start(prepared, { name: "restored" });
+  assert.equal(info.state, "running");
+  assert.ok(info.metrics.start_ms !== undefined);
+  const first = await waitFor(async () => (await counters(info.instance_id))[0]);
+  assert.ok(first >= lastBefore, `restored counter ${first} continues from ${lastBefore}, not from zero`);
+  assert.equal((await lines(info.instance_id, /OVMS-READY/)).length, 0, "a restored guest does not boot again");
+  // What the restored VM sees on disk: its overlay chain, flattened and read with debugfs.
+  const overlay = join(store.workDir, "instances", info.instance_id, "overlay.qcow2");
+  await rt.stop(info.instance_id, { force: true });
+  const raw = join(dir, "restored.raw");
+  await exec("qemu-img", ["convert", "-O", "raw", overlay, raw]);
+  assert.match(await exec("debugfs", ["-R", "cat /data/counter-started", raw]), /counter started/);
+});
+
+test("three clones run at once and diverge; the preloaded memory is never written", async () => {
+  const prepared = await prepareArtifact(store, await loadArtifact(store, "demo/vm:snap"), { snapshotCacheDir: cacheDir });
+  const memSum = createHash("sha256").update(await readFile(prepared.ramSnapshot!.memoryFile)).digest("hex");
+  const clones = await Promise.all([0, 1, 2].map((i) => rt.start(prepared, { name: `clone-${i}` })));
+  assert.equal(new Set(clones.map((c) => c.instance_id)).size, 3);
+  await Promise.all(clones.map((c) => waitFor(async () => ((await counters(c.instance_id)).length >= 3 ? true : undefined))));
+  // Stopping one does not stop the others: they are independent processes and memories.
+  await rt.stop(clones[0].instance_id, { force: true });
+  const [a, b] = await Promise.all([counters(clones[1].instance_id), counters(clones[2].instance_id)]);
+  await new Promise((r) => setTimeout(r, 1000));
+  const [a2, b2] = await Promise.all([counters(clones[1].instance_id), counters(clones[2].instance_id)]);
+  assert.ok(a2.length > a.length && b2.length > b.length, "the other clones keep running");
+  for (const c of clones.slice(1)) await rt.stop(c.instance_id, { force: true });
+  assert.equal(createHash("sha256").update(await readFile(prepared.ramSnapshot!.memoryFile)).digest("hex"), memSum);
+});
+
+test("warm pool: starts are served by paused processes and the pool refills", async () => {
+  const prepared = await prepareArtifact(store, await loadArtifact(store, "demo/vm:snap"), { snapshotCacheDir: cacheDir });
+  await rt.configurePool(prepared, 2);
+  assert.deepEqual(rt.poolStatus().map((p) => p.ready), [2]);
+  assert.equal((await rt.list()).length, 0, "pool processes are not instances");
+  const info = await rt.start(prepared, { name: "from-pool" });
+  assert.equal(info.state, "running");
+  await waitFor(async () => ((await counters(info.instance_id)).length ? true : undefined));
+  await waitFor(async () => (rt.poolStatus()[0].ready === 2 ? true : undefined), 30_000);
+  await rt.stop(info.instance_id, { force: true });
+  await rt.configurePool(prepared, 0);
+  assert.deepEqual(rt.poolStatus().map((p) => p.ready), [0]);
+});
+
+test("bad snapshots are refused before QEMU starts: flipped byte, truncated blob, other machine shape", async () => {
+  const before = (await rt.list({ all: true })).length;
+  const snapArt = await loadArtifact(store, "demo/vm:snap");
+  // Truncated: a blob cut short fails the structural checks.
+  const cut = join(dir, "cut.bin");
+  const whole = await readFile(store.blobPath(snap.ramsnap.digest));
+  await writeFile(cut, whole.subarray(0, whole.length - 100));
+  await assert.rejects(readRamsnapHeader(cut), (e: any) => e.code === "RAMSNAP_INVALID"); // eslint-disable-line @typescript-eslint/no-explicit-any
+  // Other machine shape: the same blob under a manifest that claims another memory size.
+  const other = { ...snapArt.ovms, resources: { memory: 256 << 20, vcpus: 1 } };
+  await assert.rejects(prepareArtifact(store, { ...snapArt, ovms: other }, { snapshotCacheDir: join(dir, "c2") }), (e: any) => e.code === "MANIFEST_INVALID" && /memory: snapshot 201326592, manifest 268435456/.test(e.message)); // eslint-disable-line @typescript-eslint/no-explicit-any
+  const prepared = await prepareArtifact(store, snapArt, { snapshotCacheDir: cacheDir });
+  await assert.rejects(rt.start(prepared, { memory: 256 << 20 }), (e: any) => e.code === "MANIFEST_INVALID" && /memory: snapshot/.test(e.message)); // eslint-disable-line @typescript-eslint/no-explicit-any
+  await assert.rejects(rt.start(prepared, { cmdline: "x=1" }), /cmdline/);
+  // Flipped byte: the store's copy of the blob no longer matches its digest.
+  const p = store.blobPath(snap.ramsnap.digest);
+  const saved = join(dir, "saved.bin");
+  await copyFile(p, saved);
+  await chmod(p, 0o644);
+  const flipped = Buffer.from(whole);
+  flipped[Math.floor(flipped.length / 2)] ^= 0xff;
+  await writeFile(p, flipped);
+  await assert.rejects(prepareArtifact(store, snapArt, { snapshotCacheDir: join(dir, "c3") }), (e: any) => e.code === "DIGEST_MISMATCH" && e.message.includes(snap.ramsnap.digest)); // eslint-disable-line @typescript-eslint/no-explicit-any
+  await copyFile(saved, p);
+  assert.equal((await rt.list({ all: true })).length, before, "no instance was created");
+});
