@@ -145,8 +145,11 @@ export class QemuRuntime implements Runtime {
 
   async start(a: PreparedArtifact, opts: StartOptions = {}): Promise<InstanceInfo> {
     const t0 = performance.now();
+    const trace = process.env.OVMS_TRACE ? (m: string) => process.stderr.write(`${performance.now().toFixed(2)} ${m}\n`) : () => {};
+    trace("start: begin");
     await this.version();
     const plan = await this.plan(a, opts);
+    trace("start: planned");
     const pooled = a.ramSnapshot ? this.takeFromPool(a, plan) : undefined;
     const { rec, live } = pooled ?? (await this.launch(a, plan, t0));
     rec.name = plan.name;
@@ -166,8 +169,11 @@ export class QemuRuntime implements Runtime {
     } catch (e) {
       await this.failStart(rec, live, e);
     }
-    if (pooled) void this.fillPool(a);
-    return this.info(rec);
+    const info = await this.info(rec);
+    trace("start: done");
+    // Refill after the caller has answered: spawning QEMU blocks the event loop for a few ms.
+    if (pooled) setTimeout(() => void this.fillPool(a), 50).unref();
+    return info;
   }
 
   /**
@@ -329,20 +335,38 @@ export class QemuRuntime implements Runtime {
    * `unix:` socket it listens on, waits for the incoming migration to complete, and resumes.
    */
   private async restoreInto(rec: InstanceRecord, live: Live, deviceStateFile: string): Promise<void> {
+    const trace = process.env.OVMS_TRACE ? (m: string) => process.stderr.write(`${performance.now().toFixed(2)} ${m}\n`) : () => {};
+    trace("restore: begin");
     const qmp = live.qmp!;
     const sock = join(rec.shm_dir, "incoming.sock");
-    const state = await readFile(deviceStateFile);
+    const state = await this.deviceState(deviceStateFile);
     const done = qmp.waitEvent("MIGRATION", 30_000, (e) => e.data?.status === "completed" || e.data?.status === "failed");
     await qmp.execute("migrate-incoming", { uri: `unix:${sock}` });
+    trace("restore: migrate-incoming returned");
     await new Promise<void>((resolve, reject) => {
       const c = connect(sock);
       c.once("error", reject);
       c.end(state, () => resolve());
     });
+    trace("restore: state sent");
     const ev = await done;
+    trace("restore: migration completed");
     if (ev.data?.status !== "completed") throw new RuntimeError("RESTORE_FAILED", `incoming migration ${String(ev.data?.status)}`);
     await qmp.execute("cont");
+    trace("restore: cont returned");
     rec.state = "running";
+  }
+
+  private readonly deviceStates = new Map<string, Buffer>();
+
+  /** deviceState reads a snapshot's device state once (tens of KB) and keeps it for later restores. */
+  private async deviceState(path: string): Promise<Buffer> {
+    let b = this.deviceStates.get(path);
+    if (!b) {
+      b = await readFile(path);
+      this.deviceStates.set(path, b);
+    }
+    return b;
   }
 
   private async failStart(rec: InstanceRecord, live: Live, e: unknown): Promise<never> {

@@ -1,0 +1,224 @@
+/**
+ * bench/restore: how fast an OVMS RAM snapshot brings a VM to running, side by side in one
+ * run: cold boot of the same artifact, restore with a fresh QEMU process, restore from the
+ * warm pool, and QEMU's own loadvm of the same guest as the peer. Each start is timed from
+ * the start call to the guest running (QMP status) and to its first console output after.
+ *
+ *   node dist/bench/restore.js [--runs 20] [--cold-runs 20] [--keep]
+ *
+ * Prints a table and writes JSON to bench/results/restore-<date>.json.
+ */
+import { spawn } from "node:child_process";
+import { chmod, copyFile, mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { cpus, tmpdir, totalmem } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Store } from "../src/store/store.js";
+import { build } from "../src/artifact/build.js";
+import { loadArtifact } from "../src/artifact/artifact.js";
+import { prepareArtifact, type PreparedArtifact } from "../src/artifact/prepare.js";
+import { packSnapshot } from "../src/artifact/snapshot.js";
+import { QemuRuntime } from "../src/runtime/qemu/qemu-runtime.js";
+import { QmpClient } from "../src/runtime/qemu/qmp-client.js";
+import { createOverlay } from "../src/artifact/qemu-img.js";
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const CMDLINE = "console=ttyS0 quiet panic=-1 tsc_early_khz=2000000 tsc=reliable no_timer_check ovms.mode=counter";
+const MEMORY = 192 << 20;
+
+interface Sample {
+  runningMs: number;
+  firstOutputMs: number;
+}
+
+function args(argv: string[]) {
+  const a = { runs: 20, coldRuns: 20, keep: false };
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === "--runs") a.runs = Number(argv[++i]);
+    else if (argv[i] === "--cold-runs") a.coldRuns = Number(argv[++i]);
+    else if (argv[i] === "--keep") a.keep = true;
+    else throw new Error(`unknown flag ${argv[i]} (--runs N, --cold-runs N, --keep)`);
+  }
+  return a;
+}
+
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+};
+
+/** firstOutput waits until a file has grown past `from` bytes and returns when that was seen. */
+async function firstOutput(path: string, from: number, t0: number, timeoutMs = 60_000): Promise<number> {
+  for (;;) {
+    const st = await stat(path).catch(() => undefined);
+    if (st && st.size > from) return performance.now() - t0;
+    if (performance.now() - t0 > timeoutMs) throw new Error(`no output in ${path}`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+}
+
+/** viaRuntime times one start through the runtime API (the daemon's /start calls exactly this). */
+async function viaRuntime(rt: QemuRuntime, a: PreparedArtifact, stateDir: string): Promise<Sample> {
+  const t0 = performance.now();
+  const info = await rt.start(a, { accel: "tcg" });
+  const runningMs = performance.now() - t0;
+  const firstOutputMs = await firstOutput(join(stateDir, "instances", info.instance_id, "serial.log"), 0, t0);
+  await rt.remove(info.instance_id, { force: true });
+  return { runningMs, firstOutputMs };
+}
+
+async function main() {
+  const a = args(process.argv.slice(2));
+  const dir = await mkdtemp(join(tmpdir(), "ovms-bench-restore-"));
+  await chmod(dir, 0o755);
+  const assets = join(ROOT, ".cache", "demo-assets");
+  const store = await Store.open(join(dir, "store"));
+  await build(
+    store,
+    {
+      name: "bench/vm",
+      version: "1",
+      kernel: { path: join(assets, "vmlinuz"), args: CMDLINE },
+      initrd: { path: join(assets, "initrd.img") },
+      disks: [{ path: join(assets, "base.qcow2") }, { path: join(assets, "diff.qcow2") }],
+      resources: { memory: MEMORY, vcpus: 1 },
+    },
+    "bench/vm:1",
+  );
+  const source = await loadArtifact(store, "bench/vm:1");
+  const cold = await prepareArtifact(store, source);
+  const rt = await QemuRuntime.create({ stateDir: store.workDir });
+
+  // The snapshot: a counting guest, paused after a few counts.
+  const src = await rt.start(cold, { accel: "tcg", name: "source" });
+  await firstOutput(join(store.workDir, "instances", src.instance_id, "serial.log"), 200, performance.now());
+  await new Promise((r) => setTimeout(r, 1000));
+  const snap = await rt.snapshot(src.instance_id, { stop: true }, (c) => packSnapshot(store, source, c, "bench/vm:snap"));
+  const restorable = await prepareArtifact(store, await loadArtifact(store, "bench/vm:snap"));
+  process.stderr.write(`snapshot ${snap.descriptor.digest}: ${snap.ramsnap.metadata.memory.bytes} of ${MEMORY} bytes non-zero, blob ${snap.ramsnap.size} bytes\n`);
+
+  const series: Record<string, Sample[]> = { "cold boot": [], "restore (fresh QEMU)": [], "restore (warm pool)": [], "QEMU loadvm": [] };
+
+  for (let i = 0; i < a.coldRuns; i++) series["cold boot"].push(await viaRuntime(rt, cold, store.workDir));
+  for (let i = 0; i < a.runs; i++) series["restore (fresh QEMU)"].push(await viaRuntime(rt, restorable, store.workDir));
+  await rt.configurePool(restorable, 1);
+  for (let i = 0; i < a.runs; i++) {
+    // Wait for the pool to refill, so every start is a pool start.
+    while (rt.poolStatus()[0].ready < 1) await new Promise((r) => setTimeout(r, 20));
+    series["restore (warm pool)"].push(await viaRuntime(rt, restorable, store.workDir));
+  }
+  await rt.configurePool(restorable, 0);
+  series["QEMU loadvm"] = await loadvmSeries(dir, cold, a.runs);
+  await rt.close();
+
+  const rows = Object.entries(series).map(([name, xs]) => ({
+    name,
+    runs: xs.length,
+    running_p50_ms: pct(xs.map((x) => x.runningMs), 50),
+    running_p95_ms: pct(xs.map((x) => x.runningMs), 95),
+    output_p50_ms: pct(xs.map((x) => x.firstOutputMs), 50),
+    output_p95_ms: pct(xs.map((x) => x.firstOutputMs), 95),
+  }));
+  const by = Object.fromEntries(rows.map((r) => [r.name, r]));
+  const ratios = {
+    "cold boot / warm pool (running p50)": by["cold boot"].running_p50_ms / by["restore (warm pool)"].running_p50_ms,
+    "cold boot / warm pool (first output p50)": by["cold boot"].output_p50_ms / by["restore (warm pool)"].output_p50_ms,
+    "cold boot / fresh restore (first output p50)": by["cold boot"].output_p50_ms / by["restore (fresh QEMU)"].output_p50_ms,
+    "loadvm / warm pool (running p50)": by["QEMU loadvm"].running_p50_ms / by["restore (warm pool)"].running_p50_ms,
+    "loadvm / fresh restore (running p50)": by["QEMU loadvm"].running_p50_ms / by["restore (fresh QEMU)"].running_p50_ms,
+  };
+  const f = (n: number) => n.toFixed(1).padStart(9);
+  const lines = [
+    `restore benchmark: ${MEMORY >> 20} MiB guest (microvm, TCG), ${cpus().length} CPUs; ms from start call`,
+    `${"contender".padEnd(22)} runs  running p50  running p95   output p50   output p95`,
+    ...rows.map((r) => `${r.name.padEnd(22)} ${String(r.runs).padStart(4)} ${f(r.running_p50_ms)}    ${f(r.running_p95_ms)}    ${f(r.output_p50_ms)}    ${f(r.output_p95_ms)}`),
+    ...Object.entries(ratios).map(([k, v]) => `${k}: ${v.toFixed(1)}x`),
+  ];
+  process.stdout.write(lines.join("\n") + "\n");
+  const out = join(ROOT, "bench", "results");
+  await mkdir(out, { recursive: true });
+  const file = join(out, `restore-${new Date().toISOString().replace(/[:]/g, "-").replace(/\..+$/, "")}.json`);
+  await writeFile(
+    file,
+    JSON.stringify(
+      {
+        kind: "restore",
+        date: new Date().toISOString(),
+        guest: { memoryBytes: MEMORY, machine: "microvm", accel: "tcg", cmdline: CMDLINE },
+        snapshot: { digest: snap.descriptor.digest, blobBytes: snap.ramsnap.size, nonZeroBytes: snap.ramsnap.metadata.memory.bytes },
+        host: { cpus: cpus().length, cpuModel: cpus()[0]?.model, memoryBytes: totalmem(), node: process.version },
+        results: rows,
+        ratios,
+        samples: series,
+      },
+      null,
+      2,
+    ) + "\n",
+  );
+  process.stdout.write(`results: ${file}\n`);
+  if (!a.keep) await rm(dir, { recursive: true, force: true });
+}
+
+/**
+ * loadvmSeries is the peer: the same guest saved with QEMU's own `savevm` (into its qcow2
+ * overlay) and started with `-loadvm`, timed from process spawn to QMP running and to output.
+ */
+async function loadvmSeries(dir: string, a: PreparedArtifact, runs: number): Promise<Sample[]> {
+  const vm = join(dir, "loadvm");
+  await mkdir(vm, { recursive: true });
+  const top = a.disks[a.disks.length - 1];
+  const disk = join(vm, "disk.qcow2");
+  await createOverlay(disk, top.path, top.format);
+  const base = (serial: string, qmp: string, d: string) => [
+    "-machine", "microvm,x-option-roms=off,rtc=on", "-accel", "tcg", "-cpu", "max", "-m", `${MEMORY >> 20}M`,
+    "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+    "-kernel", a.kernelPath, "-initrd", a.initrdPath!, "-append", CMDLINE,
+    "-chardev", `file,id=s0,path=${serial}`, "-serial", "chardev:s0",
+    "-drive", `file=${d},format=qcow2,if=none,id=disk0`, "-device", "virtio-blk-device,drive=disk0",
+    "-qmp", `unix:${qmp},server=on,wait=off`,
+  ];
+  const waitQmp = async (sock: string, t0: number) => {
+    for (;;) {
+      try {
+        return await QmpClient.connect(sock, 1000);
+      } catch {
+        if (performance.now() - t0 > 60_000) throw new Error("QEMU did not come up");
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    }
+  };
+  // Save: boot, count a little, savevm, quit.
+  const q0 = spawn("qemu-system-x86_64", base(join(vm, "save.log"), join(vm, "save.sock"), disk), { stdio: "ignore" });
+  const t = performance.now();
+  const c0 = await waitQmp(join(vm, "save.sock"), t);
+  await firstOutput(join(vm, "save.log"), 200, t);
+  await new Promise((r) => setTimeout(r, 1000));
+  await c0.execute("human-monitor-command", { "command-line": "savevm bench" }, 60_000);
+  await c0.execute("quit").catch(() => undefined);
+  await new Promise((r) => q0.on("exit", r));
+  const out: Sample[] = [];
+  for (let i = 0; i < runs; i++) {
+    const d = join(vm, `run-${i}.qcow2`);
+    await copyFile(disk, d);
+    const serial = join(vm, `run-${i}.log`);
+    const sock = join(vm, `run-${i}.sock`);
+    await writeFile(serial, "");
+    const t0 = performance.now();
+    const q = spawn("qemu-system-x86_64", [...base(serial, sock, d), "-loadvm", "bench"], { stdio: "ignore" });
+    const c = await waitQmp(sock, t0);
+    for (;;) {
+      const st = await c.execute<{ status: string }>("query-status");
+      if (st.status === "running") break;
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    const runningMs = performance.now() - t0;
+    const firstOutputMs = await firstOutput(serial, 0, t0);
+    out.push({ runningMs, firstOutputMs });
+    await c.execute("quit").catch(() => undefined);
+    await new Promise((r) => q.on("exit", r));
+    await rm(d, { force: true });
+  }
+  return out;
+}
+
+await main();
