@@ -37,7 +37,8 @@ flock 9
 if fresh; then echo "$out"; exit 0; fi  # someone else built it while we waited
 rm -f "$stamp"
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+dl=""
+trap 'rm -rf "$work" ${dl:+"$dl"}' EXIT
 T0=946684800  # 2000-01-01: a fixed time for reproducible images
 export SOURCE_DATE_EPOCH=$T0 E2FSPROGS_FAKE_TIME=$T0
 
@@ -61,8 +62,8 @@ if [ -z "$deb" ]; then
   dl="$(mktemp -d)" && chmod 777 "$dl"  # apt-get download as root drops to _apt, which must write here
   (cd "$dl" && apt-get download -q "$pkg" 2>&1 | grep -v -i "sandbox" >&2) || true
   deb="$(ls "$dl"/"${pkg}"_*.deb 2>/dev/null | head -n1 || true)"
-  [ -n "$deb" ] || { rm -rf "$dl"; die "apt-get download $pkg failed"; }
-  mv "$deb" "$debs/" && rm -rf "$dl"
+  [ -n "$deb" ] || die "apt-get download $pkg failed"
+  mv "$deb" "$debs/"
   deb="$debs/$(basename "$deb")"
 fi
 dpkg-deb -x "$deb" "$work/kpkg" || die "cannot unpack $deb"
@@ -73,7 +74,7 @@ cp "$work/kpkg/boot/vmlinuz-$kver" "$out/vmlinuz.tmp" && mv "$out/vmlinuz.tmp" "
 # 2. The initrd: busybox, the modules in dependency order, /init.
 moddir="$work/kpkg/lib/modules/$kver/kernel"
 ird="$work/initrd"
-mkdir -p "$ird"/{bin,dev,proc,sys,mnt,etc/acpi,lib/modules}
+mkdir -p "$ird"/{bin,dev,proc,sys,mnt,tmp,etc/acpi,lib/modules,var/log,var/run}
 cp "$(command -v busybox)" "$ird/bin/busybox"
 file "$ird/bin/busybox" 2>/dev/null | grep -q dynamic && die "busybox is dynamically linked; install busybox-static"
 : > "$ird/etc/modules"
@@ -97,7 +98,8 @@ add_module() {  # add_module NAME: copy (decompressed) NAME.ko and its dependenc
 for m in $MODS; do add_module "$m"; done
 # busybox acpid: the ACPI power button (QMP system_powerdown) powers the guest off.
 printf 'PWRF power\n' > "$ird/etc/acpid.conf"
-printf '#!/bin/sh\npoweroff -f\n' > "$ird/etc/acpi/power" && chmod +x "$ird/etc/acpi/power"
+printf '#!/bin/sh\necho "OVMS-POWEROFF: power button" > /dev/console\nsync\numount /mnt 2>/dev/null\npoweroff -f\n' \
+  > "$ird/etc/acpi/power" && chmod 755 "$ird/etc/acpi/power"
 cp "$here/guest/init" "$ird/init" && chmod 755 "$ird/init"
 find "$ird" -exec touch -h -d @$T0 {} +
 (cd "$ird" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet --reproducible | gzip -9n) > "$out/initrd.img.tmp"

@@ -60,6 +60,8 @@ export function qemuArgv(c: QemuConfig): string[] {
   if (c.initrd) a.push("-initrd", c.initrd);
   a.push("-append", c.cmdline);
   a.push("-chardev", `file,id=serial0,path=${c.serialLog}`, "-serial", "chardev:serial0");
+  // SeaBIOS (q35) would otherwise print its own escape codes on the guest's serial console.
+  if (c.machine === "q35") a.push("-fw_cfg", "name=etc/sercon-port,string=0");
   if (c.disk) {
     a.push("-drive", `file=${c.disk},format=qcow2,if=none,id=disk0,discard=unmap`);
     a.push("-device", c.machine === "microvm" ? "virtio-blk-device,drive=disk0" : "virtio-blk-pci,drive=disk0");

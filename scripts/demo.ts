@@ -1,0 +1,131 @@
+/**
+ * The demo (`npm run demo`): the main job of OVMS on the embedded default artifact, with the
+ * real `ovm` CLI: build the demo VM → validate and inspect → push to a local registry →
+ * pull into a fresh store → run it (the guest proves it booted from the layered disk) →
+ * snapshot it → push/pull the snapshot → restore it (the guest's counter goes on) → stop,
+ * and a timing summary. Everything runs in a temp folder that is removed at the end.
+ */
+import { spawn } from "node:child_process";
+import { chmod, mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { startRegistry, type RegistryServer } from "../test/registry-server.js";
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const OVM = join(ROOT, "dist/src/cli/ovm.js");
+const ASSETS = join(ROOT, ".cache/demo-assets");
+const CMDLINE = "console=ttyS0 quiet panic=-1 tsc_early_khz=2000000 tsc=reliable no_timer_check";
+
+const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
+const timings: [string, number][] = [];
+
+/** ovm runs one CLI command as a user would, echoing it, and returns its stdout. */
+function ovm(args: string[], env: Record<string, string>, opts: { show?: boolean } = {}): Promise<string> {
+  const shown = `ovm ${args.map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(" ")}`;
+  process.stdout.write(`\n$ ${bold(shown)}\n`);
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [OVM, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d: Buffer) => {
+      out += d.toString();
+      if (opts.show !== false) process.stdout.write(d);
+    });
+    child.stderr.on("data", (d: Buffer) => {
+      err += d.toString();
+      if (opts.show !== false) process.stderr.write(d);
+    });
+    child.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`${shown} exited ${code}: ${err.trim()}`))));
+  });
+}
+
+async function step<T>(title: string, fn: () => Promise<T>): Promise<T> {
+  process.stdout.write(`\n${bold(`== ${title}`)}\n`);
+  const t0 = performance.now();
+  const r = await fn();
+  timings.push([title, performance.now() - t0]);
+  return r;
+}
+
+/** waitLog follows an instance's serial log until a line matches, and returns the lines seen. */
+async function waitLog(id: string, re: RegExp, env: Record<string, string>, timeoutMs = 120_000): Promise<string[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const lines = (await ovm(["logs", id], env, { show: false })).split("\n");
+    if (lines.some((l) => re.test(l))) return lines;
+    if (Date.now() > deadline) throw new Error(`guest ${id} printed no line matching ${re}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+async function main(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "ovms-demo-"));
+  await chmod(dir, 0o755); // QEMU drops to `nobody` when the daemon runs as root
+  const runtimeDir = join(dir, "run");
+  const builder = { OVM_STORE: join(dir, "build-store"), XDG_RUNTIME_DIR: runtimeDir };
+  const user = { OVM_STORE: join(dir, "pulled-store"), XDG_RUNTIME_DIR: runtimeDir };
+  let registry: RegistryServer | undefined;
+  try {
+    await step("build the demo VM artifact (Debian cloud kernel, busybox initrd, ext4 base + qcow2 diff)", () =>
+      ovm(
+        ["build", "-t", "demo/vm:1.0", "--kernel", join(ASSETS, "vmlinuz"), "--initrd", join(ASSETS, "initrd.img"),
+          "--disk", join(ASSETS, "base.qcow2"), "--disk", `${join(ASSETS, "diff.qcow2")}:qcow2`, "--cmdline", CMDLINE,
+          "--memory", "192M", "--cpus", "1"],
+        builder,
+      ),
+    );
+    await step("validate the example manifests", async () => {
+      const files = (await readdir(join(ROOT, "examples"))).filter((f) => f.endsWith(".json")).map((f) => join(ROOT, "examples", f));
+      return ovm(["validate", ...files], builder);
+    });
+    await step("inspect it", () => ovm(["inspect", "demo/vm:1.0"], builder));
+
+    registry = await startRegistry();
+    const ref = `${registry.host}/demo/vm:1.0`;
+    process.stdout.write(`\nlocal registry (docker-registry ${"2.8"}) on ${registry.host}\n`);
+    await step("push it to the registry", async () => {
+      await ovm(["tag", "demo/vm:1.0", ref], builder);
+      return ovm(["push", ref], builder);
+    });
+    await step("pull it into a fresh store", () => ovm(["pull", ref], user));
+    await step("inspect the pulled copy", () => ovm(["ls"], user));
+
+    const id = await step("run it (ovm starts ovmd in the background)", async () =>
+      (await ovm(["run", "-d", "--name", "demo", "--cmdline", "ovms.mode=counter", ref], user)).trim(),
+    );
+    const lines = await step("the guest boots from the layered disk", () => waitLog(id, /^OVMS-COUNTER: 3$/, user));
+    process.stdout.write(lines.filter((l) => /^OVMS-/.test(l)).slice(0, 8).map((l) => `  guest| ${l}`).join("\n") + "\n");
+    if (!lines.includes("OVMS-LAYER: hello from the diff layer")) throw new Error("the guest did not see the diff layer");
+    await ovm(["status", id], user);
+
+    const snapRef = `${registry.host}/demo/vm:fast`;
+    await step("snapshot the running VM (RAM + disk) as a new artifact", () => ovm(["snapshot", id, "-t", snapRef], user));
+    await step("push the snapshot", () => ovm(["push", snapRef], user));
+    await step("stop the original", () => ovm(["stop", id], user));
+
+    const restored = await step("restore the snapshot (from the warm start path)", async () =>
+      (await ovm(["run", "-d", "--name", "demo-restored", snapRef], user)).trim(),
+    );
+    const after = await step("the restored guest goes on counting where it was", () => waitLog(restored, /^OVMS-COUNTER: \d+$/, user));
+    const first = after.find((l) => /^OVMS-COUNTER:/.test(l));
+    process.stdout.write(`  guest| ${first}  (the original had counted past 3 when it was snapshotted; a cold boot starts at 0)\n`);
+    const status = JSON.parse(await ovm(["--json", "status", restored], user, { show: false }));
+    process.stdout.write(`  restore: ${status.metrics.start_ms} ms from the start request to running\n`);
+    await ovm(["stop", restored], user);
+    await ovm(["ps", "-a"], user);
+  } finally {
+    await registry?.stop().catch(() => undefined);
+    // The daemon started by `ovm run` serves only this demo's temp store: stop it.
+    await ovm(["daemon-stop"], user, { show: false }).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  }
+  process.stdout.write(`\n${bold("== timing summary")}\n`);
+  for (const [title, ms] of timings) process.stdout.write(`${(ms / 1000).toFixed(2).padStart(7)} s  ${title}\n`);
+  process.stdout.write("\nNext: `ovm --help`, the spec in rfc/ovms-v0.1.md, benchmarks in bench/.\n");
+}
+
+main().catch((e: Error) => {
+  process.stderr.write(`demo failed: ${e.message}\n`);
+  process.exit(1);
+});
