@@ -1,0 +1,121 @@
+/**
+ * bench/boot: cold boot of the demo artifact through the daemon's API, timed from the
+ * `POST /start` call to the guest's first console line and to its `OVMS-READY` line
+ * (userspace up, layered disk mounted), on both machine models.
+ *
+ *   node dist/bench/boot.js [--runs 10]
+ *
+ * Prints a table and writes JSON to bench/results/boot-<date>.json.
+ */
+import { spawn } from "node:child_process";
+import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { cpus, tmpdir, totalmem } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Store } from "../src/store/store.js";
+import { build } from "../src/artifact/build.js";
+import { OvmdClient } from "../src/client/client.js";
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const CMDLINE = "console=ttyS0 quiet panic=-1 tsc_early_khz=2000000 tsc=reliable no_timer_check";
+
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+};
+
+async function main(): Promise<void> {
+  let runs = 10;
+  const argv = process.argv.slice(2);
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === "--runs") runs = Number(argv[++i]);
+    else throw new Error(`unknown flag ${argv[i]} (--runs N)`);
+  }
+  const dir = await mkdtemp(join(tmpdir(), "ovms-bench-boot-"));
+  await chmod(dir, 0o755);
+  const assets = join(ROOT, ".cache", "demo-assets");
+  const store = await Store.open(join(dir, "store"));
+  await build(
+    store,
+    {
+      name: "bench/vm",
+      version: "1",
+      kernel: { path: join(assets, "vmlinuz"), args: CMDLINE },
+      initrd: { path: join(assets, "initrd.img") },
+      disks: [{ path: join(assets, "base.qcow2") }, { path: join(assets, "diff.qcow2") }],
+      resources: { memory: 192 << 20, vcpus: 1 },
+    },
+    "bench/vm:1",
+  );
+  const socket = join(dir, "ovmd.sock");
+  const daemon = spawn(process.execPath, [join(ROOT, "dist/src/daemon/ovmd.js"), "--socket", socket, "--store", store.root], { stdio: "ignore" });
+  const client = new OvmdClient({ socketPath: socket });
+  for (let i = 0; ; i++) {
+    try {
+      await client.version();
+      break;
+    } catch {
+      if (i > 500) throw new Error("ovmd did not come up");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+  const rows = [];
+  try {
+    for (const machine of ["microvm", "q35"] as const) {
+      const samples: { startMs: number; runningMs: number; firstLineMs: number; readyMs: number }[] = [];
+      for (let i = 0; i < runs; i++) {
+        const t0 = performance.now();
+        const { instance_id: id } = await client.start({ manifest: "bench/vm:1", overrides: { accel: "tcg", machine } });
+        const startMs = performance.now() - t0;
+        let runningMs = NaN;
+        let firstLineMs = NaN;
+        let readyMs = NaN;
+        while (Number.isNaN(readyMs)) {
+          if (Number.isNaN(runningMs) && (await client.status(id)).state === "running") runningMs = performance.now() - t0;
+          const lines: string[] = [];
+          for await (const r of await client.logs(id)) lines.push(r.line);
+          const now = performance.now() - t0;
+          if (Number.isNaN(firstLineMs) && lines.some((l) => l.trim() !== "")) firstLineMs = now;
+          if (lines.includes("OVMS-READY")) readyMs = now;
+          if (now > 120_000) throw new Error(`instance ${id} not ready after 120 s`);
+          await new Promise((r) => setTimeout(r, 5));
+        }
+        samples.push({ startMs, runningMs, firstLineMs, readyMs });
+        await client.stop({ instance_id: id, force: true });
+        await client.remove(id);
+      }
+      const col = (k: keyof (typeof samples)[0]) => samples.map((s) => s[k]);
+      rows.push({
+        machine,
+        runs,
+        start_call_p50_ms: pct(col("startMs"), 50),
+        first_line_p50_ms: pct(col("firstLineMs"), 50),
+        first_line_p95_ms: pct(col("firstLineMs"), 95),
+        ready_p50_ms: pct(col("readyMs"), 50),
+        ready_p95_ms: pct(col("readyMs"), 95),
+        samples,
+      });
+    }
+  } finally {
+    daemon.kill("SIGTERM");
+  }
+  const f = (n: number) => n.toFixed(0).padStart(8);
+  process.stdout.write(
+    [
+      `cold boot benchmark (TCG, 192 MiB, ${cpus().length} CPUs): ms from POST /start`,
+      `machine   runs   /start returns   first line p50   p95   OVMS-READY p50   p95`,
+      ...rows.map((r) => `${r.machine.padEnd(8)} ${String(r.runs).padStart(5)} ${f(r.start_call_p50_ms)}         ${f(r.first_line_p50_ms)} ${f(r.first_line_p95_ms)} ${f(r.ready_p50_ms)}     ${f(r.ready_p95_ms)}`),
+    ].join("\n") + "\n",
+  );
+  const out = join(ROOT, "bench", "results");
+  await mkdir(out, { recursive: true });
+  const file = join(out, `boot-${new Date().toISOString().replace(/[:]/g, "-").replace(/\..+$/, "")}.json`);
+  await writeFile(
+    file,
+    JSON.stringify({ kind: "boot", date: new Date().toISOString(), host: { cpus: cpus().length, cpuModel: cpus()[0]?.model, memoryBytes: totalmem() }, results: rows }, null, 2) + "\n",
+  );
+  process.stdout.write(`results: ${file}\n`);
+  await rm(dir, { recursive: true, force: true });
+}
+
+await main();
