@@ -459,6 +459,15 @@ export class QemuRuntime implements Runtime {
     if (rec.restored_from) {
       throw new RuntimeError("CONFLICT", `instance ${rec.instance_id} was restored from a snapshot: its memory is a private copy, v0.1 snapshots cold-booted instances only`);
     }
+    if (rec.devices.length) {
+      // QEMU 7.2 checks the guest-physical address of every shared RAM block it skips; an
+      // ivshmem BAR is not mapped yet when the incoming side loads RAM, so the restore would
+      // fail ("Mismatched GPAs"). Refuse up front rather than produce a snapshot that cannot load.
+      throw new RuntimeError(
+        "CONFLICT",
+        `instance ${rec.instance_id} has ivshmem device ${rec.devices[0].name}: QEMU ${await this.version()} cannot restore a shared-memory PCI BAR skipped by x-ignore-shared; v0.1 snapshots instances without ivshmem devices`,
+      );
+    }
     if (live.snapshotting) throw new RuntimeError("CONFLICT", `instance ${rec.instance_id} is already being snapshotted`);
     live.snapshotting = true;
     const qmp = live.qmp;
@@ -604,7 +613,7 @@ export class QemuRuntime implements Runtime {
       }
     };
     let records = emit(await readMore(), !opts.follow);
-    if (opts.tail !== undefined) records = records.slice(-opts.tail);
+    if (opts.tail !== undefined) records = opts.tail === 0 ? [] : records.slice(-opts.tail);
     for (const r of records) out.write(r);
     const live = this.live.get(rec.instance_id);
     if (!opts.follow || !live) {

@@ -1,0 +1,38 @@
+import type { Command } from "commander";
+import { familiarReference, parseReference } from "../../spec/reference.js";
+import { Printer, globals, table } from "../context.js";
+import { addSocketOption, daemonClient, formatDuration, shortId } from "./daemon-client.js";
+
+/** register adds `ovm ps`: the daemon's instances as a table (or JSON). */
+export function register(program: Command): void {
+  const cmd = program
+    .command("ps")
+    .description("list instances (running ones; -a for all)")
+    .option("-a, --all", "include exited and failed instances");
+  addSocketOption(cmd).action(async (opts: { all?: boolean }, c: Command) => {
+    const out = new Printer(globals(c));
+    const list = await daemonClient(c).list({ all: !!opts.all });
+    out.result(list, () =>
+      table(
+        ["ID", "NAME", "STATE", "ACCEL", "UPTIME", "ARTIFACT"],
+        list.map((i) => [
+          shortId(i),
+          i.name,
+          i.state,
+          i.accel,
+          formatDuration(i.metrics.uptime_ms),
+          artifactName(i.artifact.reference),
+        ]),
+      ),
+    );
+  });
+}
+
+/** artifactName writes a reference the short way people type it; paths stay as they are. */
+export function artifactName(reference: string): string {
+  try {
+    return familiarReference(parseReference(reference));
+  } catch {
+    return reference;
+  }
+}

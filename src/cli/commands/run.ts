@@ -1,0 +1,94 @@
+import { Option, type Command } from "commander";
+import { OvmsError } from "../../spec/errors.js";
+import { parseSize } from "../../spec/size.js";
+import type { StartOverrides } from "../../client/types.js";
+import { Printer, globals } from "../context.js";
+import { positiveInt } from "./copy.js";
+import { addSocketOption, ensureDaemon, manifestArg } from "./daemon-client.js";
+
+/**
+ * register adds `ovm run REF`: start an instance through the daemon (starting one in the
+ * background when none answers). In the foreground the serial console is streamed to stdout,
+ * Ctrl-C stops the instance (twice: at once), and the command ends when the instance does;
+ * with -d only the instance id is printed.
+ */
+export function register(program: Command): void {
+  const cmd = program
+    .command("run")
+    .description(
+      "run an artifact (store or registry reference, OCI layout folder, .tar of one, or manifest.json)",
+    )
+    .argument("<ref>", "what to run")
+    .option("--name <name>", "instance name (default: generated)")
+    .option("-d, --detach", "start in the background and print the instance id")
+    .option("--memory <size>", "guest memory, e.g. 512M (default: the artifact's)")
+    .option("--cpus <n>", "vCPUs (default: the artifact's)", positiveInt("--cpus"))
+    .option("--cmdline <args>", "appended to the artifact's kernel command line")
+    .addOption(
+      new Option("--accel <accel>", "auto: KVM only where it really runs a guest, else TCG").choices([
+        "auto",
+        "kvm",
+        "tcg",
+      ]),
+    )
+    .addOption(
+      new Option(
+        "--machine <machine>",
+        "machine model (default: microvm, q35 when a device needs PCI)",
+      ).choices(["microvm", "q35"]),
+    );
+  addSocketOption(cmd).action(async (ref: string, opts: RunFlags, c: Command) => {
+    const out = new Printer(globals(c));
+    const overrides: StartOverrides = {};
+    if (opts.name !== undefined) overrides.name = opts.name;
+    if (opts.memory !== undefined) overrides.memory = parseSize(opts.memory, "--memory");
+    if (opts.cpus !== undefined) overrides.cpus = opts.cpus;
+    if (opts.cmdline !== undefined) overrides.cmdline = opts.cmdline;
+    if (opts.accel !== undefined) overrides.accel = opts.accel;
+    if (opts.machine !== undefined) overrides.machine = opts.machine;
+    const client = await ensureDaemon(c, out);
+    const started = await client.start({
+      manifest: manifestArg(ref),
+      ...(Object.keys(overrides).length ? { overrides } : {}),
+    });
+    if (opts.detach) {
+      out.result(started, () => started.instance_id);
+      return;
+    }
+    out.info(`${started.name} (${started.instance_id}) is starting; Ctrl-C stops it`);
+    let stops = 0;
+    const onInt = () => {
+      stops++;
+      out.info(
+        stops === 1 ? `stopping ${started.name} (Ctrl-C again to force)…` : `forcing ${started.name} off…`,
+      );
+      client
+        .stop({ instance_id: started.instance_id, ...(stops > 1 ? { force: true } : {}) })
+        .catch((e: Error) => {
+          process.stderr.write(`ovm: stop ${started.name}: ${e.message}\n`);
+        });
+    };
+    process.on("SIGINT", onInt);
+    try {
+      for await (const rec of await client.logs(started.instance_id, { follow: true })) {
+        if (!process.stdout.write(rec.line + "\n")) await new Promise((r) => process.stdout.once("drain", r));
+      }
+      const end = await client.status(started.instance_id);
+      if (end.state === "failed")
+        throw new OvmsError("INSTANCE_FAILED", `${end.name} failed: ${end.reason ?? "no reason given"}`);
+      out.info(`${end.name} ${end.state}${end.reason ? ` (${end.reason})` : ""}`);
+    } finally {
+      process.off("SIGINT", onInt);
+    }
+  });
+}
+
+interface RunFlags {
+  name?: string;
+  detach?: boolean;
+  memory?: string;
+  cpus?: number;
+  cmdline?: string;
+  accel?: "auto" | "kvm" | "tcg";
+  machine?: "microvm" | "q35";
+}

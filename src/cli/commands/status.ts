@@ -1,0 +1,47 @@
+import type { Command } from "commander";
+import { formatSize } from "../../spec/size.js";
+import type { InstanceInfo } from "../../client/types.js";
+import { Printer, globals } from "../context.js";
+import { addSocketOption, daemonClient, formatDuration } from "./daemon-client.js";
+import { artifactName } from "./ps.js";
+
+/** register adds `ovm status ID`: one instance's state, identity and metrics. */
+export function register(program: Command): void {
+  const cmd = program
+    .command("status")
+    .description("show an instance: state, artifact, accelerator, metrics")
+    .argument("<id>", "instance id or name");
+  addSocketOption(cmd).action(async (id: string, _opts, c: Command) => {
+    const out = new Printer(globals(c));
+    const info = await daemonClient(c).status(id);
+    out.result(info, () => describe(info));
+  });
+}
+
+/** describe writes an InstanceInfo for people. */
+export function describe(i: InstanceInfo): string {
+  const m = i.metrics;
+  const lines = [
+    `ID:          ${i.instance_id}`,
+    `Name:        ${i.name}`,
+    `State:       ${i.state}${i.reason ? ` (${i.reason})` : ""}${i.exit_code !== undefined ? `, exit code ${i.exit_code}` : ""}`,
+    `Artifact:    ${artifactName(i.artifact.reference)} ${i.artifact.digest}`,
+    `Runtime:     ${i.runtime}, ${i.machine}, ${i.accel}`,
+  ];
+  if (i.pid !== undefined) lines.push(`PID:         ${i.pid}`);
+  lines.push(`Created:     ${i.created_at}`);
+  if (i.started_at) lines.push(`Started:     ${i.started_at}`);
+  if (i.exited_at) lines.push(`Exited:      ${i.exited_at}`);
+  lines.push(`Uptime:      ${formatDuration(m.uptime_ms)}`);
+  if (m.start_ms !== undefined) lines.push(`Start:       ${m.start_ms} ms (request to running)`);
+  if (m.boot_ms !== undefined) lines.push(`Boot:        ${m.boot_ms} ms (request to first console line)`);
+  if (i.cold_start_target_ms !== undefined)
+    lines.push(
+      `Target:      ${i.cold_start_target_ms} ms${i.met_target !== undefined ? (i.met_target ? " (met)" : " (missed)") : ""}`,
+    );
+  lines.push(`Resources:   ${formatSize(m.memory_bytes)} memory, ${m.vcpus} vCPU(s)`);
+  if (m.cpu_time_ms !== undefined) lines.push(`CPU time:    ${m.cpu_time_ms} ms`);
+  if (m.rss_bytes !== undefined) lines.push(`RSS:         ${formatSize(m.rss_bytes)}`);
+  for (const d of i.devices) lines.push(`Device:      ${d.type} ${d.name} ${formatSize(d.size)}`);
+  return lines.join("\n");
+}

@@ -1,0 +1,54 @@
+import { Option, type Command } from "commander";
+import { LOG_LEVELS, type LogLevel } from "./log.js";
+import type { ServeOptions } from "./server.js";
+
+/** DaemonFlags are the parsed flags of `ovmd` and `ovm serve`. */
+export interface DaemonFlags {
+  socket?: string;
+  store?: string;
+  stateDir?: string;
+  group?: string;
+  listen?: string;
+  token?: string;
+  logLevel?: LogLevel;
+  warmPool?: number;
+}
+
+/**
+ * addDaemonOptions adds the daemon's flags to a command (`ovmd` itself, or `ovm serve`,
+ * which takes --store from the global flags instead).
+ */
+export function addDaemonOptions(cmd: Command, withStore = true): Command {
+  cmd.option(
+    "--socket <path>",
+    "UNIX socket to listen on (default: $OVMD_SOCKET, else $XDG_RUNTIME_DIR/ovms/ovmd.sock, else /run/ovms/ovmd.sock as root)",
+  );
+  if (withStore)
+    cmd.option(
+      "--store <dir>",
+      "local store (default: $OVM_STORE, else /var/lib/ovms/store as root, else $XDG_DATA_HOME/ovms/store)",
+    );
+  return cmd
+    .option("--state-dir <dir>", "where instances live (default: <store>/.ovms)")
+    .option("--group <name>", "give this group access to the socket (mode 0660 instead of 0600)")
+    .option("--listen <host:port>", "also listen on TCP (requires --token)")
+    .option("--token <token>", "bearer token TCP requests must carry (default: $OVMD_TOKEN)")
+    .option("--warm-pool <n>", "paused QEMU processes kept ready per hot snapshot artifact (0: off)", (v) => Number.parseInt(v, 10), 1)
+    .addOption(
+      new Option("--log-level <level>", "how much to log on stderr").choices(LOG_LEVELS).default("info"),
+    );
+}
+
+/** serveOptions turns parsed flags into ServeOptions. */
+export function serveOptions(flags: DaemonFlags): ServeOptions {
+  const o: ServeOptions = {};
+  if (flags.socket) o.socket = flags.socket;
+  if (flags.store) o.store = flags.store;
+  if (flags.stateDir) o.stateDir = flags.stateDir;
+  if (flags.group) o.group = flags.group;
+  if (flags.listen) o.listen = flags.listen;
+  if (flags.token) o.token = flags.token;
+  if (flags.logLevel) o.logLevel = flags.logLevel;
+  if (flags.warmPool !== undefined && Number.isInteger(flags.warmPool)) o.warmPool = flags.warmPool;
+  return o;
+}

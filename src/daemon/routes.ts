@@ -1,0 +1,191 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Readable } from "node:stream";
+import { timingSafeEqual } from "node:crypto";
+import { OvmsError } from "../spec/errors.js";
+import type { InjectRequest, SnapshotRequest, StartRequest, StopRequest } from "../client/types.js";
+import { badRequest, type Contract, type ParsedRequest } from "./contract.js";
+import type { Controller } from "./controller.js";
+import { toApiError } from "./errors.js";
+import type { Logger } from "./log.js";
+
+/** Reply is what a route answers: a JSON body, or a stream of records sent as NDJSON. */
+export type Reply = { status: number; body: unknown } | { status: number; records: Readable };
+
+/** Route handles one operation of the contract, given its validated parameters and body. */
+export type Route = (req: ParsedRequest, ctx: RequestContext) => Promise<Reply>;
+
+/** RequestContext says where a request came from. */
+export interface RequestContext {
+  /** remote: the request came over TCP (not from this host's UNIX socket). */
+  remote: boolean;
+}
+
+/** MAX_BODY bounds a request body: the largest legitimate one is an inject of a few MiB, base64. */
+const MAX_BODY = 16 << 20;
+
+const flag = (v: string | number | undefined) => v === "1" || v === "true";
+const json = async (status: number, body: Promise<unknown>): Promise<Reply> => ({ status, body: await body });
+
+/**
+ * routes maps each operationId of spec/api/ovms-runtime.openapi.yaml to the controller
+ * call that serves it. The contract has already checked parameters and bodies.
+ */
+export function routes(c: Controller): Record<string, Route> {
+  return {
+    version: () => json(200, c.version()),
+    startInstance: (r, ctx) => json(202, c.start(r.body as StartRequest, { allowPaths: !ctx.remote })),
+    stopInstance: (r) => json(200, c.stop(r.body as StopRequest)),
+    snapshotInstance: (r) => json(200, c.snapshot(r.body as SnapshotRequest)),
+    injectInstance: (r) => json(200, c.inject(r.body as InjectRequest)),
+    getStatus: (r) => json(200, c.status(r.params.instance_id)),
+    listInstances: (r) => json(200, c.list(flag(r.query.all))),
+    removeInstance: (r) => json(200, c.remove(r.params.instance_id, flag(r.query.force))),
+    getLogs: async (r) => {
+      const tail = r.query.tail as number | undefined;
+      return {
+        status: 200,
+        records: await c.logs(r.params.instance_id, {
+          follow: flag(r.query.follow),
+          ...(tail !== undefined ? { tail } : {}),
+        }),
+      };
+    },
+  };
+}
+
+/** HandlerOptions configure the request handler of one listener. */
+export interface HandlerOptions {
+  /** token: every request must carry `Authorization: Bearer <token>` (TCP listeners). */
+  token?: string;
+}
+
+/**
+ * requestHandler turns HTTP requests into route calls: authenticate (TCP), match the
+ * contract's path and method, read and parse the JSON body, validate it, call the route,
+ * and write the reply. Every failure becomes the contract's error body through toApiError.
+ */
+export function requestHandler(
+  contract: Contract,
+  table: Record<string, Route>,
+  log: Logger,
+  opts: HandlerOptions = {},
+) {
+  for (const op of contract.operations) {
+    if (!table[op.operationId])
+      throw new OvmsError("INTERNAL", `the contract's operation ${op.operationId} has no route`);
+  }
+  const want = opts.token ? Buffer.from(`Bearer ${opts.token}`) : undefined;
+
+  return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const t0 = performance.now();
+    const method = req.method ?? "GET";
+    const url = new URL(req.url ?? "/", "http://localhost");
+    const done = (status: number) =>
+      log.debug("request", { method, path: url.pathname, status, ms: Math.round(performance.now() - t0) });
+    try {
+      if (want) {
+        const got = Buffer.from(req.headers.authorization ?? "");
+        if (got.length !== want.length || !timingSafeEqual(got, want)) {
+          throw new OvmsError(
+            "UNAUTHORIZED",
+            "a bearer token is required on this listener (Authorization: Bearer <token>)",
+          );
+        }
+      }
+      const m = contract.match(method, url.pathname);
+      if (!("op" in m)) {
+        if (m.allowed.length) {
+          res.setHeader("allow", m.allowed.join(", "));
+          throw Object.assign(
+            new OvmsError(
+              "BAD_REQUEST",
+              `${method} ${url.pathname}: method not allowed (allowed: ${m.allowed.join(", ")})`,
+            ),
+            { status: 405 },
+          );
+        }
+        throw new OvmsError("NOT_FOUND", `${method} ${url.pathname}: no such endpoint`);
+      }
+      const text = await readBody(req);
+      let body: unknown;
+      if (text.length) {
+        try {
+          body = JSON.parse(text);
+        } catch (e) {
+          throw badRequest(`${method} ${m.op.template}`, [
+            { path: "", message: `not valid JSON: ${(e as Error).message}` },
+          ]);
+        }
+      }
+      const parsed = contract.parse(m.op, m.params, url.searchParams, body, text.length > 0);
+      const reply = await table[m.op.operationId](parsed, { remote: want !== undefined });
+      if ("records" in reply) {
+        await streamRecords(res, reply.status, reply.records);
+      } else {
+        send(res, reply.status, reply.body);
+      }
+      done(reply.status);
+    } catch (e) {
+      const { status, body } = toApiError(e);
+      const s = (e as { status?: number }).status ?? status;
+      if (s >= 500)
+        log.error(`${method} ${url.pathname}: ${body.error.message}`, {
+          code: body.error.code,
+          stack: (e as Error)?.stack?.split("\n").slice(1, 4).join(" |"),
+        });
+      if (!res.headersSent) send(res, s, body);
+      else res.destroy();
+      done(s);
+    }
+  };
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body) + "\n";
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/**
+ * streamRecords writes one JSON record per line (application/x-ndjson), waiting when the
+ * client reads slowly, and closes the record source when the client goes away.
+ */
+async function streamRecords(res: ServerResponse, status: number, records: Readable): Promise<void> {
+  res.writeHead(status, { "content-type": "application/x-ndjson", "cache-control": "no-store" });
+  res.flushHeaders();
+  let clientGone = false;
+  const gone = () => {
+    clientGone = true;
+    records.destroy();
+  };
+  res.on("close", gone);
+  try {
+    for await (const rec of records) {
+      if (res.destroyed) break;
+      if (!res.write(JSON.stringify(rec) + "\n")) {
+        await new Promise<void>((r) => {
+          res.once("drain", r);
+          res.once("close", r);
+        });
+      }
+    }
+  } catch (e) {
+    // The client went away and the source was closed under the loop: nothing went wrong.
+    if (!clientGone) throw e;
+  } finally {
+    res.off("close", gone);
+    records.destroy();
+    if (!res.destroyed) res.end();
+  }
+}
+
+async function readBody(req: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    n += c.length;
+    if (n > MAX_BODY) throw new OvmsError("BAD_REQUEST", `request body larger than ${MAX_BODY} bytes`);
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}

@@ -1,0 +1,274 @@
+import { execFileSync } from "node:child_process";
+import { chmod, chown, lstat, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import { connect } from "node:net";
+import { dirname, join } from "node:path";
+import { OvmsError } from "../spec/errors.js";
+import { Store } from "../store/store.js";
+import { resolveStoreDir } from "../store/paths.js";
+import type { Runtime } from "../runtime/types.js";
+import { resolveSocketPath } from "../client/paths.js";
+import { Contract } from "./contract.js";
+import { Controller, type PullFn } from "./controller.js";
+import { createLogger, type LogLevel, type Logger } from "./log.js";
+import { requestHandler, routes } from "./routes.js";
+
+/** ServeOptions are ovmd's flags (and what an embedding program may hand in instead). */
+export interface ServeOptions {
+  /** socket path (default: OVMD_SOCKET, else $XDG_RUNTIME_DIR/ovms/ovmd.sock, else /run/ovms/ovmd.sock as root). */
+  socket?: string;
+  /** paused QEMU processes per hot snapshot artifact (default 1, 0: off). */
+  warmPool?: number;
+  /** store folder (default: OVM_STORE, else the default store). */
+  store?: string;
+  /** stateDir holds the instances (default `<store>/.ovms`, so daemons of different stores never share instances). */
+  stateDir?: string;
+  /** group gets read-write access to the socket (mode 0660); without it the mode is 0600. */
+  group?: string;
+  /** listen is `HOST:PORT` of an extra TCP listener; it requires `token`. */
+  listen?: string;
+  /** token every TCP request must carry as `Authorization: Bearer <token>` (default: OVMD_TOKEN). */
+  token?: string;
+  logLevel?: LogLevel;
+  log?: Logger;
+  /** runtime replaces the QEMU runtime (embedding, tests). */
+  runtime?: Runtime;
+  pull?: PullFn;
+  /** signals installs SIGTERM/SIGINT handlers that close the daemon (default true). */
+  signals?: boolean;
+}
+
+/** Daemon is a running ovmd. */
+export interface Daemon {
+  socketPath: string;
+  /** tcp is `host:port` of the TCP listener, when there is one. */
+  tcp?: string;
+  storeDir: string;
+  stateDir: string;
+  /** close stops listening, detaches from the instances (they keep running) and removes the socket. */
+  close(): Promise<void>;
+  /** closed settles once the daemon has closed. */
+  closed: Promise<void>;
+}
+
+/**
+ * serve starts ovmd: opens the store, takes the state folder, re-attaches the instances an
+ * earlier daemon left (runtime.recover), then answers the runtime API on a UNIX socket
+ * (mode 0600, or 0660 for `group`) and, only with a token, on TCP. `ovmd` and `ovm serve`
+ * both run this.
+ */
+export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
+  const log = opts.log ?? createLogger(opts.logLevel ?? "info");
+  const token = opts.token ?? process.env.OVMD_TOKEN;
+  if (opts.listen && !token)
+    throw new OvmsError(
+      "USAGE",
+      "--listen needs a token (--token T or OVMD_TOKEN): a TCP listener is never open without one",
+    );
+  const tcpAddr = opts.listen ? parseHostPort(opts.listen) : undefined;
+  const gid = opts.group ? groupId(opts.group) : undefined;
+
+  const storeDir = resolveStoreDir(opts.store);
+  const store = await Store.open(storeDir);
+  const stateDir = opts.stateDir ?? store.workDir;
+  // Traversable (not listable) by others: QEMU may run as an unprivileged user and must reach its instance folder.
+  await mkdir(stateDir, { recursive: true, mode: 0o711 });
+  const releasePid = await takePidFile(join(stateDir, "ovmd.pid"));
+
+  const cleanups: (() => Promise<void>)[] = [releasePid];
+  const cleanup = async () => {
+    for (const c of cleanups.reverse()) await c().catch(() => undefined);
+  };
+  try {
+    const contract = Contract.load();
+    const rt: Runtime = opts.runtime ?? (await qemuRuntime(stateDir));
+    cleanups.push(() => rt.close());
+    await rt.recover();
+    const live = await rt.list();
+    log.info("recovered instances", { running: live.length, state_dir: stateDir });
+
+    const controller = new Controller({
+      store,
+      runtime: rt,
+      log,
+      ...(opts.pull ? { pull: opts.pull } : {}),
+      ...(opts.warmPool !== undefined ? { warmPool: opts.warmPool } : {}),
+    });
+    const table = routes(controller);
+
+    const socketPath = resolveSocketPath(opts.socket);
+    await clearStaleSocket(socketPath);
+    const unix = createServer(requestHandler(contract, table, log));
+    tune(unix);
+    await listenUnix(unix, socketPath, gid);
+    cleanups.push(async () => {
+      await closeServer(unix);
+      await rm(socketPath, { force: true });
+    });
+    log.info("listening", { socket: socketPath, mode: gid === undefined ? "0600" : "0660", store: storeDir });
+
+    let tcp: string | undefined;
+    if (tcpAddr) {
+      const server = createServer(requestHandler(contract, table, log, { token }));
+      tune(server);
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", (e) =>
+          reject(new OvmsError("USAGE", `--listen ${opts.listen}: ${e.message}`, { cause: e })),
+        );
+        server.listen(tcpAddr.port, tcpAddr.host, () => resolve());
+      });
+      const a = server.address() as { address: string; port: number };
+      tcp = `${a.address.includes(":") ? `[${a.address}]` : a.address}:${a.port}`;
+      cleanups.push(() => closeServer(server));
+      log.info("listening on TCP (bearer token required)", { address: tcp });
+    }
+
+    let resolveClosed!: () => void;
+    const closed = new Promise<void>((r) => (resolveClosed = r));
+    let closing: Promise<void> | undefined;
+    const close = () => {
+      closing ??= (async () => {
+        log.info("shutting down: instances keep running");
+        await cleanup();
+        if (opts.signals !== false) {
+          process.off("SIGTERM", onSignal);
+          process.off("SIGINT", onSignal);
+        }
+        resolveClosed();
+      })();
+      return closing;
+    };
+    const onSignal = (sig: NodeJS.Signals) => {
+      log.info("signal", { signal: sig });
+      void close();
+    };
+    if (opts.signals !== false) {
+      process.on("SIGTERM", onSignal);
+      process.on("SIGINT", onSignal);
+    }
+    return { socketPath, ...(tcp ? { tcp } : {}), storeDir, stateDir, close, closed };
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
+}
+
+/** qemuRuntime makes the reference runtime, loaded only when no other is given. */
+async function qemuRuntime(stateDir: string): Promise<Runtime> {
+  const { QemuRuntime } = await import("../runtime/qemu/qemu-runtime.js");
+  return QemuRuntime.create({ stateDir });
+}
+
+/** tune lets log streams stay open: no request or idle timeout cuts a `follow`. */
+function tune(server: Server): void {
+  server.requestTimeout = 0;
+  server.keepAliveTimeout = 5000;
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    // Followed log streams would hold close() open forever.
+    server.closeAllConnections();
+  });
+}
+
+/**
+ * listenUnix binds the socket with a umask that leaves it 0600 from its first moment (no
+ * window where others could connect), then sets the final mode and group.
+ */
+async function listenUnix(server: Server, path: string, gid: number | undefined): Promise<void> {
+  const dir = dirname(path);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await new Promise<void>((resolve, reject) => {
+    const old = process.umask(0o177);
+    try {
+      server.once("error", (e) =>
+        reject(new OvmsError("RUNTIME_UNAVAILABLE", `cannot listen on ${path}: ${e.message}`, { cause: e })),
+      );
+      server.listen(path, () => resolve());
+    } finally {
+      process.umask(old);
+    }
+  });
+  if (gid !== undefined) {
+    await chown(path, -1, gid);
+    await chmod(path, 0o660);
+  } else {
+    await chmod(path, 0o600);
+  }
+}
+
+/**
+ * clearStaleSocket removes a socket file left by a daemon that died, but only when nothing
+ * answers on it: a live daemon's socket is never taken over.
+ */
+async function clearStaleSocket(path: string): Promise<void> {
+  const st = await lstat(path).catch(() => undefined);
+  if (!st) return;
+  if (!st.isSocket())
+    throw new OvmsError(
+      "CONFLICT",
+      `${path} exists and is not a socket; move it away or pick another --socket`,
+    );
+  const refused = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+    const s = connect(path);
+    s.once("connect", () => {
+      s.destroy();
+      resolve(undefined);
+    });
+    s.once("error", (e: NodeJS.ErrnoException) => resolve(e));
+  });
+  if (!refused) throw new OvmsError("CONFLICT", `another daemon already answers on ${path}`);
+  // Only a socket nobody listens on is stale; EACCES and the like are not ours to fix.
+  if (refused.code !== "ECONNREFUSED") throw new OvmsError("CONFLICT", `${path}: ${refused.message}`);
+  await rm(path, { force: true });
+}
+
+/**
+ * takePidFile records this daemon as the one managing a state folder; a second daemon on the
+ * same folder (other socket, same store) is refused while the first lives.
+ */
+async function takePidFile(path: string): Promise<() => Promise<void>> {
+  const prev = Number((await readFile(path, "utf8").catch(() => "")).trim());
+  if (prev && prev !== process.pid && isDaemon(prev)) {
+    throw new OvmsError("CONFLICT", `another ovmd (pid ${prev}) already manages ${dirname(path)}`);
+  }
+  await writeFile(path, `${process.pid}\n`, { mode: 0o644 });
+  return async () => {
+    const now = Number((await readFile(path, "utf8").catch(() => "")).trim());
+    if (now === process.pid) await rm(path, { force: true });
+  };
+}
+
+function isDaemon(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    return /ovmd|\bserve\b/.test(cmd.replace(/\0/g, " "));
+  } catch {
+    return false;
+  }
+}
+
+function parseHostPort(s: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(s);
+  if (!m) throw new OvmsError("USAGE", `--listen ${s}: expected HOST:PORT (e.g. 127.0.0.1:7070)`);
+  const port = Number(m[3]);
+  if (port > 65535) throw new OvmsError("USAGE", `--listen ${s}: port out of range`);
+  return { host: m[1] ?? (m[2] || "127.0.0.1"), port };
+}
+
+/** groupId reads a group's id from its name (or takes a number). */
+function groupId(name: string): number {
+  if (/^\d+$/.test(name)) return Number(name);
+  try {
+    const line = execFileSync("getent", ["group", name], { encoding: "utf8" }).trim();
+    const gid = Number(line.split(":")[2]);
+    if (Number.isInteger(gid)) return gid;
+  } catch {
+    // not found, or no getent: fall through
+  }
+  throw new OvmsError("USAGE", `--group ${name}: no such group`);
+}
