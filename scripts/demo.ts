@@ -6,7 +6,7 @@
  * and a timing summary. Everything runs in a temp folder that is removed at the end.
  */
 import { spawn } from "node:child_process";
-import { chmod, mkdtemp, readdir, rm } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -56,6 +56,15 @@ async function waitLog(id: string, re: RegExp, env: Record<string, string>, time
     if (lines.some((l) => re.test(l))) return lines;
     if (Date.now() > deadline) throw new Error(`guest ${id} printed no line matching ${re}`);
     await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
   }
 }
 
@@ -116,8 +125,16 @@ async function main(): Promise<void> {
     await ovm(["ps", "-a"], user);
   } finally {
     await registry?.stop().catch(() => undefined);
-    // The daemon started by `ovm run` serves only this demo's temp store: stop it.
-    await ovm(["daemon-stop"], user, { show: false }).catch(() => undefined);
+    // The daemon `ovm run` started serves only this demo's temp store: stop it (SIGTERM).
+    const pid = Number(await readFile(join(user.OVM_STORE, ".ovms", "ovmd.pid"), "utf8").catch(() => "0"));
+    if (pid > 0) {
+      try {
+        process.kill(pid, "SIGTERM");
+        for (let i = 0; i < 50 && isAlive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+      } catch {
+        // already gone
+      }
+    }
     await rm(dir, { recursive: true, force: true });
   }
   process.stdout.write(`\n${bold("== timing summary")}\n`);
