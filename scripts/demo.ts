@@ -113,7 +113,7 @@ async function main(): Promise<void> {
     await step("push the snapshot", () => ovm(["push", snapRef], user));
     await step("stop the original", () => ovm(["stop", id], user));
 
-    const restored = await step("restore the snapshot (from the warm start path)", async () =>
+    const restored = await step("restore the snapshot (a copy-on-write clone, no boot)", async () =>
       (await ovm(["run", "-d", "--name", "demo-restored", snapRef], user)).trim(),
     );
     const after = await step("the restored guest goes on counting where it was", () => waitLog(restored, /^OVMS-COUNTER: \d+$/, user));

@@ -3,7 +3,21 @@ import { Command, CommanderError } from "commander";
 import { isOvmsError, ValidationError } from "../spec/errors.js";
 import { register as registerValidate } from "./commands/validate.js";
 import { register as registerBuild } from "./commands/build.js";
-import { register as registerStore, removeArtifacts } from "./commands/store.js";
+import { register as registerStore } from "./commands/store.js";
+import { register as registerPush } from "./commands/push.js";
+import { register as registerPull } from "./commands/pull.js";
+import { register as registerCopy } from "./commands/copy.js";
+import { register as registerTags } from "./commands/tags.js";
+import { register as registerLogin } from "./commands/login.js";
+import { register as registerRun } from "./commands/run.js";
+import { register as registerPs } from "./commands/ps.js";
+import { register as registerLogs } from "./commands/logs.js";
+import { register as registerStop } from "./commands/stop.js";
+import { register as registerRm } from "./commands/rm.js";
+import { register as registerStatus } from "./commands/status.js";
+import { register as registerInject } from "./commands/inject.js";
+import { register as registerSnapshot } from "./commands/snapshot.js";
+import { register as registerServe } from "./commands/serve.js";
 import { VERSION } from "../version.js";
 
 /** USAGE_CODES are errors in what the user typed: exit status 2, like commander's own. */
@@ -23,10 +37,21 @@ export function program(): Command {
   registerValidate(p);
   registerBuild(p);
   registerStore(p);
-  p.command("rm")
-    .description("remove artifacts from the store by reference")
-    .argument("<ref...>", "artifact references")
-    .action(async (refs: string[], _o, cmd: Command) => removeArtifacts(refs, cmd));
+  registerPush(p);
+  registerPull(p);
+  registerCopy(p);
+  registerTags(p);
+  registerLogin(p);
+  registerRun(p);
+  registerPs(p);
+  registerLogs(p);
+  registerStop(p);
+  // rm: an instance id or name when the daemon knows it, else an artifact reference (store.ts removeArtifacts).
+  registerRm(p);
+  registerStatus(p);
+  registerInject(p);
+  registerSnapshot(p);
+  registerServe(p);
   return p;
 }
 

@@ -32,7 +32,7 @@ export interface Challenge {
  * each a scheme followed by comma-separated `key=value` or `key="quoted, value"` parameters.
  */
 export function parseChallenges(header: string | string[] | undefined): Challenge[] {
-  const text = Array.isArray(header) ? header.join(", ") : header ?? "";
+  const text = Array.isArray(header) ? header.join(", ") : (header ?? "");
   const out: Challenge[] = [];
   let i = 0;
   const n = text.length;
@@ -108,7 +108,11 @@ export function mergeScopes(scopes: string[]): string[] {
       if (i < 0) continue;
       const resource = one.slice(0, i);
       const set = byResource.get(resource) ?? new Set<string>();
-      for (const a of one.slice(i + 1).split(",").filter(Boolean)) set.add(a);
+      for (const a of one
+        .slice(i + 1)
+        .split(",")
+        .filter(Boolean))
+        set.add(a);
       byResource.set(resource, set);
     }
   }
@@ -118,6 +122,15 @@ export function mergeScopes(scopes: string[]): string[] {
 interface CachedToken {
   token: string;
   expiresAt: number;
+}
+
+/** AuthState is what an Authorizer learnt, in a form that crosses to a worker thread. */
+export interface AuthState {
+  scheme?: "basic" | "bearer";
+  realm?: string;
+  service?: string;
+  credential?: Credential;
+  tokens: [string, CachedToken][];
 }
 
 /**
@@ -147,6 +160,32 @@ export class Authorizer {
     return this.credential;
   }
 
+  /** snapshot returns what this Authorizer knows (scheme, realm, credential, live tokens) for another thread. */
+  async snapshot(): Promise<AuthState> {
+    return {
+      scheme: this.scheme,
+      realm: this.realm,
+      service: this.service,
+      credential: await this.cred(),
+      tokens: [...this.tokens.entries()].filter(([, t]) => t.expiresAt > Date.now() + 5_000),
+    };
+  }
+
+  /** restore takes over a snapshot, so a worker sends the right Authorization from its first request. */
+  restore(state: AuthState): void {
+    this.scheme = state.scheme;
+    this.realm = state.realm;
+    this.service = state.service;
+    this.credential = Promise.resolve(state.credential);
+    for (const [k, t] of state.tokens) this.tokens.set(k, t);
+  }
+
+  /** anonymous tells whether no credential is known for the registry. */
+  async anonymous(): Promise<boolean> {
+    const c = await this.cred();
+    return !c || (c.username === undefined && !c.identityToken && !c.registryToken);
+  }
+
   /** header returns the Authorization header for a request needing `scopes`, or undefined (anonymous). */
   async header(scopes: string[]): Promise<string | undefined> {
     if (this.scheme === "basic") {
@@ -165,7 +204,11 @@ export class Authorizer {
    * challenged learns the scheme from a 401's `WWW-Authenticate` and fetches what is needed;
    * it returns false when nothing new can be tried (no credentials, or they were just used).
    */
-  async challenged(header: string | string[] | undefined, scopes: string[], sentAuthorization: boolean): Promise<boolean> {
+  async challenged(
+    header: string | string[] | undefined,
+    scopes: string[],
+    sentAuthorization: boolean,
+  ): Promise<boolean> {
     const challenges = parseChallenges(header);
     const bearer = challenges.find((c) => c.scheme === "bearer");
     const basicCh = challenges.find((c) => c.scheme === "basic");
@@ -216,7 +259,11 @@ export class Authorizer {
     const method = c?.identityToken ? "POST" : "GET";
     try {
       if (c?.identityToken) {
-        const form = new URLSearchParams({ grant_type: "refresh_token", refresh_token: c.identityToken, client_id: "ovm" });
+        const form = new URLSearchParams({
+          grant_type: "refresh_token",
+          refresh_token: c.identityToken,
+          client_id: "ovm",
+        });
         if (this.service) form.set("service", this.service);
         if (scopes.length) form.set("scope", scopes.join(" "));
         res = await request(url, {
@@ -251,10 +298,17 @@ export class Authorizer {
     try {
       body = JSON.parse(text);
     } catch {
-      throw new RegistryError("REGISTRY_ERROR", `${method} "${redactUrl(url)}": the token server answered something that is not JSON`);
+      throw new RegistryError(
+        "REGISTRY_ERROR",
+        `${method} "${redactUrl(url)}": the token server answered something that is not JSON`,
+      );
     }
     const token = body.access_token ?? body.token;
-    if (!token) throw new RegistryError("REGISTRY_ERROR", `${method} "${redactUrl(url)}": the token server sent no token`);
+    if (!token)
+      throw new RegistryError(
+        "REGISTRY_ERROR",
+        `${method} "${redactUrl(url)}": the token server sent no token`,
+      );
     // The token spec's default lifetime is 60 s when expires_in is absent.
     const ttl = typeof body.expires_in === "number" && body.expires_in > 0 ? body.expires_in : 60;
     return { token, expiresAt: Date.now() + ttl * 1000 };

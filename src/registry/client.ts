@@ -7,10 +7,11 @@ import { Agent, request, type Dispatcher } from "undici";
 import { OvmsError } from "../spec/errors.js";
 import { parseReference, type Reference } from "../spec/reference.js";
 import { VERSION } from "../version.js";
-import { Authorizer, type CredentialProvider } from "./auth.js";
+import { Authorizer, mergeScopes, parseChallenges, type CredentialProvider } from "./auth.js";
 import { dockerConfigCredentials } from "./credentials.js";
-import { RegistryError, isNetworkFailure, networkError, responseError } from "./registry-error.js";
+import { RegistryError, isNetworkFailure, networkError, redactUrl, responseError } from "./registry-error.js";
 import { Repository } from "./repository.js";
+import { fastGetInto, type FastGetTarget } from "./fast-get.js";
 
 /** RetryPolicy bounds how a request that failed transiently is tried again. */
 export interface RetryPolicy {
@@ -32,10 +33,16 @@ export interface RegistryClientOptions {
   credentials?: CredentialProvider;
   userAgent?: string;
   retry?: Partial<RetryPolicy>;
-  /** chunkSize: blobs larger than this are uploaded in PATCH chunks of this size (default 128 MiB). */
+  /**
+   * chunkSize: blobs larger than this are uploaded in PATCH chunks of this size (default
+   * 256 MiB: proxies in front of registries often cap request bodies; a single PUT is ~10%
+   * faster on registry v2.8, so smaller blobs go in one).
+   */
   chunkSize?: number;
   /** highWaterMark of response bodies (default 1 MiB): larger reads, fewer stream hops. */
   highWaterMark?: number;
+  /** fastHttp reads blob bodies from plain-HTTP registries with fastGet (default true). */
+  fastHttp?: boolean;
 }
 
 /** SendOptions describe one registry request. */
@@ -84,9 +91,13 @@ export class RegistryClient {
   readonly retry: RetryPolicy;
   readonly chunkSize: number;
   readonly highWaterMark: number;
+  readonly fastHttp: boolean;
   private readonly plainHttp: boolean;
+  private readonly caFile?: string;
   private readonly credentials: CredentialProvider;
   private readonly authorizers = new Map<string, Authorizer>();
+  /** schemes remembers, per loopback registry, whether it answered HTTPS or plain HTTP. */
+  private readonly schemes = new Map<string, "http" | "https">();
 
   constructor(opts: RegistryClientOptions = {}) {
     let ca: string[] | undefined;
@@ -106,11 +117,13 @@ export class RegistryClient {
       bodyTimeout: 120_000,
     });
     this.plainHttp = !!opts.plainHttp;
+    this.caFile = opts.caFile;
     this.credentials = opts.credentials ?? dockerConfigCredentials();
     this.userAgent = opts.userAgent ?? `ovm/${VERSION}`;
     this.retry = { attempts: 5, baseMs: 200, maxMs: 10_000, ...(opts.retry ?? {}) };
-    this.chunkSize = opts.chunkSize ?? 128 << 20;
+    this.chunkSize = opts.chunkSize ?? 256 << 20;
     this.highWaterMark = opts.highWaterMark ?? 1 << 20;
+    this.fastHttp = opts.fastHttp ?? true;
   }
 
   /** repository returns the ContentStore of the repository `ref` names (its tag/digest are ignored). */
@@ -119,11 +132,44 @@ export class RegistryClient {
     return new Repository(this, r.registry, r.repository, opts);
   }
 
-  /** baseUrl is the API origin of a registry: HTTPS, HTTP for loopback or --plain-http; Docker Hub's API host. */
+  /**
+   * baseUrl is the API origin of a registry (Docker Hub's API host for docker.io): HTTPS, or
+   * HTTP with --plain-http. A loopback registry is tried with HTTPS first and, when it turns
+   * out to speak plain HTTP, with HTTP from then on (as docker does for local registries).
+   */
   baseUrl(registry: string): URL {
     const host = registry === "docker.io" ? "registry-1.docker.io" : registry;
-    const scheme = this.plainHttp || isLoopbackHost(host) ? "http" : "https";
+    const scheme = this.plainHttp ? "http" : (this.schemes.get(registry) ?? "https");
     return new URL(`${scheme}://${host}/`);
+  }
+
+  /** scheme is what a registry was found to speak, once known. */
+  scheme(registry: string): "http" | "https" | undefined {
+    return this.plainHttp ? "http" : this.schemes.get(registry);
+  }
+
+  /** options are the options this client was made with, for a twin in a worker thread. */
+  get options(): {
+    plainHttp: boolean;
+    caFile?: string;
+    userAgent: string;
+    retry: RetryPolicy;
+    chunkSize: number;
+    highWaterMark: number;
+  } {
+    return {
+      plainHttp: this.plainHttp,
+      caFile: this.caFile,
+      userAgent: this.userAgent,
+      retry: this.retry,
+      chunkSize: this.chunkSize,
+      highWaterMark: this.highWaterMark,
+    };
+  }
+
+  /** mayFallBackToHttp: a loopback registry whose HTTPS has not worked yet may be plain HTTP. */
+  private mayFallBackToHttp(registry: string): boolean {
+    return !this.plainHttp && this.schemes.get(registry) !== "https" && isLoopbackHost(registry);
   }
 
   /** authorizer returns the (shared) authentication state of a registry. */
@@ -142,8 +188,62 @@ export class RegistryClient {
    */
   async ping(registry: string): Promise<void> {
     const url = new URL("/v2/", this.baseUrl(registry));
-    const res = await this.send(registry, { method: "GET", url, scopes: [], ok: [200], retry: true, context: `login ${registry}` });
+    const res = await this.send(registry, {
+      method: "GET",
+      url,
+      scopes: [],
+      ok: [200],
+      retry: true,
+      context: `login ${registry}`,
+    });
     await res.body.dump();
+  }
+
+  /**
+   * getInto sends a GET and hands its body to `target` chunk by chunk, synchronously: over
+   * plain HTTP through fastGetInto (one reused read buffer), otherwise, or when fastGetInto
+   * declines, through `send`. A status `target` does not accept is an error like any other.
+   */
+  async getInto(registry: string, opts: SendOptions, target: FastGetTarget): Promise<void> {
+    const url = opts.url;
+    if (
+      this.fastHttp &&
+      opts.method === "GET" &&
+      url.protocol === "http:" &&
+      url.origin === this.baseUrl(registry).origin
+    ) {
+      const headers: Record<string, string> = { "user-agent": this.userAgent, ...(opts.headers ?? {}) };
+      const authorization = await this.authorizer(registry).header(opts.scopes);
+      if (authorization) headers.authorization = authorization;
+      try {
+        if (await fastGetInto(url, headers, target)) return;
+      } catch (e) {
+        if (isNetworkFailure(e)) throw networkError(opts.method, url, e, true);
+        throw e;
+      }
+    }
+    const res = await this.send(registry, opts);
+    const flat: Record<string, string> = {};
+    for (const [k, v] of Object.entries(res.headers))
+      if (v !== undefined) flat[k] = Array.isArray(v) ? v.join(", ") : v;
+    if (!target.accept(res.statusCode, flat)) {
+      await res.body.dump();
+      throw new RegistryError(
+        "REGISTRY_ERROR",
+        `${opts.method} "${redactUrl(url)}": unexpected ${res.statusCode} answer`,
+        {
+          method: opts.method,
+          url: redactUrl(url),
+          status: res.statusCode,
+        },
+      );
+    }
+    try {
+      for await (const c of res.body) target.data(c as Buffer);
+    } catch (e) {
+      if (isNetworkFailure(e)) throw networkError(opts.method, url, e, true);
+      throw e;
+    }
   }
 
   /**
@@ -153,13 +253,24 @@ export class RegistryClient {
    */
   async send(registry: string, opts: SendOptions): Promise<Dispatcher.ResponseData> {
     const auth = this.authorizer(registry);
-    const replayable = opts.body === undefined || opts.body === null || typeof opts.body === "string" || Buffer.isBuffer(opts.body);
+    const replayable =
+      opts.body === undefined ||
+      opts.body === null ||
+      typeof opts.body === "string" ||
+      Buffer.isBuffer(opts.body);
     const mayRetry = (opts.retry ?? (opts.method === "GET" || opts.method === "HEAD")) && replayable;
-    const origin = this.baseUrl(registry).origin;
     let url = opts.url;
     let authRetried = false;
     let redirects = 0;
     for (let attempt = 1; ; attempt++) {
+      const origin = this.baseUrl(registry).origin;
+      if (
+        url.protocol === "https:" &&
+        this.schemes.get(registry) === "http" &&
+        url.origin.replace(/^https:/, "http:") === origin
+      ) {
+        url = new URL(url.toString().replace(/^https:/, "http:"));
+      }
       const headers: Record<string, string> = { "user-agent": this.userAgent, ...(opts.headers ?? {}) };
       const sameOrigin = url.origin === origin;
       const authorization = sameOrigin ? await auth.header(opts.scopes) : undefined;
@@ -174,13 +285,29 @@ export class RegistryClient {
           highWaterMark: opts.highWaterMark,
         });
       } catch (e) {
+        if (url.protocol === "https:" && sameOrigin && this.mayFallBackToHttp(registry) && isNotTls(e)) {
+          this.schemes.set(registry, "http");
+          attempt--;
+          continue;
+        }
+        if (url.protocol === "https:" && isCertificateError(e)) {
+          throw new RegistryError(
+            "TLS_ERROR",
+            `${opts.method} "${redactUrl(url)}": the registry's certificate is not trusted: ${(e as Error).message} (give its CA with --ca-file)`,
+            { method: opts.method, url: redactUrl(url), cause: e },
+          );
+        }
         if (mayRetry && attempt < this.retry.attempts && isNetworkFailure(e)) {
           await sleep(this.backoff(attempt));
           continue;
         }
         // A streamed body that broke on the way is a lost connection: the caller may start over.
-        throw networkError(opts.method, url, e, !replayable);
+        const err = networkError(opts.method, url, e, !replayable);
+        err.attempts = attempt;
+        throw err;
       }
+      if (url.protocol === "https:" && sameOrigin && !this.schemes.has(registry))
+        this.schemes.set(registry, "https");
       const status = res.statusCode;
       if (status === 401 && sameOrigin && replayable && !authRetried) {
         await res.body.dump();
@@ -189,11 +316,16 @@ export class RegistryClient {
           attempt--;
           continue;
         }
-        throw this.failure(opts, url, status, "", authorization);
+        throw await this.failure(opts, url, status, "", auth, authorization, res.headers["www-authenticate"]);
       }
-      if (REDIRECTS.has(status) && (opts.method === "GET" || opts.method === "HEAD") && res.headers.location) {
+      if (
+        REDIRECTS.has(status) &&
+        (opts.method === "GET" || opts.method === "HEAD") &&
+        res.headers.location
+      ) {
         await res.body.dump();
-        if (++redirects > 10) throw new RegistryError("REGISTRY_ERROR", `${opts.method} "${opts.url}": too many redirects`);
+        if (++redirects > 10)
+          throw new RegistryError("REGISTRY_ERROR", `${opts.method} "${opts.url}": too many redirects`);
         url = new URL(String(res.headers.location), url);
         attempt--;
         continue;
@@ -206,18 +338,40 @@ export class RegistryClient {
         continue;
       }
       const text = opts.method === "HEAD" ? "" : await readText(res);
-      const err = this.failure(opts, url, status, text, authorization);
+      const err = await this.failure(
+        opts,
+        url,
+        status,
+        text,
+        auth,
+        authorization,
+        res.headers["www-authenticate"],
+      );
+      err.attempts = attempt;
       if (transient && attempt > 1) err.message += ` (after ${attempt} attempts)`;
       throw err;
     }
   }
 
-  private failure(opts: SendOptions, url: URL, status: number, text: string, authorization?: string): RegistryError {
-    const err = responseError(opts.method, url, status, text, opts.context);
+  private async failure(
+    opts: SendOptions,
+    url: URL,
+    status: number,
+    text: string,
+    auth: Authorizer,
+    authorization?: string,
+    challenge?: string | string[],
+  ): Promise<RegistryError> {
+    let note: string | undefined;
     if (status === 401) {
-      err.message += authorization ? " (the credentials were rejected)" : " (no credentials: run `ovm login`)";
+      const bearer = parseChallenges(challenge).find((c) => c.scheme === "bearer");
+      if (!authorization || (await auth.anonymous()))
+        note = `no credentials for ${auth.registry}: run \`ovm login ${auth.registry}\``;
+      else if (bearer?.params.error === "insufficient_scope")
+        note = `the credentials do not grant ${mergeScopes([bearer.params.scope ?? opts.scopes.join(" ")]).join(" ")}`;
+      else note = "the credentials were rejected";
     }
-    return err;
+    return responseError(opts.method, url, status, text, opts.context, note);
   }
 
   /** backoff is the delay before attempt `attempt + 1`: exponential with ±25% jitter, capped. */
@@ -240,6 +394,26 @@ export class RegistryClient {
   async close(): Promise<void> {
     await this.dispatcher.close();
   }
+}
+
+/** isNotTls tells whether a TLS handshake failed because the peer does not speak TLS (a plain HTTP server). */
+function isNotTls(e: unknown): boolean {
+  const code = String((e as { code?: string })?.code ?? "");
+  const msg = String((e as Error)?.message ?? "");
+  return (
+    code === "ERR_SSL_WRONG_VERSION_NUMBER" ||
+    code === "ERR_SSL_PACKET_LENGTH_TOO_LONG" ||
+    code === "EPROTO" ||
+    /wrong version number|packet length too long/i.test(msg)
+  );
+}
+
+/** isCertificateError tells whether the registry's certificate could not be verified. */
+function isCertificateError(e: unknown): boolean {
+  const code = String((e as { code?: string })?.code ?? "");
+  return /^(UNABLE_TO_|SELF_SIGNED_CERT|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_|ERR_TLS_CERT_ALTNAME_INVALID|ERR_SSL_.*CERTIFICATE)/.test(
+    code,
+  );
 }
 
 /** readText reads a (small) error body, at most 64 KiB of it. */

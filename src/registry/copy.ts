@@ -8,6 +8,8 @@ import type { ContentStore } from "../spec/content.js";
 import { Store } from "../store/store.js";
 import { parsePlatform, selectPlatform } from "./platform.js";
 import { Repository, isManifestMediaType, readAll } from "./repository.js";
+import { RegistryError } from "./registry-error.js";
+import { TransferWorkers, workerCount } from "./transfer-workers.js";
 
 /** CopyProgress is told what happens to each blob, for progress bars. */
 export interface CopyProgress {
@@ -30,6 +32,12 @@ export interface CopyOptions {
   progress?: CopyProgress;
   /** attempts is how many times one blob is tried when its connection drops (default 3). */
   attempts?: number;
+  /**
+   * workers moves blobs of at least `workerThreshold` bytes (default 4 MiB) between a registry
+   * and the local store in worker threads, so they are hashed on several cores (default true).
+   */
+  workers?: boolean;
+  workerThreshold?: number;
 }
 
 /** CopyResult says what a copy did. */
@@ -74,7 +82,13 @@ const MAX_MANIFEST = 4 << 20;
  * is mounted. Bytes are verified once, by whichever side verifies: the store's ingest, or the
  * destination registry (which checks the digest of every upload).
  */
-export async function copy(src: ContentStore, srcRef: string, dst: ContentStore, dstRef: string | undefined, opts: CopyOptions = {}): Promise<CopyResult> {
+export async function copy(
+  src: ContentStore,
+  srcRef: string,
+  dst: ContentStore,
+  dstRef: string | undefined,
+  opts: CopyOptions = {},
+): Promise<CopyResult> {
   const started = performance.now();
   const limit = limiter(opts.concurrency ?? 4);
   const attempts = opts.attempts ?? 3;
@@ -95,12 +109,17 @@ export async function copy(src: ContentStore, srcRef: string, dst: ContentStore,
   // The sink checks digests itself: the store's ingest hashes, a registry verifies uploads.
   const sinkVerifies = dst instanceof Store || dst instanceof Repository;
   const mountFrom =
-    src instanceof Repository && dst instanceof Repository && src.registry === dst.registry && src.name !== dst.name && src.client === dst.client
+    src instanceof Repository &&
+    dst instanceof Repository &&
+    src.registry === dst.registry &&
+    src.name !== dst.name &&
+    src.client === dst.client
       ? src.name
       : undefined;
 
   const open = async (desc: Descriptor): Promise<Readable> => {
-    const s = src instanceof Repository ? await src.fetch(desc, { verify: !sinkVerifies }) : await src.fetch(desc);
+    const s =
+      src instanceof Repository ? await src.fetch(desc, { verify: !sinkVerifies }) : await src.fetch(desc);
     if (!progress.bytes) return s;
     const count = new Transform({
       transform(chunk: Buffer, _e, cb) {
@@ -110,6 +129,15 @@ export async function copy(src: ContentStore, srcRef: string, dst: ContentStore,
     });
     return pipeline(s, count, () => undefined);
   };
+
+  // Large blobs between a registry and the store move in worker threads (one hash per core).
+  const offload =
+    (opts.workers ?? true) &&
+    ((src instanceof Repository && dst instanceof Store) ||
+      (src instanceof Store && dst instanceof Repository));
+  const threshold = opts.workerThreshold ?? 4 << 20;
+  let pool: TransferWorkers | undefined;
+  const workers = () => (pool ??= new TransferWorkers(workerCount(opts.concurrency ?? 4)));
 
   let failure: unknown;
   const blobs = new Map<string, Promise<void>>();
@@ -130,8 +158,17 @@ export async function copy(src: ContentStore, srcRef: string, dst: ContentStore,
             }
             progress.start?.(desc);
             let how: "transferred" | "mounted" = "transferred";
-            if (dst instanceof Repository) {
-              how = (await dst.pushBlob(desc, () => open(desc), { mountFrom })) === "mounted" ? "mounted" : "transferred";
+            const onBytes = progress.bytes ? (n: number) => progress.bytes!(desc, n) : undefined;
+            if (offload && desc.size >= threshold) {
+              how =
+                src instanceof Repository
+                  ? await workers().pull(src, dst as Store, desc, onBytes)
+                  : await workers().push(src as Store, dst as Repository, desc, onBytes);
+            } else if (dst instanceof Repository) {
+              how =
+                (await dst.pushBlob(desc, () => open(desc), { mountFrom })) === "mounted"
+                  ? "mounted"
+                  : "transferred";
             } else {
               await dst.push(desc, await open(desc));
             }
@@ -145,9 +182,10 @@ export async function copy(src: ContentStore, srcRef: string, dst: ContentStore,
             progress.done?.(desc, how);
             return;
           } catch (e) {
-            // A connection lost half-way (after the download's own resumes, or during an
-            // upload, which is never resent blindly) starts the blob over from the HEAD.
-            if (attempt < attempts && isOvmsError(e, "CONNECTION_LOST")) {
+            // A connection lost half-way (after the download's own resumes), or a transient
+            // failure of a write that is never resent blindly (an upload's PATCH or PUT),
+            // starts the blob over from the HEAD: content-addressed, so nothing applies twice.
+            if (attempt < attempts && retryBlob(e)) {
               await sleep(200 * attempt);
               continue;
             }
@@ -171,7 +209,8 @@ export async function copy(src: ContentStore, srcRef: string, dst: ContentStore,
         const m = JSON.parse(bytes.toString("utf8")) as ImageManifest & ImageIndex;
         const children: Promise<void>[] = [];
         if (m.config) children.push(copyBlob(m.config));
-        for (const l of m.layers ?? []) children.push(copyBlob(l));
+        // Largest first: the long transfers start early and the small ones fill in around them.
+        for (const l of [...(m.layers ?? [])].sort((a, b) => b.size - a.size)) children.push(copyBlob(l));
         for (const c of m.manifests ?? []) {
           children.push(isManifestMediaType(c.mediaType) ? copyManifest(c) : copyBlob(c));
         }
@@ -202,24 +241,46 @@ export async function copy(src: ContentStore, srcRef: string, dst: ContentStore,
     );
   };
 
-  let root = await src.resolve(srcRef);
-  let rootBytes = await readAll(await src.fetch(root), MAX_MANIFEST);
-  if (opts.platform && (root.mediaType === MediaType.OciIndex || root.mediaType === MediaType.DockerManifestList)) {
-    const want = typeof opts.platform === "string" ? parsePlatform(opts.platform) : opts.platform;
-    const pick = selectPlatform(JSON.parse(rootBytes.toString("utf8")) as ImageIndex, want, srcRef);
-    root = { mediaType: pick.mediaType, digest: pick.digest, size: pick.size };
-    if (pick.artifactType) root.artifactType = pick.artifactType;
-    rootBytes = await readAll(await src.fetch(root), MAX_MANIFEST);
-  }
-  result.digest = root.digest;
-  result.mediaType = root.mediaType;
+  try {
+    let root = await src.resolve(srcRef);
+    let rootBytes = await readAll(await src.fetch(root), MAX_MANIFEST);
+    if (
+      opts.platform &&
+      (root.mediaType === MediaType.OciIndex || root.mediaType === MediaType.DockerManifestList)
+    ) {
+      const want = typeof opts.platform === "string" ? parsePlatform(opts.platform) : opts.platform;
+      const pick = selectPlatform(JSON.parse(rootBytes.toString("utf8")) as ImageIndex, want, srcRef);
+      root = { mediaType: pick.mediaType, digest: pick.digest, size: pick.size };
+      if (pick.artifactType) root.artifactType = pick.artifactType;
+      rootBytes = await readAll(await src.fetch(root), MAX_MANIFEST);
+    }
+    result.digest = root.digest;
+    result.mediaType = root.mediaType;
+    // Start the worker threads now, while the small blobs and existence checks go on.
+    if (offload) {
+      const layers = (JSON.parse(rootBytes.toString("utf8")) as Partial<ImageManifest>).layers ?? [];
+      if (layers.some((l) => l.size >= threshold)) workers().warm();
+    }
 
-  await copyManifest(root, rootBytes);
-  if (opts.referrers ?? true) await copyReferrers(root);
-  if (dstRef) await dst.tag(root, dstRef);
-  else if (recordsUntagged(dst)) await dst.addUntagged(root);
-  result.seconds = (performance.now() - started) / 1000;
-  return result;
+    await copyManifest(root, rootBytes);
+    if (opts.referrers ?? true) await copyReferrers(root);
+    if (dstRef) await dst.tag(root, dstRef);
+    else if (recordsUntagged(dst)) await dst.addUntagged(root);
+    result.seconds = (performance.now() - started) / 1000;
+    return result;
+  } finally {
+    await pool?.close();
+  }
+}
+
+function retryBlob(e: unknown): boolean {
+  if (isOvmsError(e, "CONNECTION_LOST")) return true;
+  return (
+    e instanceof RegistryError &&
+    e.transient &&
+    e.attempts === 1 &&
+    (e.method === "PATCH" || e.method === "PUT")
+  );
 }
 
 /** settleAll waits for every promise, then throws the first failure: no transfer is left running behind an error. */

@@ -15,7 +15,10 @@ import type { Credential, CredentialProvider } from "./auth.js";
 
 /** DockerConfig is the part of the docker config file OVMS reads and writes; other keys are kept as they are. */
 export interface DockerConfig {
-  auths?: Record<string, { auth?: string; username?: string; password?: string; identitytoken?: string; registrytoken?: string }>;
+  auths?: Record<
+    string,
+    { auth?: string; username?: string; password?: string; identitytoken?: string; registrytoken?: string }
+  >;
   credHelpers?: Record<string, string>;
   credsStore?: string;
   [key: string]: unknown;
@@ -79,16 +82,34 @@ function helperFor(config: DockerConfig, registry: string): string | undefined {
 }
 
 /** runHelper runs `docker-credential-<helper> <action>` with `input` on stdin. */
-function runHelper(helper: string, action: "get" | "store" | "erase", input: string): Promise<{ code: number; stdout: string; stderr: string }> {
+function runHelper(
+  helper: string,
+  action: "get" | "store" | "erase",
+  input: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = execFile(`docker-credential-${helper}`, [action], { timeout: 30_000 }, (err, stdout, stderr) => {
-      if (err && (err as NodeJS.ErrnoException).code === "ENOENT") {
-        reject(new OvmsError("CREDENTIAL_HELPER", `credential helper docker-credential-${helper} is not installed (named in ${dockerConfigPath()})`));
-        return;
-      }
-      const code = err ? (typeof (err as { code?: unknown }).code === "number" ? ((err as { code: number }).code) : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
+    const child = execFile(
+      `docker-credential-${helper}`,
+      [action],
+      { timeout: 30_000 },
+      (err, stdout, stderr) => {
+        if (err && (err as NodeJS.ErrnoException).code === "ENOENT") {
+          reject(
+            new OvmsError(
+              "CREDENTIAL_HELPER",
+              `credential helper docker-credential-${helper} is not installed (named in ${dockerConfigPath()})`,
+            ),
+          );
+          return;
+        }
+        const code = err
+          ? typeof (err as { code?: unknown }).code === "number"
+            ? (err as { code: number }).code
+            : 1
+          : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
     child.stdin?.end(input);
   });
 }
@@ -99,7 +120,10 @@ function runHelper(helper: string, action: "get" | "store" | "erase", input: str
  * `username`/`password`, `identitytoken`, `registrytoken`). A helper's `<token>` user means
  * the secret is an identity token.
  */
-export async function loadCredential(registry: string, path = dockerConfigPath()): Promise<Credential | undefined> {
+export async function loadCredential(
+  registry: string,
+  path = dockerConfigPath(),
+): Promise<Credential | undefined> {
   const config = await readDockerConfig(path);
   const helper = helperFor(config, registry);
   if (helper) {
@@ -111,7 +135,10 @@ export async function loadCredential(registry: string, path = dockerConfigPath()
     }
     // "credentials not found" is an answer, not a failure: fall back to the file.
     if (!/not found/i.test(r.stdout + r.stderr)) {
-      throw new OvmsError("CREDENTIAL_HELPER", `docker-credential-${helper} get ${registry}: ${(r.stderr || r.stdout).trim()}`);
+      throw new OvmsError(
+        "CREDENTIAL_HELPER",
+        `docker-credential-${helper} get ${registry}: ${(r.stderr || r.stdout).trim()}`,
+      );
     }
   }
   for (const [key, entry] of Object.entries(config.auths ?? {})) {
@@ -120,7 +147,8 @@ export async function loadCredential(registry: string, path = dockerConfigPath()
     if (entry.auth) {
       const plain = Buffer.from(entry.auth, "base64").toString("utf8");
       const i = plain.indexOf(":");
-      if (i < 0) throw new OvmsError("CONFIG_INVALID", `${path}: auths["${key}"].auth is not base64 of user:password`);
+      if (i < 0)
+        throw new OvmsError("CONFIG_INVALID", `${path}: auths["${key}"].auth is not base64 of user:password`);
       c.username = plain.slice(0, i);
       c.password = plain.slice(i + 1);
     } else if (entry.username !== undefined) {
@@ -143,13 +171,26 @@ export function dockerConfigCredentials(path = dockerConfigPath()): CredentialPr
  * saveCredential stores a user and password for `registry` where docker would: the
  * credential helper if one is configured for it, else `auths[registry].auth` in the file.
  */
-export async function saveCredential(registry: string, username: string, password: string, path = dockerConfigPath()): Promise<"helper" | "file"> {
+export async function saveCredential(
+  registry: string,
+  username: string,
+  password: string,
+  path = dockerConfigPath(),
+): Promise<"helper" | "file"> {
   const config = await readDockerConfig(path);
   const helper = helperFor(config, registry);
   const key = credentialKey(registry);
   if (helper) {
-    const r = await runHelper(helper, "store", JSON.stringify({ ServerURL: key, Username: username, Secret: password }));
-    if (r.code !== 0) throw new OvmsError("CREDENTIAL_HELPER", `docker-credential-${helper} store ${registry}: ${(r.stderr || r.stdout).trim()}`);
+    const r = await runHelper(
+      helper,
+      "store",
+      JSON.stringify({ ServerURL: key, Username: username, Secret: password }),
+    );
+    if (r.code !== 0)
+      throw new OvmsError(
+        "CREDENTIAL_HELPER",
+        `docker-credential-${helper} store ${registry}: ${(r.stderr || r.stdout).trim()}`,
+      );
     // A stale plain-text entry would shadow nothing but would still leak a password: drop it.
     if (config.auths?.[key]?.auth) {
       config.auths[key] = {};
@@ -172,7 +213,10 @@ export async function removeCredential(registry: string, path = dockerConfigPath
     const r = await runHelper(helper, "erase", credentialKey(registry));
     if (r.code === 0) removed = true;
     else if (!/not found/i.test(r.stdout + r.stderr)) {
-      throw new OvmsError("CREDENTIAL_HELPER", `docker-credential-${helper} erase ${registry}: ${(r.stderr || r.stdout).trim()}`);
+      throw new OvmsError(
+        "CREDENTIAL_HELPER",
+        `docker-credential-${helper} erase ${registry}: ${(r.stderr || r.stdout).trim()}`,
+      );
     }
   }
   for (const key of Object.keys(config.auths ?? {})) {

@@ -29,9 +29,15 @@ export function formatPlatform(p: Platform): string {
 export function selectPlatform(index: ImageIndex, want: Platform, what: string): Descriptor {
   const candidates = (index.manifests ?? []).filter((d) => d.platform);
   const hit = candidates.find(
-    (d) => d.platform!.os === want.os && d.platform!.architecture === want.architecture && (!want.variant || d.platform!.variant === want.variant),
+    (d) =>
+      d.platform!.os === want.os &&
+      d.platform!.architecture === want.architecture &&
+      (!want.variant || d.platform!.variant === want.variant),
   );
   if (hit) return hit;
   const have = candidates.map((d) => formatPlatform(d.platform!)).join(", ") || "no platform entries";
-  throw new OvmsError("NO_MATCHING_PLATFORM", `${what}: no manifest for ${formatPlatform(want)} in the index (it has: ${have}); choose one with --platform`);
+  throw new OvmsError(
+    "NO_MATCHING_PLATFORM",
+    `${what}: no manifest for ${formatPlatform(want)} in the index (it has: ${have}); choose one with --platform`,
+  );
 }

@@ -16,7 +16,11 @@ export function referrersTag(digest: Digest): string {
 
 /** referrerDescriptor is the entry a manifest gets in a referrers list: its artifactType and annotations included. */
 export function referrerDescriptor(desc: Descriptor, manifest: ImageManifest | ImageIndex): Descriptor {
-  const d: Descriptor = { mediaType: manifest.mediaType ?? desc.mediaType, digest: desc.digest, size: desc.size };
+  const d: Descriptor = {
+    mediaType: manifest.mediaType ?? desc.mediaType,
+    digest: desc.digest,
+    size: desc.size,
+  };
   const at = manifest.artifactType ?? (manifest as ImageManifest).config?.mediaType;
   if (at) d.artifactType = at;
   if (manifest.annotations && Object.keys(manifest.annotations).length) d.annotations = manifest.annotations;

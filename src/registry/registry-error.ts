@@ -20,6 +20,8 @@ export class RegistryError extends OvmsError {
   readonly errors: RegistryErrorEntry[];
   /** transient tells whether doing the same thing again later may succeed (network drops, 5xx, 429). */
   readonly transient: boolean;
+  /** attempts is how many times the request was sent before this error (1: it was not retried). */
+  attempts = 1;
 
   constructor(
     code: string,
@@ -93,8 +95,15 @@ export function parseErrorBody(text: string): RegistryErrorEntry[] {
     const body = JSON.parse(text) as { errors?: unknown };
     if (!Array.isArray(body.errors)) return [];
     return body.errors
-      .filter((e): e is Record<string, unknown> => typeof e === "object" && e !== null && typeof e.code === "string")
-      .map((e) => ({ code: String(e.code), message: typeof e.message === "string" ? e.message : undefined, detail: e.detail }));
+      .filter(
+        (e): e is Record<string, unknown> =>
+          typeof e === "object" && e !== null && typeof e.code === "string",
+      )
+      .map((e) => ({
+        code: String(e.code),
+        message: typeof e.message === "string" ? e.message : undefined,
+        detail: e.detail,
+      }));
   } catch {
     return [];
   }
@@ -113,17 +122,24 @@ function codeForStatus(status: number): string {
  * responseError turns an unexpected registry answer into a RegistryError whose message leads
  * with the request: `GET "<url>": 404 MANIFEST_UNKNOWN: manifest unknown (no such tag …)`.
  */
-export function responseError(method: string, url: string | URL, status: number, bodyText: string, context?: string): RegistryError {
+export function responseError(
+  method: string,
+  url: string | URL,
+  status: number,
+  bodyText: string,
+  context?: string,
+  note?: string,
+): RegistryError {
   const errors = parseErrorBody(bodyText);
   const code = errors[0]?.code ?? codeForStatus(status);
-  const said = errors
-    .map((e) => `${e.code}${e.message ? `: ${e.message}` : ""}`)
-    .join("; ");
+  const said = errors.map((e) => `${e.code}${e.message ? `: ${e.message}` : ""}`).join("; ");
   const explain = EXPLAIN[code];
-  const plain = !said && bodyText && !bodyText.trimStart().startsWith("{") ? bodyText.trim().slice(0, 200) : "";
+  const plain =
+    !said && bodyText && !bodyText.trimStart().startsWith("{") ? bodyText.trim().slice(0, 200) : "";
   const parts = [`${method} "${redactUrl(url)}": ${status}`, said || plain || code];
   let message = parts.join(" ");
-  if (explain && !message.toLowerCase().includes(explain.toLowerCase())) message += ` (${explain})`;
+  if (note) message += ` (${note})`;
+  else if (explain && !message.toLowerCase().includes(explain.toLowerCase())) message += ` (${explain})`;
   if (context) message = `${context}: ${message}`;
   return new RegistryError(code, message, {
     method,
@@ -135,7 +151,12 @@ export function responseError(method: string, url: string | URL, status: number,
 }
 
 /** networkError wraps a failure to reach the registry or a connection lost mid-answer. */
-export function networkError(method: string, url: string | URL, cause: unknown, midBody = false): RegistryError {
+export function networkError(
+  method: string,
+  url: string | URL,
+  cause: unknown,
+  midBody = false,
+): RegistryError {
   const why = (cause as { code?: string; message?: string })?.message ?? String(cause);
   const ecode = (cause as { code?: string })?.code;
   return new RegistryError(

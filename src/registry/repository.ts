@@ -1,7 +1,8 @@
 import { Readable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Dispatcher } from "undici";
 import { Hasher, isDigest, sha256, type Digest } from "../spec/digest.js";
-import { isOvmsError } from "../spec/errors.js";
+import { OvmsError, isOvmsError } from "../spec/errors.js";
 import { ManifestMediaTypes, MediaType } from "../spec/media-types.js";
 import type { Descriptor, ImageIndex, ImageManifest } from "../spec/oci.js";
 import type { ContentStore } from "../spec/content.js";
@@ -9,7 +10,8 @@ import { parseReference } from "../spec/reference.js";
 import { repositoryScope } from "./auth.js";
 import type { RegistryClient, SendOptions } from "./client.js";
 import { resumableDownload } from "./download.js";
-import { RegistryError } from "./registry-error.js";
+import { RegistryError, isNetworkFailure } from "./registry-error.js";
+import type { FastGetTarget } from "./fast-get.js";
 import { emptyReferrersIndex, filterReferrers, referrerDescriptor, referrersTag } from "./referrers.js";
 import { parseNextLink } from "./tags.js";
 import { uploadBlob, type UploadResult } from "./upload.js";
@@ -125,16 +127,108 @@ export class Repository implements ContentStore {
   }
 
   /**
+   * fetchInto downloads a blob into a synchronous writer (Store.openIngest) and resumes with
+   * `Range: bytes=<writer.bytes>-` after a dropped connection, so the writer's running hash
+   * covers the parts as one. The writer verifies; nothing is hashed here.
+   */
+  async fetchInto(
+    desc: Descriptor,
+    writer: { bytes: number; write(chunk: Uint8Array): void },
+    opts: { onBytes?(n: number): void; maxResumes?: number } = {},
+  ): Promise<void> {
+    const what = `blob ${desc.digest}`;
+    const url = this.url(`blobs/${desc.digest}`);
+    const maxResumes = opts.maxResumes ?? 5;
+    for (let resumes = 0; ;) {
+      const offset = writer.bytes;
+      let skip = 0;
+      const target: FastGetTarget = {
+        accept: (status, headers) => {
+          if (offset === 0) return status === 200;
+          if (status === 206) {
+            const start = /^bytes (\d+)-/.exec(headers["content-range"] ?? "")?.[1];
+            if (Number(start) !== offset) {
+              throw new RegistryError(
+                "REGISTRY_ERROR",
+                `${what}: asked to resume at byte ${offset}, the registry answered Content-Range "${headers["content-range"] ?? ""}"`,
+              );
+            }
+            return true;
+          }
+          // A registry that ignores Range sends it all again: skip what the writer has.
+          skip = offset;
+          return status === 200;
+        },
+        data: (view) => {
+          let v = view;
+          if (skip > 0) {
+            const n = Math.min(skip, v.length);
+            skip -= n;
+            v = v.subarray(n);
+            if (!v.length) return;
+          }
+          if (writer.bytes + v.length > desc.size) {
+            throw new OvmsError(
+              "SIZE_MISMATCH",
+              `${what}: the registry sent more than the declared ${desc.size} bytes`,
+            );
+          }
+          writer.write(v);
+          opts.onBytes?.(v.length);
+        },
+      };
+      try {
+        await this.client.getInto(
+          this.registry,
+          {
+            method: "GET",
+            url,
+            scopes: this.pullScopes(),
+            headers: offset > 0 ? { range: `bytes=${offset}-` } : {},
+            ok: [200, 206],
+            context: what,
+          },
+          target,
+        );
+        if (writer.bytes >= desc.size) return;
+        throw new RegistryError(
+          "CONNECTION_LOST",
+          `${what}: the body ended after ${writer.bytes} of ${desc.size} bytes`,
+          { transient: true },
+        );
+      } catch (e) {
+        // A request the client already retried is not resumed again on top.
+        const retried = e instanceof RegistryError && e.attempts > 1;
+        if (isNetworkFailure(e) && !retried && resumes < maxResumes) {
+          resumes++;
+          await sleep(Math.min(this.client.retry.maxMs, this.client.retry.baseMs * 2 ** (resumes - 1)));
+          continue;
+        }
+        throw e;
+      }
+    }
+  }
+
+  /**
    * fetchManifest reads a manifest or index by tag or digest: Accept lists the OCI and Docker
    * types, the body is capped at 4 MiB, and its sha256 must be the digest asked for (or the
    * `Docker-Content-Digest` the registry announced for a tag).
    */
-  async fetchManifest(reference: string): Promise<{ descriptor: Descriptor; bytes: Buffer; manifest: ImageManifest | ImageIndex }> {
+  async fetchManifest(
+    reference: string,
+  ): Promise<{ descriptor: Descriptor; bytes: Buffer; manifest: ImageManifest | ImageIndex }> {
     const cached = isDigest(reference) ? this.manifests.get(reference) : undefined;
     if (cached) return { ...describe(cached, reference as Digest, undefined), bytes: cached };
     const what = `manifest ${this.reference}${isDigest(reference) ? "@" : ":"}${reference}`;
     const url = this.url(`manifests/${reference}`);
-    const res = await this.send({ method: "GET", url, scopes: this.pullScopes(), headers: { accept: MANIFEST_ACCEPT }, ok: [200], context: what });
+    const res = await this.send({
+      method: "GET",
+      url,
+      scopes: this.pullScopes(),
+      headers: { accept: MANIFEST_ACCEPT },
+      ok: [200],
+      context: what,
+    });
     const chunks: Buffer[] = [];
     let n = 0;
     for await (const c of res.body) {
@@ -149,10 +243,14 @@ export class Repository implements ContentStore {
     const got = sha256(bytes);
     const want = isDigest(reference) ? reference : headerDigest(res.headers["docker-content-digest"]);
     if (want && got !== want) {
-      throw new RegistryError("DIGEST_MISMATCH", `${what}: digest mismatch after ${bytes.length} bytes (got ${got}, want ${want})`, {
-        method: "GET",
-        url: url.toString(),
-      });
+      throw new RegistryError(
+        "DIGEST_MISMATCH",
+        `${what}: digest mismatch after ${bytes.length} bytes (got ${got}, want ${want})`,
+        {
+          method: "GET",
+          url: url.toString(),
+        },
+      );
     }
     this.manifests.set(got, bytes);
     return { ...describe(bytes, got, String(res.headers["content-type"] ?? "")), bytes };
@@ -180,7 +278,11 @@ export class Repository implements ContentStore {
   }
 
   /** pushBlob uploads a blob unless it is there, mounting it from `mountFrom` when that is another repository of this registry. */
-  pushBlob(desc: Descriptor, open: () => Promise<Readable>, opts: { mountFrom?: string } = {}): Promise<UploadResult> {
+  pushBlob(
+    desc: Descriptor,
+    open: () => Promise<Readable>,
+    opts: { mountFrom?: string } = {},
+  ): Promise<UploadResult> {
     return uploadBlob(this, desc, open, { mountFrom: opts.mountFrom, chunkSize: this.client.chunkSize });
   }
 
@@ -192,7 +294,8 @@ export class Repository implements ContentStore {
   async pushManifest(desc: Descriptor, bytes: Buffer, tag?: string): Promise<void> {
     const what = `manifest ${desc.digest}`;
     const got = sha256(bytes);
-    if (got !== desc.digest) throw new RegistryError("DIGEST_MISMATCH", `${what}: the bytes to push hash to ${got}`);
+    if (got !== desc.digest)
+      throw new RegistryError("DIGEST_MISMATCH", `${what}: the bytes to push hash to ${got}`);
     const res = await this.send({
       method: "PUT",
       url: this.url(`manifests/${tag ?? desc.digest}`),
@@ -222,8 +325,13 @@ export class Repository implements ContentStore {
 
   /** tag names the manifest `desc` with a tag (or the tag of a full reference). */
   async tag(desc: Descriptor, reference: string): Promise<void> {
-    const tag = isDigest(reference) ? undefined : /^[\w][\w.-]{0,127}$/.test(reference) ? reference : parseReference(reference).tag;
-    if (!tag) throw new RegistryError("INVALID_REFERENCE", `${reference}: a tag is needed to name ${desc.digest}`);
+    const tag = isDigest(reference)
+      ? undefined
+      : /^[\w][\w.-]{0,127}$/.test(reference)
+        ? reference
+        : parseReference(reference).tag;
+    if (!tag)
+      throw new RegistryError("INVALID_REFERENCE", `${reference}: a tag is needed to name ${desc.digest}`);
     const { bytes } = await this.fetchManifest(desc.digest);
     await this.pushManifest(desc, bytes, tag);
   }
@@ -269,8 +377,14 @@ export class Repository implements ContentStore {
     index.manifests = [...(index.manifests ?? [])];
     edit(index.manifests);
     if (JSON.stringify(index.manifests) === before) return;
-    const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: index.manifests }));
-    await this.pushManifest({ mediaType: MediaType.OciIndex, digest: sha256(bytes), size: bytes.length }, bytes, tag);
+    const bytes = Buffer.from(
+      JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: index.manifests }),
+    );
+    await this.pushManifest(
+      { mediaType: MediaType.OciIndex, digest: sha256(bytes), size: bytes.length },
+      bytes,
+      tag,
+    );
   }
 
   /**
@@ -293,8 +407,12 @@ export class Repository implements ContentStore {
       const type = String(res.headers["content-type"] ?? "");
       if (res.statusCode === 200 && type.startsWith(MediaType.OciIndex)) {
         this.referrersApi = true;
-        const index = JSON.parse(await readAll(res.body, MAX_MANIFEST).then((b) => b.toString("utf8"))) as ImageIndex;
-        const applied = String(res.headers["oci-filters-applied"] ?? "").split(",").map((s) => s.trim());
+        const index = JSON.parse(
+          await readAll(res.body, MAX_MANIFEST).then((b) => b.toString("utf8")),
+        ) as ImageIndex;
+        const applied = String(res.headers["oci-filters-applied"] ?? "")
+          .split(",")
+          .map((s) => s.trim());
         const list = index.manifests ?? [];
         return applied.includes("artifactType") ? list : filterReferrers(list, artifactType);
       }
@@ -320,8 +438,16 @@ export class Repository implements ContentStore {
     if (opts.pageSize) url.searchParams.set("n", String(opts.pageSize));
     const out: string[] = [];
     for (let page = 0; url && page < 100_000; page++) {
-      const res = await this.send({ method: "GET", url, scopes: this.pullScopes(), ok: [200], context: `tags of ${this.reference}` });
-      const body = JSON.parse((await readAll(res.body, 64 << 20)).toString("utf8")) as { tags?: string[] | null };
+      const res = await this.send({
+        method: "GET",
+        url,
+        scopes: this.pullScopes(),
+        ok: [200],
+        context: `tags of ${this.reference}`,
+      });
+      const body = JSON.parse((await readAll(res.body, 64 << 20)).toString("utf8")) as {
+        tags?: string[] | null;
+      };
       out.push(...(body.tags ?? []));
       url = parseNextLink(res.headers.link, url);
     }
@@ -330,15 +456,28 @@ export class Repository implements ContentStore {
 }
 
 /** describe makes the descriptor of manifest bytes, its mediaType from the body, else the Content-Type. */
-function describe(bytes: Buffer, digest: Digest, contentType: string | undefined): { descriptor: Descriptor; manifest: ImageManifest | ImageIndex } {
+function describe(
+  bytes: Buffer,
+  digest: Digest,
+  contentType: string | undefined,
+): { descriptor: Descriptor; manifest: ImageManifest | ImageIndex } {
   let manifest: ImageManifest | ImageIndex;
   try {
     manifest = JSON.parse(bytes.toString("utf8"));
   } catch (e) {
-    throw new RegistryError("MANIFEST_INVALID", `manifest ${digest}: not valid JSON: ${(e as Error).message}`);
+    throw new RegistryError(
+      "MANIFEST_INVALID",
+      `manifest ${digest}: not valid JSON: ${(e as Error).message}`,
+    );
   }
   const ct = contentType?.split(";")[0].trim();
-  const mediaType = manifest.mediaType ?? (ct && isManifestMediaType(ct) ? ct : "manifests" in manifest ? MediaType.OciIndex : MediaType.OciManifest);
+  const mediaType =
+    manifest.mediaType ??
+    (ct && isManifestMediaType(ct)
+      ? ct
+      : "manifests" in manifest
+        ? MediaType.OciIndex
+        : MediaType.OciManifest);
   const descriptor: Descriptor = { mediaType, digest, size: bytes.length };
   if (manifest.artifactType) descriptor.artifactType = manifest.artifactType;
   return { descriptor, manifest };

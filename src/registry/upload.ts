@@ -32,7 +32,15 @@ export async function uploadBlob(
     scopes.push(repositoryScope(opts.mountFrom, ["pull"]));
   }
   // Opening a session twice is harmless (the spare one expires), so the POST may be retried.
-  const started = await repo.send({ method: "POST", url: post, scopes, headers: { "content-length": "0" }, ok: [201, 202], retry: true, context: what });
+  const started = await repo.send({
+    method: "POST",
+    url: post,
+    scopes,
+    headers: { "content-length": "0" },
+    ok: [201, 202],
+    retry: true,
+    context: what,
+  });
   await started.body.dump();
   if (started.statusCode === 201 && opts.mountFrom) return "mounted";
   let location = locationOf(started.headers.location, post, what);
@@ -56,7 +64,7 @@ export async function uploadBlob(
       return "uploaded";
     }
     const reader = new ChunkReader(content[Symbol.asyncIterator]() as AsyncIterator<Buffer>);
-    for (let offset = 0; offset < desc.size; ) {
+    for (let offset = 0; offset < desc.size;) {
       const n = Math.min(opts.chunkSize, desc.size - offset);
       const patch = await repo.send({
         method: "PATCH",
@@ -76,7 +84,10 @@ export async function uploadBlob(
       offset += n;
       const range = /^(?:bytes=)?0-(\d+)$/.exec(String(patch.headers.range ?? ""));
       if (range && Number(range[1]) !== offset - 1) {
-        throw new RegistryError("BLOB_UPLOAD_INVALID", `${what}: the registry holds bytes 0-${range[1]} after a chunk ending at ${offset - 1}`);
+        throw new RegistryError(
+          "BLOB_UPLOAD_INVALID",
+          `${what}: the registry holds bytes 0-${range[1]} after a chunk ending at ${offset - 1}`,
+        );
       }
       location = locationOf(patch.headers.location, location, what);
     }
@@ -106,7 +117,8 @@ export async function uploadBlob(
 
 function locationOf(h: string | string[] | undefined, base: URL, what: string): URL {
   const v = Array.isArray(h) ? h[0] : h;
-  if (!v) throw new RegistryError("REGISTRY_ERROR", `${what}: the registry opened an upload without a Location`);
+  if (!v)
+    throw new RegistryError("REGISTRY_ERROR", `${what}: the registry opened an upload without a Location`);
   return new URL(v, base);
 }
 

@@ -1,11 +1,11 @@
-import { createReadStream, createWriteStream } from "node:fs";
+import { closeSync, createReadStream, createWriteStream, fsyncSync, openSync, writeSync } from "node:fs";
 import { chmod, mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import lockfile from "proper-lockfile";
-import { Hasher, digestHex, isDigest, sha256, type Digest } from "../spec/digest.js";
+import { Hasher, digestHex, digestMismatch, isDigest, sha256, type Digest } from "../spec/digest.js";
 import { Annotation, MediaType } from "../spec/media-types.js";
 import type { Descriptor, ImageIndex, ImageManifest } from "../spec/oci.js";
 import { formatReference, parseReference } from "../spec/reference.js";
@@ -381,6 +381,69 @@ export class Store implements ContentStore {
   private notFound(digest: Digest): StoreError {
     return new StoreError("NOT_FOUND", `blob ${digest}: not in the store ${this.root}`);
   }
+
+  /**
+   * openIngest is `ingest` for a writer that hands over bytes itself, synchronously and in
+   * order (a download reading into one reused buffer, which must be free again when `write`
+   * returns): same temp file under `.ovms/ingest`, same verification, fsync, read-only, rename.
+   * The temp file and the running hash survive a dropped connection, so the writer resumes
+   * at `bytes`. `commit` checks size and digest and moves the blob into place; `abort` (or
+   * any failure of `commit`) removes the temp file. Undefined when the blob is already here.
+   */
+  async openIngest(expect: { digest: Digest; size: number }): Promise<BlobWriter | undefined> {
+    if ((await this.blobSize(expect.digest)) !== undefined) return undefined;
+    const tmp = join(this.ingestDir, `${process.pid}-${randomBytes(8).toString("hex")}`);
+    const fd = openSync(tmp, "w", 0o600);
+    const hash = createHash("sha256");
+    const what = `blob ${expect.digest}`;
+    let closed = false;
+    const close = () => {
+      if (!closed) closeSync(fd);
+      closed = true;
+    };
+    const abort = async () => {
+      close();
+      await rm(tmp, { force: true });
+    };
+    const w: BlobWriter = {
+      bytes: 0,
+      write: (chunk) => {
+        if (w.bytes + chunk.length > expect.size) {
+          throw new StoreError("SIZE_MISMATCH", `${what}: more than the declared ${expect.size} bytes`);
+        }
+        hash.update(chunk);
+        for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off, chunk.length - off);
+        w.bytes += chunk.length;
+      },
+      commit: async () => {
+        try {
+          if (w.bytes !== expect.size) throw new StoreError("SIZE_MISMATCH", `${what}: got ${w.bytes} bytes, want ${expect.size}`);
+          const got: Digest = `sha256:${hash.digest("hex")}`;
+          if (got !== expect.digest) throw digestMismatch(what, got, expect.digest, w.bytes);
+          fsyncSync(fd);
+          close();
+          await chmod(tmp, 0o444);
+          await rename(tmp, this.blobPath(expect.digest));
+          await fsyncDir(join(this.root, "blobs", "sha256"));
+        } catch (e) {
+          await abort();
+          throw e;
+        }
+      },
+      abort,
+    };
+    return w;
+  }
+}
+
+/** BlobWriter is an open ingest (see Store.openIngest). */
+export interface BlobWriter {
+  /** bytes is how many bytes were written so far: where a resumed download goes on. */
+  bytes: number;
+  /** write hashes and appends `chunk` before it returns (the caller may reuse the buffer). */
+  write(chunk: Uint8Array): void;
+  commit(): Promise<void>;
+  abort(): Promise<void>;
 }
 
 /** normalizeName returns the index.json name of a tag reference. */

@@ -1,0 +1,46 @@
+import type { Command } from "commander";
+import { formatReference, parseReference } from "../../spec/reference.js";
+import { globals, openStore } from "../context.js";
+import {
+  addRegistryFlags,
+  makeClient,
+  parseBool,
+  printSummary,
+  progressView,
+  type RegistryFlags,
+} from "./copy.js";
+
+/** register adds `ovm push REF`: the artifact, its blobs and its referrers from the store to the registry REF names. */
+export function register(program: Command): void {
+  const cmd = program
+    .command("push")
+    .description("push an artifact from the local store to a registry (blobs the registry has are skipped)")
+    .argument("<ref>", "reference in the store, naming the destination, e.g. 127.0.0.1:5000/demo/vm:1.0")
+    .option(
+      "--referrers <bool>",
+      "also push the signatures and snapshots that refer to it",
+      parseBool("--referrers"),
+      true,
+    );
+  addRegistryFlags(cmd).action(
+    async (ref: string, opts: RegistryFlags & { referrers: boolean }, c: Command) => {
+      const { copy } = await import("../../registry/copy.js");
+      const r = parseReference(ref);
+      const store = await openStore(c);
+      const client = await makeClient(opts);
+      const view = await progressView(globals(c));
+      try {
+        const result = await copy(store, ref, client.repository(r, { push: true }), r.tag, {
+          concurrency: opts.concurrency,
+          referrers: opts.referrers,
+          progress: view.progress,
+        });
+        view.stop();
+        printSummary(c, "Pushed", formatReference(r), result);
+      } finally {
+        view.stop();
+        await client.close();
+      }
+    },
+  );
+}
