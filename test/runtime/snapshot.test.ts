@@ -11,7 +11,8 @@ import { packSnapshot, type SnapshotResult } from "../../src/artifact/snapshot.j
 import { readRamsnapHeader } from "../../src/artifact/ramsnap.js";
 import { QemuRuntime } from "../../src/runtime/qemu/qemu-runtime.js";
 import { MediaType } from "../../src/spec/media-types.js";
-import { buildDemo, exec } from "../helpers.js";
+import { buildDemo, exec, ovm } from "../helpers.js";
+import { startRegistry } from "../registry-server.js";
 
 let dir: string;
 let store: Store;
@@ -160,6 +161,31 @@ test("warm pool: starts are served by paused processes and the pool refills", as
   await rt.stop(info.instance_id, { force: true });
   await rt.configurePool(prepared, 0);
   assert.deepEqual(rt.poolStatus().map((p) => p.ready), [0]);
+});
+
+test("snapshot → push → pull into a fresh store → restore", async () => {
+  const reg = await startRegistry();
+  try {
+    const ref = `${reg.host}/demo/vm:snap`;
+    const fresh = join(dir, "fresh-store");
+    const push = await ovm(["--store", store.root, "tag", "demo/vm:snap", ref]);
+    assert.equal(push.code, 0, push.stderr);
+    const pushed = await ovm(["--store", store.root, "push", ref]);
+    assert.equal(pushed.code, 0, pushed.stderr);
+    const pulled = await ovm(["--store", fresh, "pull", ref]);
+    assert.equal(pulled.code, 0, pulled.stderr);
+    const other = await Store.open(fresh);
+    const a = await loadArtifact(other, ref);
+    assert.equal(a.descriptor.digest, snap.descriptor.digest, "the same artifact, digest for digest");
+    const prepared = await prepareArtifact(other, a, { snapshotCacheDir: join(dir, "fresh-preload") });
+    const info = await rt.start(prepared, { name: "pulled-clone" });
+    assert.equal(info.state, "running");
+    const first = await waitFor(async () => (await counters(info.instance_id))[0]);
+    assert.ok(first >= lastBefore, `the pulled snapshot continues the count (${first} >= ${lastBefore})`);
+    await rt.stop(info.instance_id, { force: true });
+  } finally {
+    await reg.stop();
+  }
 });
 
 test("bad snapshots are refused before QEMU starts: flipped byte, truncated blob, other machine shape", async () => {
