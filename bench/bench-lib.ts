@@ -208,3 +208,39 @@ export async function report(
   process.stdout.write(`results: ${path}\n`);
   return path;
 }
+
+/** DEMO_CMDLINE is the demo guest's kernel command line (see test/helpers.ts for why the TSC flags). */
+export const DEMO_CMDLINE = "console=ttyS0 quiet panic=-1 tsc_early_khz=2000000 tsc=reliable no_timer_check";
+
+/**
+ * demoStore makes a temp folder QEMU's unprivileged user can reach, with a store holding the
+ * demo VM (from .cache/demo-assets) as `bench/vm:1`.
+ */
+export async function demoStore(prefix: string, cmdline: string, memory: number): Promise<{ dir: string; store: Store }> {
+  const { mkdtemp, chmod } = await import("node:fs/promises");
+  const { tmpdir } = await import("node:os");
+  const { Store } = await import("../src/store/store.js");
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  await chmod(dir, 0o755);
+  const assets = join(ROOT, ".cache", "demo-assets");
+  const store = await Store.open(join(dir, "store"));
+  await build(
+    store,
+    {
+      name: "bench/vm",
+      version: "1",
+      kernel: { path: join(assets, "vmlinuz"), args: cmdline },
+      initrd: { path: join(assets, "initrd.img") },
+      disks: [{ path: join(assets, "base.qcow2") }, { path: join(assets, "diff.qcow2") }],
+      resources: { memory, vcpus: 1 },
+    },
+    "bench/vm:1",
+  );
+  return { dir, store };
+}
+
+/** percentile of a list of numbers (nearest rank). */
+export function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+}

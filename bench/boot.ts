@@ -8,21 +8,17 @@
  * Prints a table and writes JSON to bench/results/boot-<date>.json.
  */
 import { spawn } from "node:child_process";
-import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { cpus, tmpdir, totalmem } from "node:os";
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { Store } from "../src/store/store.js";
-import { build } from "../src/artifact/build.js";
+import { DEMO_CMDLINE, demoStore, percentile } from "./bench-lib.js";
 import { OvmdClient } from "../src/client/client.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const CMDLINE = "console=ttyS0 quiet panic=-1 tsc_early_khz=2000000 tsc=reliable no_timer_check";
+const CMDLINE = DEMO_CMDLINE;
 
-const pct = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
-};
+const pct = percentile;
 
 async function main(): Promise<void> {
   let runs = 10;
@@ -31,22 +27,7 @@ async function main(): Promise<void> {
     if (argv[i] === "--runs") runs = Number(argv[++i]);
     else throw new Error(`unknown flag ${argv[i]} (--runs N)`);
   }
-  const dir = await mkdtemp(join(tmpdir(), "ovms-bench-boot-"));
-  await chmod(dir, 0o755);
-  const assets = join(ROOT, ".cache", "demo-assets");
-  const store = await Store.open(join(dir, "store"));
-  await build(
-    store,
-    {
-      name: "bench/vm",
-      version: "1",
-      kernel: { path: join(assets, "vmlinuz"), args: CMDLINE },
-      initrd: { path: join(assets, "initrd.img") },
-      disks: [{ path: join(assets, "base.qcow2") }, { path: join(assets, "diff.qcow2") }],
-      resources: { memory: 192 << 20, vcpus: 1 },
-    },
-    "bench/vm:1",
-  );
+  const { dir, store } = await demoStore("ovms-bench-boot-", CMDLINE, 192 << 20);
   const socket = join(dir, "ovmd.sock");
   const daemon = spawn(process.execPath, [join(ROOT, "dist/src/daemon/ovmd.js"), "--socket", socket, "--store", store.root], { stdio: "ignore" });
   const client = new OvmdClient({ socketPath: socket });

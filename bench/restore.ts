@@ -9,12 +9,11 @@
  * Prints a table and writes JSON to bench/results/restore-<date>.json.
  */
 import { spawn } from "node:child_process";
-import { chmod, copyFile, mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
-import { cpus, tmpdir, totalmem } from "node:os";
+import { copyFile, mkdir, rm, stat, writeFile } from "node:fs/promises";
+import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { Store } from "../src/store/store.js";
-import { build } from "../src/artifact/build.js";
+import { DEMO_CMDLINE, demoStore, percentile } from "./bench-lib.js";
 import { loadArtifact } from "../src/artifact/artifact.js";
 import { prepareArtifact, type PreparedArtifact } from "../src/artifact/prepare.js";
 import { packSnapshot } from "../src/artifact/snapshot.js";
@@ -23,7 +22,7 @@ import { QmpClient } from "../src/runtime/qemu/qmp-client.js";
 import { createOverlay } from "../src/artifact/qemu-img.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const CMDLINE = "console=ttyS0 quiet panic=-1 tsc_early_khz=2000000 tsc=reliable no_timer_check ovms.mode=counter";
+const CMDLINE = `${DEMO_CMDLINE} ovms.mode=counter`;
 const MEMORY = 192 << 20;
 
 interface Sample {
@@ -42,10 +41,7 @@ function args(argv: string[]) {
   return a;
 }
 
-const pct = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
-};
+const pct = percentile;
 
 /** firstOutput waits until a file has grown past `from` bytes and returns when that was seen. */
 async function firstOutput(path: string, from: number, t0: number, timeoutMs = 60_000): Promise<number> {
@@ -69,22 +65,7 @@ async function viaRuntime(rt: QemuRuntime, a: PreparedArtifact, stateDir: string
 
 async function main() {
   const a = args(process.argv.slice(2));
-  const dir = await mkdtemp(join(tmpdir(), "ovms-bench-restore-"));
-  await chmod(dir, 0o755);
-  const assets = join(ROOT, ".cache", "demo-assets");
-  const store = await Store.open(join(dir, "store"));
-  await build(
-    store,
-    {
-      name: "bench/vm",
-      version: "1",
-      kernel: { path: join(assets, "vmlinuz"), args: CMDLINE },
-      initrd: { path: join(assets, "initrd.img") },
-      disks: [{ path: join(assets, "base.qcow2") }, { path: join(assets, "diff.qcow2") }],
-      resources: { memory: MEMORY, vcpus: 1 },
-    },
-    "bench/vm:1",
-  );
+  const { dir, store } = await demoStore("ovms-bench-restore-", CMDLINE, MEMORY);
   const source = await loadArtifact(store, "bench/vm:1");
   const cold = await prepareArtifact(store, source);
   const rt = await QemuRuntime.create({ stateDir: store.workDir });
