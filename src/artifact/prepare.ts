@@ -1,10 +1,10 @@
 import { createReadStream, existsSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, rename, rm, stat, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { Writable } from "node:stream";
 import { OvmsError } from "../spec/errors.js";
-import { Hasher, digestHex, type Digest } from "../spec/digest.js";
+import { Hasher, digestHex, sha256, type Digest } from "../spec/digest.js";
 import type { Store } from "../store/store.js";
 import type { OvmsManifest } from "../spec/manifest.generated.js";
 import type { Artifact } from "./artifact.js";
@@ -109,7 +109,10 @@ export async function prepareArtifact(store: Store, a: Artifact, opts: { snapsho
     if (problems.length) {
       throw new OvmsError("MANIFEST_INVALID", `RAM snapshot ${ref} does not fit its artifact: ${problems.join("; ")}`);
     }
-    const dir = join(opts.snapshotCacheDir ?? defaultSnapshotCache(store), digestHex(ref));
+    const cache = opts.snapshotCacheDir ?? defaultSnapshotCache(store);
+    await mkdir(cache, { recursive: true, mode: 0o755 });
+    if (!existsSync(join(cache, "store-path"))) await writeFile(join(cache, "store-path"), resolve(store.root));
+    const dir = join(cache, digestHex(ref));
     out.ramSnapshot = { ...(await preloadOnce(blob, header, dir)), metadata: header.metadata, digest: ref };
   }
   return out;
@@ -130,9 +133,52 @@ export function snapshotMismatches(meta: RamsnapMetadata, m: OvmsManifest): stri
   return out;
 }
 
-/** defaultSnapshotCache is where preloaded snapshot memory lives: tmpfs when there is one. */
+/** SNAPSHOT_CACHE_ROOT holds preloaded snapshots on tmpfs, one folder per store. */
+export const SNAPSHOT_CACHE_ROOT = "/dev/shm/ovms-snapshots";
+
+/**
+ * defaultSnapshotCache is where a store's preloaded snapshot memory lives: a folder of its
+ * own on tmpfs (named after the store's path, which it records so `pruneSnapshotCaches` can
+ * drop it once the store is gone), or inside the store when there is no tmpfs.
+ */
 export function defaultSnapshotCache(store: Store): string {
-  return existsSync("/dev/shm") ? "/dev/shm/ovms-snapshots" : join(store.workDir, "snapshots");
+  if (!existsSync("/dev/shm")) return join(store.workDir, "snapshots");
+  return join(SNAPSHOT_CACHE_ROOT, sha256(resolve(store.root)).slice(7, 23));
+}
+
+/**
+ * pruneSnapshotCaches frees tmpfs: it removes the caches of stores that no longer exist and,
+ * for `store`, the preloads whose ramsnap blob is no longer in it. Returns the bytes freed.
+ */
+export async function pruneSnapshotCaches(store?: Store): Promise<number> {
+  let freed = 0;
+  const entries = await readdir(SNAPSHOT_CACHE_ROOT).catch(() => [] as string[]);
+  for (const e of entries) {
+    const dir = join(SNAPSHOT_CACHE_ROOT, e);
+    const owner = await readFile(join(dir, "store-path"), "utf8").catch(() => undefined);
+    if (owner === undefined || !existsSync(join(owner, "oci-layout"))) {
+      freed += await du(dir);
+      await rm(dir, { recursive: true, force: true });
+      continue;
+    }
+    if (store && resolve(owner) === resolve(store.root)) {
+      for (const hex of await readdir(dir)) {
+        if (!/^[a-f0-9]{64}$/.test(hex) || existsSync(store.blobPath(`sha256:${hex}`))) continue;
+        freed += await du(join(dir, hex));
+        await rm(join(dir, hex), { recursive: true, force: true });
+      }
+    }
+  }
+  return freed;
+}
+
+async function du(path: string): Promise<number> {
+  const st = await stat(path).catch(() => undefined);
+  if (!st) return 0;
+  if (!st.isDirectory()) return st.blocks * 512;
+  let n = 0;
+  for (const f of await readdir(path)) n += await du(join(path, f));
+  return n;
 }
 
 const preloads = new Map<string, Promise<{ memoryFile: string; deviceStateFile: string }>>();

@@ -6,7 +6,7 @@ import { isDigest, type Digest } from "../spec/digest.js";
 import { OvmsError, ValidationError, isOvmsError } from "../spec/errors.js";
 import { Annotation } from "../spec/media-types.js";
 import type { Descriptor, ImageManifest } from "../spec/oci.js";
-import { formatReference, parseReference } from "../spec/reference.js";
+import { formatReference, normalizeReference as normalizeRef, parseReference } from "../spec/reference.js";
 import { checkManifest } from "../spec/validate.js";
 import type { OvmsManifest } from "../spec/manifest.generated.js";
 import type { Store } from "../store/store.js";
@@ -50,6 +50,8 @@ export interface ControllerOptions {
   pull?: PullFn;
   /** Paused QEMU processes to keep per hot snapshot artifact (default 1; 0 turns the pool off). */
   warmPool?: number;
+  /** Per-snapshot pool sizes, keyed by reference or manifest digest; they override `warmPool`. */
+  warmPools?: Record<string, number>;
 }
 
 /**
@@ -66,6 +68,7 @@ export class Controller {
   private readonly reserved = new Set<string>();
   /** Paused QEMU processes kept per hot snapshot (0: no pool). */
   private readonly warmPool: number;
+  private readonly warmPools: Map<string, number>;
 
   constructor(opts: ControllerOptions) {
     this.store = opts.store;
@@ -73,6 +76,7 @@ export class Controller {
     this.log = opts.log;
     this.pull = opts.pull ?? pullFromRegistry;
     this.warmPool = opts.warmPool ?? 1;
+    this.warmPools = new Map(Object.entries(opts.warmPools ?? {}).map(([k, n]) => [isDigest(k) ? k : normalizeRef(k), n]));
   }
 
   async version(): Promise<VersionInfo> {
@@ -188,16 +192,28 @@ export class Controller {
 
   private readonly pooled = new Set<string>();
 
+  /** poolSizeFor is the warm-pool size of a snapshot: its own setting (by reference or digest), else the global one. */
+  poolSizeFor(reference: string, digest: string): number {
+    let byRef: number | undefined;
+    try {
+      byRef = this.warmPools.get(normalizeRef(reference));
+    } catch {
+      byRef = undefined; // a path or an untagged import has no reference to match
+    }
+    return this.warmPools.get(digest) ?? byRef ?? this.warmPool;
+  }
+
   /**
    * warm keeps `warmPool` paused QEMU processes ready for a snapshot once it has been started
    * (it is hot), so the next start only loads device state and continues.
    */
   private async warm(prepared: import("../artifact/prepare.js").PreparedArtifact): Promise<void> {
     const rt = this.runtime as Runtime & { configurePool?: (a: typeof prepared, n: number) => Promise<void> };
-    if (!this.warmPool || !rt.configurePool || this.pooled.has(prepared.digest)) return;
+    const size = this.poolSizeFor(prepared.reference, prepared.digest);
+    if (!size || !rt.configurePool || this.pooled.has(prepared.digest)) return;
     this.pooled.add(prepared.digest);
     await new Promise((r) => setTimeout(r, 100));
-    await rt.configurePool(prepared, this.warmPool).catch((e: Error) => this.log.info("warm pool not filled", { digest: prepared.digest, error: e.message }));
+    await rt.configurePool(prepared, size).catch((e: Error) => this.log.info("warm pool not filled", { digest: prepared.digest, error: e.message }));
   }
 
   /**

@@ -1,3 +1,4 @@
+import { OvmsError } from "../spec/errors.js";
 import { Option, type Command } from "commander";
 import { LOG_LEVELS, type LogLevel } from "./log.js";
 import type { ServeOptions } from "./server.js";
@@ -12,6 +13,7 @@ export interface DaemonFlags {
   token?: string;
   logLevel?: LogLevel;
   warmPool?: number;
+  warmPoolFor?: Record<string, number>;
 }
 
 /**
@@ -34,6 +36,16 @@ export function addDaemonOptions(cmd: Command, withStore = true): Command {
     .option("--listen <host:port>", "also listen on TCP (requires --token)")
     .option("--token <token>", "bearer token TCP requests must carry (default: $OVMD_TOKEN)")
     .option("--warm-pool <n>", "paused QEMU processes kept ready per hot snapshot artifact (0: off)", (v) => Number.parseInt(v, 10), 1)
+    .option(
+      "--warm-pool-for <ref=n>",
+      "pool size for one snapshot artifact (reference or digest), repeatable; overrides --warm-pool",
+      (v: string, prev: Record<string, number> = {}) => {
+        const i = v.lastIndexOf("=");
+        const n = Number(v.slice(i + 1));
+        if (i <= 0 || !Number.isInteger(n) || n < 0) throw new OvmsError("USAGE", `--warm-pool-for ${v}: want REF=N`);
+        return { ...prev, [v.slice(0, i)]: n };
+      },
+    )
     .addOption(
       new Option("--log-level <level>", "how much to log on stderr").choices(LOG_LEVELS).default("info"),
     );
@@ -50,5 +62,6 @@ export function serveOptions(flags: DaemonFlags): ServeOptions {
   if (flags.token) o.token = flags.token;
   if (flags.logLevel) o.logLevel = flags.logLevel;
   if (flags.warmPool !== undefined && Number.isInteger(flags.warmPool)) o.warmPool = flags.warmPool;
+  if (flags.warmPoolFor) o.warmPools = flags.warmPoolFor;
   return o;
 }

@@ -1,3 +1,4 @@
+import { pruneSnapshotCaches } from "../artifact/prepare.js";
 import { execFileSync } from "node:child_process";
 import { chmod, chown, lstat, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { readFileSync } from "node:fs";
@@ -20,6 +21,8 @@ export interface ServeOptions {
   socket?: string;
   /** paused QEMU processes per hot snapshot artifact (default 1, 0: off). */
   warmPool?: number;
+  /** per-snapshot pool sizes by reference or digest. */
+  warmPools?: Record<string, number>;
   /** store folder (default: OVM_STORE, else the default store). */
   store?: string;
   /** stateDir holds the instances (default `<store>/.ovms`, so daemons of different stores never share instances). */
@@ -85,6 +88,8 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
     const rt: Runtime = opts.runtime ?? (await qemuRuntime(stateDir));
     cleanups.push(() => rt.close());
     await rt.recover();
+    // Preloaded snapshots of stores that are gone would hold tmpfs memory forever.
+    await pruneSnapshotCaches().catch(() => 0);
     const live = await rt.list();
     log.info("recovered instances", { running: live.length, state_dir: stateDir });
 
@@ -94,6 +99,7 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
       log,
       ...(opts.pull ? { pull: opts.pull } : {}),
       ...(opts.warmPool !== undefined ? { warmPool: opts.warmPool } : {}),
+      ...(opts.warmPools ? { warmPools: opts.warmPools } : {}),
     });
     const table = routes(controller);
 

@@ -188,6 +188,23 @@ test("snapshot → push → pull into a fresh store → restore", async () => {
   }
 });
 
+test("mlock_required: refused naming RLIMIT_MEMLOCK when the limit cannot hold the memory", async () => {
+  const a = await loadArtifact(store, "demo/vm:snap");
+  const locked = { ...a, ovms: { ...a.ovms, ramSnapshot: { ...a.ovms.ramSnapshot!, mlock_required: true } } };
+  const prepared = await prepareArtifact(store, locked, { snapshotCacheDir: cacheDir });
+  const limits = await readFile("/proc/self/limits", "utf8");
+  const m = /Max locked memory\s+(\S+)/.exec(limits)!;
+  const limit = m[1] === "unlimited" ? Infinity : Number(m[1]);
+  // The runtime's QEMU never runs with CAP_IPC_LOCK (as root it drops to nobody), so the limit decides.
+  if (limit < 192 << 20) {
+    await assert.rejects(rt.start(prepared, { name: "locked" }), (e: any) => e.code === "INSUFFICIENT_RESOURCES" && /RLIMIT_MEMLOCK/.test(e.message)); // eslint-disable-line @typescript-eslint/no-explicit-any
+  } else {
+    const info = await rt.start(prepared, { name: "locked" });
+    assert.equal(info.state, "running");
+    await rt.stop(info.instance_id, { force: true });
+  }
+});
+
 test("bad snapshots are refused before QEMU starts: flipped byte, truncated blob, other machine shape", async () => {
   const before = (await rt.list({ all: true })).length;
   const snapArt = await loadArtifact(store, "demo/vm:snap");

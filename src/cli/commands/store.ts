@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { familiarReference, parseReference } from "../../spec/reference.js";
 import { formatSize } from "../../spec/size.js";
 import { artifactSize, isOvmsManifest, loadArtifact } from "../../artifact/artifact.js";
+import { pruneSnapshotCaches } from "../../artifact/prepare.js";
 import type { ImageManifest } from "../../spec/oci.js";
 import { Printer, globals, openStore, table } from "../context.js";
 
@@ -113,7 +114,12 @@ export function register(program: Command): void {
       const out = new Printer(globals(cmd));
       const store = await openStore(cmd);
       const r = await store.gc();
-      out.result(r, () => `removed ${r.blobsRemoved} blob(s), ${r.manifestsDropped} dangling referrer(s); freed ${formatSize(r.bytesFreed)}`);
+      // Preloaded snapshots (tmpfs) of blobs that are gone, and of stores that are gone.
+      const cacheBytesFreed = await pruneSnapshotCaches(store);
+      out.result({ ...r, cacheBytesFreed }, () =>
+        `removed ${r.blobsRemoved} blob(s), ${r.manifestsDropped} dangling referrer(s); freed ${formatSize(r.bytesFreed)}` +
+        (cacheBytesFreed ? `, and ${formatSize(cacheBytesFreed)} of preloaded snapshots` : ""),
+      );
     });
 }
 
