@@ -209,8 +209,7 @@ export async function report(
   return path;
 }
 
-/** DEMO_CMDLINE is the demo guest's kernel command line (see test/helpers.ts for why the TSC flags). */
-export const DEMO_CMDLINE = "console=ttyS0 quiet panic=-1 tsc_early_khz=2000000 tsc=reliable no_timer_check";
+export { DEMO_CMDLINE } from "../scripts/demo-guest.js";
 
 /**
  * demoStore makes a temp folder QEMU's unprivileged user can reach, with a store holding the

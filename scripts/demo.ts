@@ -11,11 +11,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startRegistry, type RegistryServer } from "../test/registry-server.js";
+import { DEMO_CMDLINE } from "./demo-guest.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const OVM = join(ROOT, "dist/src/cli/ovm.js");
 const ASSETS = join(ROOT, ".cache/demo-assets");
-const CMDLINE = "console=ttyS0 quiet panic=-1 tsc_early_khz=2000000 tsc=reliable no_timer_check";
+const CMDLINE = DEMO_CMDLINE;
 
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 const timings: [string, number][] = [];

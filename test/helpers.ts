@@ -70,12 +70,8 @@ export function exec(cmd: string, args: string[], opts: { cwd?: string } = {}): 
 
 export { spawn };
 
-/**
- * DEMO_CMDLINE is the demo artifact's kernel command line: serial console, quiet kernel, and a
- * fixed TSC rate: microvm has no HPET/PM timer to calibrate against, and under TCG on a busy
- * host the PIT calibration fails and the kernel stalls (seen with five guests on two cores).
- */
-export const DEMO_CMDLINE = "console=ttyS0 quiet panic=-1 tsc_early_khz=2000000 tsc=reliable no_timer_check";
+export { DEMO_CMDLINE } from "../scripts/demo-guest.js";
+import { DEMO_CMDLINE } from "../scripts/demo-guest.js";
 
 /**
  * buildDemo builds the demo artifact (real kernel, busybox initrd, ext4 base + qcow2 diff,
