@@ -215,7 +215,11 @@ export { DEMO_CMDLINE } from "../scripts/demo-guest.js";
  * demoStore makes a temp folder QEMU's unprivileged user can reach, with a store holding the
  * demo VM (from .cache/demo-assets) as `bench/vm:1`.
  */
-export async function demoStore(prefix: string, cmdline: string, memory: number): Promise<{ dir: string; store: Store }> {
+export async function demoStore(
+  prefix: string,
+  cmdline: string,
+  memory: number,
+): Promise<{ dir: string; store: Store }> {
   const { mkdtemp, chmod } = await import("node:fs/promises");
   const { tmpdir } = await import("node:os");
   const { Store } = await import("../src/store/store.js");

@@ -29,7 +29,11 @@ async function main(): Promise<void> {
   }
   const { dir, store } = await demoStore("ovms-bench-boot-", CMDLINE, 192 << 20);
   const socket = join(dir, "ovmd.sock");
-  const daemon = spawn(process.execPath, [join(ROOT, "dist/src/daemon/ovmd.js"), "--socket", socket, "--store", store.root], { stdio: "ignore" });
+  const daemon = spawn(
+    process.execPath,
+    [join(ROOT, "dist/src/daemon/ovmd.js"), "--socket", socket, "--store", store.root],
+    { stdio: "ignore" },
+  );
   const client = new OvmdClient({ socketPath: socket });
   for (let i = 0; ; i++) {
     try {
@@ -46,13 +50,17 @@ async function main(): Promise<void> {
       const samples: { startMs: number; runningMs: number; firstLineMs: number; readyMs: number }[] = [];
       for (let i = 0; i < runs; i++) {
         const t0 = performance.now();
-        const { instance_id: id } = await client.start({ manifest: "bench/vm:1", overrides: { accel: "tcg", machine } });
+        const { instance_id: id } = await client.start({
+          manifest: "bench/vm:1",
+          overrides: { accel: "tcg", machine },
+        });
         const startMs = performance.now() - t0;
         let runningMs = NaN;
         let firstLineMs = NaN;
         let readyMs = NaN;
         while (Number.isNaN(readyMs)) {
-          if (Number.isNaN(runningMs) && (await client.status(id)).state === "running") runningMs = performance.now() - t0;
+          if (Number.isNaN(runningMs) && (await client.status(id)).state === "running")
+            runningMs = performance.now() - t0;
           const lines: string[] = [];
           for await (const r of await client.logs(id)) lines.push(r.line);
           const now = performance.now() - t0;
@@ -85,7 +93,10 @@ async function main(): Promise<void> {
     [
       `cold boot benchmark (TCG, 192 MiB, ${cpus().length} CPUs): ms from POST /start`,
       `machine   runs   /start returns   first line p50   p95   OVMS-READY p50   p95`,
-      ...rows.map((r) => `${r.machine.padEnd(8)} ${String(r.runs).padStart(5)} ${f(r.start_call_p50_ms)}         ${f(r.first_line_p50_ms)} ${f(r.first_line_p95_ms)} ${f(r.ready_p50_ms)}     ${f(r.ready_p95_ms)}`),
+      ...rows.map(
+        (r) =>
+          `${r.machine.padEnd(8)} ${String(r.runs).padStart(5)} ${f(r.start_call_p50_ms)}         ${f(r.first_line_p50_ms)} ${f(r.first_line_p95_ms)} ${f(r.ready_p50_ms)}     ${f(r.ready_p95_ms)}`,
+      ),
     ].join("\n") + "\n",
   );
   const out = join(ROOT, "bench", "results");
@@ -93,7 +104,16 @@ async function main(): Promise<void> {
   const file = join(out, `boot-${new Date().toISOString().replace(/[:]/g, "-").replace(/\..+$/, "")}.json`);
   await writeFile(
     file,
-    JSON.stringify({ kind: "boot", date: new Date().toISOString(), host: { cpus: cpus().length, cpuModel: cpus()[0]?.model, memoryBytes: totalmem() }, results: rows }, null, 2) + "\n",
+    JSON.stringify(
+      {
+        kind: "boot",
+        date: new Date().toISOString(),
+        host: { cpus: cpus().length, cpuModel: cpus()[0]?.model, memoryBytes: totalmem() },
+        results: rows,
+      },
+      null,
+      2,
+    ) + "\n",
   );
   process.stdout.write(`results: ${file}\n`);
   await rm(dir, { recursive: true, force: true });

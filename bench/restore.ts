@@ -93,14 +93,24 @@ async function main() {
   const src = await rt.start(cold, { accel: "tcg", name: "source" });
   await firstOutput(join(store.workDir, "instances", src.instance_id, "serial.log"), 200, performance.now());
   await new Promise((r) => setTimeout(r, 1000));
-  const snap = await rt.snapshot(src.instance_id, { stop: true }, (c) => packSnapshot(store, source, c, "bench/vm:snap"));
+  const snap = await rt.snapshot(src.instance_id, { stop: true }, (c) =>
+    packSnapshot(store, source, c, "bench/vm:snap"),
+  );
   const restorable = await prepareArtifact(store, await loadArtifact(store, "bench/vm:snap"));
-  process.stderr.write(`snapshot ${snap.descriptor.digest}: ${snap.ramsnap.metadata.memory.bytes} of ${MEMORY} bytes non-zero, blob ${snap.ramsnap.size} bytes\n`);
+  process.stderr.write(
+    `snapshot ${snap.descriptor.digest}: ${snap.ramsnap.metadata.memory.bytes} of ${MEMORY} bytes non-zero, blob ${snap.ramsnap.size} bytes\n`,
+  );
 
-  const series: Record<string, Sample[]> = { "cold boot": [], "restore (fresh QEMU)": [], "restore (warm pool)": [], "QEMU loadvm": [] };
+  const series: Record<string, Sample[]> = {
+    "cold boot": [],
+    "restore (fresh QEMU)": [],
+    "restore (warm pool)": [],
+    "QEMU loadvm": [],
+  };
 
   for (let i = 0; i < a.coldRuns; i++) series["cold boot"].push(await viaRuntime(rt, cold, store.workDir));
-  for (let i = 0; i < a.runs; i++) series["restore (fresh QEMU)"].push(await viaRuntime(rt, restorable, store.workDir));
+  for (let i = 0; i < a.runs; i++)
+    series["restore (fresh QEMU)"].push(await viaRuntime(rt, restorable, store.workDir));
   await rt.configurePool(restorable, 1);
   for (let i = 0; i < a.runs; i++) {
     // Wait for the pool to refill, so every start is a pool start.
@@ -114,22 +124,47 @@ async function main() {
   const rows = Object.entries(series).map(([name, xs]) => ({
     name,
     runs: xs.length,
-    running_p50_ms: pct(xs.map((x) => x.runningMs), 50),
-    running_p95_ms: pct(xs.map((x) => x.runningMs), 95),
-    output_p50_ms: pct(xs.map((x) => x.firstOutputMs), 50),
-    output_p95_ms: pct(xs.map((x) => x.firstOutputMs), 95),
-    ready_p50_ms: pct(xs.map((x) => x.readyMs), 50),
-    ready_p95_ms: pct(xs.map((x) => x.readyMs), 95),
+    running_p50_ms: pct(
+      xs.map((x) => x.runningMs),
+      50,
+    ),
+    running_p95_ms: pct(
+      xs.map((x) => x.runningMs),
+      95,
+    ),
+    output_p50_ms: pct(
+      xs.map((x) => x.firstOutputMs),
+      50,
+    ),
+    output_p95_ms: pct(
+      xs.map((x) => x.firstOutputMs),
+      95,
+    ),
+    ready_p50_ms: pct(
+      xs.map((x) => x.readyMs),
+      50,
+    ),
+    ready_p95_ms: pct(
+      xs.map((x) => x.readyMs),
+      95,
+    ),
   }));
   const by = Object.fromEntries(rows.map((r) => [r.name, r]));
   const ratios = {
-    "cold boot / warm pool (ready for work p50)": by["cold boot"].ready_p50_ms / by["restore (warm pool)"].ready_p50_ms,
-    "cold boot / fresh restore (ready for work p50)": by["cold boot"].ready_p50_ms / by["restore (fresh QEMU)"].ready_p50_ms,
-    "cold boot / warm pool (running p50)": by["cold boot"].running_p50_ms / by["restore (warm pool)"].running_p50_ms,
-    "cold boot / warm pool (first output p50)": by["cold boot"].output_p50_ms / by["restore (warm pool)"].output_p50_ms,
-    "cold boot / fresh restore (first output p50)": by["cold boot"].output_p50_ms / by["restore (fresh QEMU)"].output_p50_ms,
-    "loadvm / warm pool (running p50)": by["QEMU loadvm"].running_p50_ms / by["restore (warm pool)"].running_p50_ms,
-    "loadvm / fresh restore (running p50)": by["QEMU loadvm"].running_p50_ms / by["restore (fresh QEMU)"].running_p50_ms,
+    "cold boot / warm pool (ready for work p50)":
+      by["cold boot"].ready_p50_ms / by["restore (warm pool)"].ready_p50_ms,
+    "cold boot / fresh restore (ready for work p50)":
+      by["cold boot"].ready_p50_ms / by["restore (fresh QEMU)"].ready_p50_ms,
+    "cold boot / warm pool (running p50)":
+      by["cold boot"].running_p50_ms / by["restore (warm pool)"].running_p50_ms,
+    "cold boot / warm pool (first output p50)":
+      by["cold boot"].output_p50_ms / by["restore (warm pool)"].output_p50_ms,
+    "cold boot / fresh restore (first output p50)":
+      by["cold boot"].output_p50_ms / by["restore (fresh QEMU)"].output_p50_ms,
+    "loadvm / warm pool (running p50)":
+      by["QEMU loadvm"].running_p50_ms / by["restore (warm pool)"].running_p50_ms,
+    "loadvm / fresh restore (running p50)":
+      by["QEMU loadvm"].running_p50_ms / by["restore (fresh QEMU)"].running_p50_ms,
   };
   const f = (n: number) => n.toFixed(1).padStart(9);
   const lines = [
@@ -144,7 +179,10 @@ async function main() {
   process.stdout.write(lines.join("\n") + "\n");
   const out = join(ROOT, "bench", "results");
   await mkdir(out, { recursive: true });
-  const file = join(out, `restore-${new Date().toISOString().replace(/[:]/g, "-").replace(/\..+$/, "")}.json`);
+  const file = join(
+    out,
+    `restore-${new Date().toISOString().replace(/[:]/g, "-").replace(/\..+$/, "")}.json`,
+  );
   await writeFile(
     file,
     JSON.stringify(
@@ -152,8 +190,17 @@ async function main() {
         kind: "restore",
         date: new Date().toISOString(),
         guest: { memoryBytes: MEMORY, machine: "microvm", accel: "tcg", cmdline: CMDLINE },
-        snapshot: { digest: snap.descriptor.digest, blobBytes: snap.ramsnap.size, nonZeroBytes: snap.ramsnap.metadata.memory.bytes },
-        host: { cpus: cpus().length, cpuModel: cpus()[0]?.model, memoryBytes: totalmem(), node: process.version },
+        snapshot: {
+          digest: snap.descriptor.digest,
+          blobBytes: snap.ramsnap.size,
+          nonZeroBytes: snap.ramsnap.metadata.memory.bytes,
+        },
+        host: {
+          cpus: cpus().length,
+          cpuModel: cpus()[0]?.model,
+          memoryBytes: totalmem(),
+          node: process.version,
+        },
         results: rows,
         ratios,
         samples: series,
@@ -177,12 +224,35 @@ async function loadvmSeries(dir: string, a: PreparedArtifact, runs: number): Pro
   const disk = join(vm, "disk.qcow2");
   await createOverlay(disk, top.path, top.format);
   const base = (serial: string, qmp: string, d: string) => [
-    "-machine", "microvm,x-option-roms=off,rtc=on", "-accel", "tcg", "-cpu", "max", "-m", `${MEMORY >> 20}M`,
-    "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-    "-kernel", a.kernelPath, "-initrd", a.initrdPath!, "-append", CMDLINE,
-    "-chardev", `file,id=s0,path=${serial}`, "-serial", "chardev:s0",
-    "-drive", `file=${d},format=qcow2,if=none,id=disk0`, "-device", "virtio-blk-device,drive=disk0",
-    "-qmp", `unix:${qmp},server=on,wait=off`,
+    "-machine",
+    "microvm,x-option-roms=off,rtc=on",
+    "-accel",
+    "tcg",
+    "-cpu",
+    "max",
+    "-m",
+    `${MEMORY >> 20}M`,
+    "-nodefaults",
+    "-no-user-config",
+    "-display",
+    "none",
+    "-no-reboot",
+    "-kernel",
+    a.kernelPath,
+    "-initrd",
+    a.initrdPath!,
+    "-append",
+    CMDLINE,
+    "-chardev",
+    `file,id=s0,path=${serial}`,
+    "-serial",
+    "chardev:s0",
+    "-drive",
+    `file=${d},format=qcow2,if=none,id=disk0`,
+    "-device",
+    "virtio-blk-device,drive=disk0",
+    "-qmp",
+    `unix:${qmp},server=on,wait=off`,
   ];
   const waitQmp = async (sock: string, t0: number) => {
     for (;;) {
@@ -195,7 +265,9 @@ async function loadvmSeries(dir: string, a: PreparedArtifact, runs: number): Pro
     }
   };
   // Save: boot, count a little, savevm, quit.
-  const q0 = spawn("qemu-system-x86_64", base(join(vm, "save.log"), join(vm, "save.sock"), disk), { stdio: "ignore" });
+  const q0 = spawn("qemu-system-x86_64", base(join(vm, "save.log"), join(vm, "save.sock"), disk), {
+    stdio: "ignore",
+  });
   const t = performance.now();
   const c0 = await waitQmp(join(vm, "save.sock"), t);
   await firstOutput(join(vm, "save.log"), 200, t);
@@ -211,7 +283,9 @@ async function loadvmSeries(dir: string, a: PreparedArtifact, runs: number): Pro
     const sock = join(vm, `run-${i}.sock`);
     await writeFile(serial, "");
     const t0 = performance.now();
-    const q = spawn("qemu-system-x86_64", [...base(serial, sock, d), "-loadvm", "bench"], { stdio: "ignore" });
+    const q = spawn("qemu-system-x86_64", [...base(serial, sock, d), "-loadvm", "bench"], {
+      stdio: "ignore",
+    });
     const c = await waitQmp(sock, t0);
     for (;;) {
       const st = await c.execute<{ status: string }>("query-status");

@@ -26,7 +26,10 @@ function ovm(args: string[], env: Record<string, string>, opts: { show?: boolean
   const shown = `ovm ${args.map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(" ")}`;
   process.stdout.write(`\n$ ${bold(shown)}\n`);
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [OVM, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [OVM, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let out = "";
     let err = "";
     child.stdout.on("data", (d: Buffer) => {
@@ -37,7 +40,9 @@ function ovm(args: string[], env: Record<string, string>, opts: { show?: boolean
       err += d.toString();
       if (opts.show !== false) process.stderr.write(d);
     });
-    child.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`${shown} exited ${code}: ${err.trim()}`))));
+    child.on("exit", (code) =>
+      code === 0 ? resolve(out) : reject(new Error(`${shown} exited ${code}: ${err.trim()}`)),
+    );
   });
 }
 
@@ -50,7 +55,12 @@ async function step<T>(title: string, fn: () => Promise<T>): Promise<T> {
 }
 
 /** waitLog follows an instance's serial log until a line matches, and returns the lines seen. */
-async function waitLog(id: string, re: RegExp, env: Record<string, string>, timeoutMs = 120_000): Promise<string[]> {
+async function waitLog(
+  id: string,
+  re: RegExp,
+  env: Record<string, string>,
+  timeoutMs = 120_000,
+): Promise<string[]> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const lines = (await ovm(["logs", id], env, { show: false })).split("\n");
@@ -77,16 +87,36 @@ async function main(): Promise<void> {
   const user = { OVM_STORE: join(dir, "pulled-store"), XDG_RUNTIME_DIR: runtimeDir };
   let registry: RegistryServer | undefined;
   try {
-    await step("build the demo VM artifact (Debian cloud kernel, busybox initrd, ext4 base + qcow2 diff)", () =>
-      ovm(
-        ["build", "-t", "demo/vm:1.0", "--kernel", join(ASSETS, "vmlinuz"), "--initrd", join(ASSETS, "initrd.img"),
-          "--disk", join(ASSETS, "base.qcow2"), "--disk", `${join(ASSETS, "diff.qcow2")}:qcow2`, "--cmdline", CMDLINE,
-          "--memory", "192M", "--cpus", "1"],
-        builder,
-      ),
+    await step(
+      "build the demo VM artifact (Debian cloud kernel, busybox initrd, ext4 base + qcow2 diff)",
+      () =>
+        ovm(
+          [
+            "build",
+            "-t",
+            "demo/vm:1.0",
+            "--kernel",
+            join(ASSETS, "vmlinuz"),
+            "--initrd",
+            join(ASSETS, "initrd.img"),
+            "--disk",
+            join(ASSETS, "base.qcow2"),
+            "--disk",
+            `${join(ASSETS, "diff.qcow2")}:qcow2`,
+            "--cmdline",
+            CMDLINE,
+            "--memory",
+            "192M",
+            "--cpus",
+            "1",
+          ],
+          builder,
+        ),
     );
     await step("validate the example manifests", async () => {
-      const files = (await readdir(join(ROOT, "examples"))).filter((f) => f.endsWith(".json")).map((f) => join(ROOT, "examples", f));
+      const files = (await readdir(join(ROOT, "examples")))
+        .filter((f) => f.endsWith(".json"))
+        .map((f) => join(ROOT, "examples", f));
       return ovm(["validate", ...files], builder);
     });
     await step("inspect it", () => ovm(["inspect", "demo/vm:1.0"], builder));
@@ -104,22 +134,37 @@ async function main(): Promise<void> {
     const id = await step("run it (ovm starts ovmd in the background)", async () =>
       (await ovm(["run", "-d", "--name", "demo", "--cmdline", "ovms.mode=counter", ref], user)).trim(),
     );
-    const lines = await step("the guest boots from the layered disk", () => waitLog(id, /^OVMS-COUNTER: 3$/, user));
-    process.stdout.write(lines.filter((l) => /^OVMS-/.test(l)).slice(0, 8).map((l) => `  guest| ${l}`).join("\n") + "\n");
-    if (!lines.includes("OVMS-LAYER: hello from the diff layer")) throw new Error("the guest did not see the diff layer");
+    const lines = await step("the guest boots from the layered disk", () =>
+      waitLog(id, /^OVMS-COUNTER: 3$/, user),
+    );
+    process.stdout.write(
+      lines
+        .filter((l) => /^OVMS-/.test(l))
+        .slice(0, 8)
+        .map((l) => `  guest| ${l}`)
+        .join("\n") + "\n",
+    );
+    if (!lines.includes("OVMS-LAYER: hello from the diff layer"))
+      throw new Error("the guest did not see the diff layer");
     await ovm(["status", id], user);
 
     const snapRef = `${registry.host}/demo/vm:fast`;
-    await step("snapshot the running VM (RAM + disk) as a new artifact", () => ovm(["snapshot", id, "-t", snapRef], user));
+    await step("snapshot the running VM (RAM + disk) as a new artifact", () =>
+      ovm(["snapshot", id, "-t", snapRef], user),
+    );
     await step("push the snapshot", () => ovm(["push", snapRef], user));
     await step("stop the original", () => ovm(["stop", id], user));
 
     const restored = await step("restore the snapshot (a copy-on-write clone, no boot)", async () =>
       (await ovm(["run", "-d", "--name", "demo-restored", snapRef], user)).trim(),
     );
-    const after = await step("the restored guest goes on counting where it was", () => waitLog(restored, /^OVMS-COUNTER: \d+$/, user));
+    const after = await step("the restored guest goes on counting where it was", () =>
+      waitLog(restored, /^OVMS-COUNTER: \d+$/, user),
+    );
     const first = after.find((l) => /^OVMS-COUNTER:/.test(l));
-    process.stdout.write(`  guest| ${first}  (the original had counted past 3 when it was snapshotted; a cold boot starts at 0)\n`);
+    process.stdout.write(
+      `  guest| ${first}  (the original had counted past 3 when it was snapshotted; a cold boot starts at 0)\n`,
+    );
     const status = JSON.parse(await ovm(["--json", "status", restored], user, { show: false }));
     process.stdout.write(`  restore: ${status.metrics.start_ms} ms from the start request to running\n`);
     await ovm(["stop", restored], user);
@@ -139,7 +184,8 @@ async function main(): Promise<void> {
     await rm(dir, { recursive: true, force: true });
   }
   process.stdout.write(`\n${bold("== timing summary")}\n`);
-  for (const [title, ms] of timings) process.stdout.write(`${(ms / 1000).toFixed(2).padStart(7)} s  ${title}\n`);
+  for (const [title, ms] of timings)
+    process.stdout.write(`${(ms / 1000).toFixed(2).padStart(7)} s  ${title}\n`);
   process.stdout.write("\nNext: `ovm --help`, the spec in rfc/ovms-v0.1.md, benchmarks in bench/.\n");
 }
 

@@ -7,7 +7,13 @@ export * from "./store/index.js";
 export * from "./registry/index.js";
 export * from "./artifact/index.js";
 export * from "./runtime/index.js";
-export { OvmdClient, DaemonError, isDaemonUnavailable, DAEMON_UNAVAILABLE, type ClientOptions } from "./client/client.js";
+export {
+  OvmdClient,
+  DaemonError,
+  isDaemonUnavailable,
+  DAEMON_UNAVAILABLE,
+  type ClientOptions,
+} from "./client/client.js";
 export { defaultSocketPath, resolveSocketPath, isPathLike } from "./client/paths.js";
 export type {
   VersionInfo,

@@ -9,7 +9,10 @@ export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 export const OVM = join(ROOT, "dist/src/cli/ovm.js");
 
 /** tempDir makes a fresh folder for one test and removes it when the test ends. */
-export async function tempDir(t: { after: (fn: () => Promise<void>) => void }, prefix = "ovms-test-"): Promise<string> {
+export async function tempDir(
+  t: { after: (fn: () => Promise<void>) => void },
+  prefix = "ovms-test-",
+): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   t.after(() => rm(dir, { recursive: true, force: true }));
   return dir;
@@ -25,16 +28,26 @@ export interface RunResult {
 /** ovm runs the CLI as a user would, with `env` added to the environment. */
 export function ovm(args: string[], env: Record<string, string> = {}, input?: string): Promise<RunResult> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, [OVM, ...args], { env: { ...process.env, ...env }, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === "number" ? ((err as { code: number }).code) : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
+    const child = execFile(
+      process.execPath,
+      [OVM, ...args],
+      { env: { ...process.env, ...env }, maxBuffer: 64 << 20 },
+      (err, stdout, stderr) => {
+        const code = err
+          ? typeof (err as { code?: unknown }).code === "number"
+            ? (err as { code: number }).code
+            : 1
+          : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
     if (input !== undefined) child.stdin?.end(input);
   });
 }
 
 /** ovmJson runs the CLI with --json and parses stdout; it fails the test on a non-zero exit. */
-export async function ovmJson<T = any>(args: string[], env: Record<string, string> = {}): Promise<T> { // eslint-disable-line @typescript-eslint/no-explicit-any
+export async function ovmJson<T = any>(args: string[], env: Record<string, string> = {}): Promise<T> {
+  // eslint-disable-line @typescript-eslint/no-explicit-any
   const r = await ovm(["--json", ...args], env);
   if (r.code !== 0) throw new Error(`ovm ${args.join(" ")} exited ${r.code}: ${r.stderr}`);
   return JSON.parse(r.stdout) as T;
@@ -54,9 +67,17 @@ let assets: DemoAssets | undefined;
 /** demoAssets builds (once, cached in .cache/) and returns the demo VM's parts. */
 export function demoAssets(): DemoAssets {
   if (!assets) {
-    const out = execFileSync("bash", [join(ROOT, "scripts/demo-assets.sh")], { encoding: "utf8" }).trim().split("\n");
+    const out = execFileSync("bash", [join(ROOT, "scripts/demo-assets.sh")], { encoding: "utf8" })
+      .trim()
+      .split("\n");
     const dir = out[out.length - 1];
-    assets = { dir, kernel: join(dir, "vmlinuz"), initrd: join(dir, "initrd.img"), base: join(dir, "base.qcow2"), diff: join(dir, "diff.qcow2") };
+    assets = {
+      dir,
+      kernel: join(dir, "vmlinuz"),
+      initrd: join(dir, "initrd.img"),
+      base: join(dir, "base.qcow2"),
+      diff: join(dir, "diff.qcow2"),
+    };
   }
   return assets;
 }
@@ -64,7 +85,9 @@ export function demoAssets(): DemoAssets {
 /** exec runs a host tool and returns its stdout, failing on a non-zero exit. */
 export function exec(cmd: string, args: string[], opts: { cwd?: string } = {}): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { maxBuffer: 64 << 20, ...opts }, (err, stdout, stderr) => (err ? reject(new Error(`${cmd} ${args.join(" ")}: ${stderr || err.message}`)) : resolve(stdout)));
+    execFile(cmd, args, { maxBuffer: 64 << 20, ...opts }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${cmd} ${args.join(" ")}: ${stderr || err.message}`)) : resolve(stdout),
+    );
   });
 }
 
@@ -77,7 +100,11 @@ import { DEMO_CMDLINE } from "../scripts/demo-guest.js";
  * buildDemo builds the demo artifact (real kernel, busybox initrd, ext4 base + qcow2 diff,
  * one ivshmem device) into `store` as `tag` and returns the build result.
  */
-export async function buildDemo(store: import("../src/store/store.js").Store, tag = "demo/vm:1.0", withDevice = true) {
+export async function buildDemo(
+  store: import("../src/store/store.js").Store,
+  tag = "demo/vm:1.0",
+  withDevice = true,
+) {
   const { build } = await import("../src/artifact/build.js");
   const a = demoAssets();
   return build(

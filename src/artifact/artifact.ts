@@ -82,7 +82,10 @@ export function checkArtifact(oci: ImageManifest, ovms: OvmsManifest): Validatio
     const l = byDigest.get(ref as Digest);
     if (!l) return out.push({ path, message: `${ref} is not a layer of the OCI manifest` });
     if (l.mediaType !== ROLE_MEDIA_TYPE[role]) {
-      out.push({ path, message: `layer ${ref} has media type ${l.mediaType}, want ${ROLE_MEDIA_TYPE[role]}` });
+      out.push({
+        path,
+        message: `layer ${ref} has media type ${l.mediaType}, want ${ROLE_MEDIA_TYPE[role]}`,
+      });
     }
     if (size !== undefined && role !== "disk" && l.size !== size) {
       out.push({ path, message: `size ${size} does not match the layer's ${l.size}` });
@@ -96,7 +99,10 @@ export function checkArtifact(oci: ImageManifest, ovms: OvmsManifest): Validatio
     const l = byDigest.get(d.ref as Digest);
     const fmt = l?.annotations?.[Annotation.Format];
     if (l && fmt !== d.format) {
-      out.push({ path: `diskLayers[${i}].format`, message: `is ${d.format} but the layer's ovms.format annotation says ${fmt ?? "nothing"}` });
+      out.push({
+        path: `diskLayers[${i}].format`,
+        message: `is ${d.format} but the layer's ovms.format annotation says ${fmt ?? "nothing"}`,
+      });
     }
   });
   if (ovms.ramSnapshot) want("ramSnapshot.ref", ovms.ramSnapshot.ref, "ramsnap", ovms.ramSnapshot.size);
@@ -114,10 +120,17 @@ export async function loadArtifact(store: Store, reference: string): Promise<Art
 }
 
 /** loadArtifactByDescriptor is loadArtifact for an already-resolved manifest descriptor. */
-export async function loadArtifactByDescriptor(store: Store, descriptor: Descriptor, reference: string): Promise<Artifact> {
+export async function loadArtifactByDescriptor(
+  store: Store,
+  descriptor: Descriptor,
+  reference: string,
+): Promise<Artifact> {
   const oci = await store.readJson<ImageManifest>(descriptor.digest);
   if (oci.mediaType === MediaType.OciIndex || !oci.config) {
-    throw new OvmsError("NOT_AN_ARTIFACT", `${reference}: ${descriptor.digest} is an index, not an OVMS artifact manifest`);
+    throw new OvmsError(
+      "NOT_AN_ARTIFACT",
+      `${reference}: ${descriptor.digest} is an index, not an OVMS artifact manifest`,
+    );
   }
   if (!isOvmsManifest(oci)) {
     throw new OvmsError(

@@ -75,14 +75,25 @@ export async function loadBuildFile(path: string): Promise<BuildSpec> {
       }
     }
   } catch (e) {
-    throw new ValidationError(`build file ${path}`, [{ path: "", message: `cannot parse: ${(e as Error).message}` }]);
+    throw new ValidationError(`build file ${path}`, [
+      { path: "", message: `cannot parse: ${(e as Error).message}` },
+    ]);
   }
   if (!validate(doc)) {
     throw new ValidationError(
       `build file ${path}`,
       (validate.errors ?? []).map((e) => ({
-        path: jsonPath(e.instancePath, (e.params as { missingProperty?: string; additionalProperty?: string }).missingProperty ?? (e.params as { additionalProperty?: string }).additionalProperty),
-        message: e.keyword === "additionalProperties" ? "is not a known key" : e.keyword === "required" ? "is required" : (e.message ?? e.keyword),
+        path: jsonPath(
+          e.instancePath,
+          (e.params as { missingProperty?: string; additionalProperty?: string }).missingProperty ??
+            (e.params as { additionalProperty?: string }).additionalProperty,
+        ),
+        message:
+          e.keyword === "additionalProperties"
+            ? "is not a known key"
+            : e.keyword === "required"
+              ? "is required"
+              : (e.message ?? e.keyword),
       })),
     );
   }
@@ -95,11 +106,19 @@ export async function loadBuildFile(path: string): Promise<BuildSpec> {
     kernel: { path: abs(d.kernel.path), ...(d.kernel.args !== undefined ? { args: d.kernel.args } : {}) },
   };
   if (d.initrd) spec.initrd = { path: abs(d.initrd.path) };
-  if (d.disks) spec.disks = d.disks.map((x: { path: string; format?: "qcow2" | "raw" }) => ({ ...x, path: abs(x.path) }));
-  if (d.devices) spec.devices = d.devices.map((x: Record<string, unknown>) => (x.size !== undefined ? { ...x, size: parseSize(x.size as string, "devices.size") } : x));
+  if (d.disks)
+    spec.disks = d.disks.map((x: { path: string; format?: "qcow2" | "raw" }) => ({
+      ...x,
+      path: abs(x.path),
+    }));
+  if (d.devices)
+    spec.devices = d.devices.map((x: Record<string, unknown>) =>
+      x.size !== undefined ? { ...x, size: parseSize(x.size as string, "devices.size") } : x,
+    );
   if (d.resources) {
     spec.resources = {};
-    if (d.resources.memory !== undefined) spec.resources.memory = parseSize(d.resources.memory, "resources.memory");
+    if (d.resources.memory !== undefined)
+      spec.resources.memory = parseSize(d.resources.memory, "resources.memory");
     if (d.resources.vcpus !== undefined) spec.resources.vcpus = d.resources.vcpus;
   }
   if (d.runtimeHints) spec.runtimeHints = d.runtimeHints;

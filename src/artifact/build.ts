@@ -4,7 +4,14 @@ import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import { OvmsError } from "../spec/errors.js";
 import { Annotation, MediaType } from "../spec/media-types.js";
 import type { Descriptor } from "../spec/oci.js";
-import type { Device, DiskLayer, Metadata, OvmsManifest, Resources, RuntimeHints } from "../spec/manifest.generated.js";
+import type {
+  Device,
+  DiskLayer,
+  Metadata,
+  OvmsManifest,
+  Resources,
+  RuntimeHints,
+} from "../spec/manifest.generated.js";
 import { validateManifest } from "../spec/validate.js";
 import { formatReference, parseReference } from "../spec/reference.js";
 import type { Digest } from "../spec/digest.js";
@@ -46,9 +53,15 @@ export type BuildProgress = (step: string) => void;
  * Nothing is named until every blob is written and the manifest validates, so a failed
  * build leaves at most unreferenced blobs (removed by `gc`), never a half artifact.
  */
-export async function build(store: Store, spec: BuildSpec, tag: string, progress: BuildProgress = () => {}): Promise<BuildResult> {
+export async function build(
+  store: Store,
+  spec: BuildSpec,
+  tag: string,
+  progress: BuildProgress = () => {},
+): Promise<BuildResult> {
   const ref = parseReference(tag);
-  if (!ref.tag || ref.digest) throw new OvmsError("INVALID_REFERENCE", `${tag}: build needs a tag reference, not a digest`);
+  if (!ref.tag || ref.digest)
+    throw new OvmsError("INVALID_REFERENCE", `${tag}: build needs a tag reference, not a digest`);
   const layers: Descriptor[] = [];
 
   const kernel = await ingestFile(store, spec.kernel.path, "kernel");
@@ -70,7 +83,9 @@ export async function build(store: Store, spec: BuildSpec, tag: string, progress
       const layer = await packDisk(store, disks, i, diskLayers[i - 1], scratch);
       diskLayers.push(layer.manifestEntry);
       layers.push(layer.descriptor);
-      progress(`disk ${i} ${basename(disks[i].path)} (${layer.manifestEntry.format}) ${layer.descriptor.digest} (${layer.descriptor.size} bytes)`);
+      progress(
+        `disk ${i} ${basename(disks[i].path)} (${layer.manifestEntry.format}) ${layer.descriptor.digest} (${layer.descriptor.size} bytes)`,
+      );
     }
   } finally {
     await rm(scratch, { recursive: true, force: true });
@@ -82,7 +97,11 @@ export async function build(store: Store, spec: BuildSpec, tag: string, progress
     mediaType: MediaType.OvmsManifest,
     name: spec.name,
     version: spec.version,
-    kernel: { ref: kernel.digest, size: kernel.size, ...(spec.kernel.args !== undefined ? { args: spec.kernel.args } : {}) },
+    kernel: {
+      ref: kernel.digest,
+      size: kernel.size,
+      ...(spec.kernel.args !== undefined ? { args: spec.kernel.args } : {}),
+    },
   };
   if (initrd) manifest.initrd = { ref: initrd.digest, size: initrd.size };
   if (diskLayers.length) manifest.diskLayers = diskLayers;
@@ -109,7 +128,11 @@ function createdTime(): string {
   return d.toISOString().replace(/\.\d{3}Z$/, "Z");
 }
 
-async function ingestFile(store: Store, path: string, what: string): Promise<{ digest: Digest; size: number }> {
+async function ingestFile(
+  store: Store,
+  path: string,
+  what: string,
+): Promise<{ digest: Digest; size: number }> {
   const st = await stat(path).catch(() => undefined);
   if (!st?.isFile()) throw new OvmsError("FILE_NOT_FOUND", `${what}: ${path} is not a readable file`);
   return store.ingest(createReadStream(path));
@@ -149,12 +172,21 @@ async function packDisk(
     }
   } else {
     if (format !== "qcow2") throw new OvmsError("DISK_INVALID", `${where}: a diff layer must be qcow2`);
-    if (!info.backingFilename) throw new OvmsError("DISK_INVALID", `${where}: a diff layer needs a backing file (the previous --disk)`);
-    const backing = isAbsolute(info.backingFilename) ? info.backingFilename : resolve(dirname(path), info.backingFilename);
+    if (!info.backingFilename)
+      throw new OvmsError(
+        "DISK_INVALID",
+        `${where}: a diff layer needs a backing file (the previous --disk)`,
+      );
+    const backing = isAbsolute(info.backingFilename)
+      ? info.backingFilename
+      : resolve(dirname(path), info.backingFilename);
     const want = await realpath(disks[i - 1].path);
     const got = await realpath(backing).catch(() => backing);
     if (got !== want) {
-      throw new OvmsError("DISK_INVALID", `${where}: is backed by ${info.backingFilename}, not by the previous disk ${disks[i - 1].path}`);
+      throw new OvmsError(
+        "DISK_INVALID",
+        `${where}: is backed by ${info.backingFilename}, not by the previous disk ${disks[i - 1].path}`,
+      );
     }
     // Record the parent by digest in a private copy; the user's file is left as it was.
     file = join(scratch, `diff-${i}.qcow2`);
@@ -170,7 +202,12 @@ async function packDisk(
     await packed.cleanup();
   }
   const descriptor = layerDescriptor("disk", blob, basename(path), { [Annotation.Format]: format });
-  const manifestEntry: DiskLayer = { ref: blob.digest, format, size: fileSize, virtualSize: info.virtualSize };
+  const manifestEntry: DiskLayer = {
+    ref: blob.digest,
+    format,
+    size: fileSize,
+    virtualSize: info.virtualSize,
+  };
   if (parent) manifestEntry.parent = parent.ref;
   return { descriptor, manifestEntry };
 }

@@ -28,7 +28,10 @@ export async function packDiskLayer(
     await copyFile(file, join(dir, name), constants.COPYFILE_FICLONE);
   }
   const stream = tar.c({ cwd: dir, portable: true, mtime: new Date(0), noPax: true, gzip: false }, [name]);
-  return { stream: Readable.from(stream as unknown as AsyncIterable<Buffer>), cleanup: () => rm(dir, { recursive: true, force: true }) };
+  return {
+    stream: Readable.from(stream as unknown as AsyncIterable<Buffer>),
+    cleanup: () => rm(dir, { recursive: true, force: true }),
+  };
 }
 
 /**
@@ -36,7 +39,11 @@ export async function packDiskLayer(
  * path. Only the one expected regular file is written: anything else in the tar (links,
  * devices, paths with `..`) is refused, since layers come from registries.
  */
-export async function unpackDiskLayer(stream: Readable, format: "qcow2" | "raw", dir: string): Promise<string> {
+export async function unpackDiskLayer(
+  stream: Readable,
+  format: "qcow2" | "raw",
+  dir: string,
+): Promise<string> {
   const name = diskFileName(format);
   let seen = 0;
   let refused: string | undefined;
@@ -57,7 +64,10 @@ export async function unpackDiskLayer(stream: Readable, format: "qcow2" | "raw",
     stream.pipe(x);
   });
   if (seen !== 1 || refused !== undefined) {
-    throw new OvmsError("ARTIFACT_INVALID", `disk layer tar must hold exactly one regular file ${name}${refused ? ` (found ${refused})` : ""}`);
+    throw new OvmsError(
+      "ARTIFACT_INVALID",
+      `disk layer tar must hold exactly one regular file ${name}${refused ? ` (found ${refused})` : ""}`,
+    );
   }
   return join(dir, name);
 }

@@ -15,15 +15,28 @@ const PACKAGE_OF: Record<string, string> = {
  */
 export function run(cmd: string, args: string[], opts: { timeoutMs?: number } = {}): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { maxBuffer: 64 << 20, timeout: opts.timeoutMs ?? 120_000 }, (err, stdout, stderr) => {
-      if (!err) return resolve(stdout);
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") {
-        const pkg = PACKAGE_OF[cmd];
-        return reject(
-          new OvmsError("TOOL_MISSING", `${cmd} is not installed${pkg ? ` (apt-get install ${pkg})` : ""}`, { cause: err }),
+    execFile(
+      cmd,
+      args,
+      { maxBuffer: 64 << 20, timeout: opts.timeoutMs ?? 120_000 },
+      (err, stdout, stderr) => {
+        if (!err) return resolve(stdout);
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+          const pkg = PACKAGE_OF[cmd];
+          return reject(
+            new OvmsError(
+              "TOOL_MISSING",
+              `${cmd} is not installed${pkg ? ` (apt-get install ${pkg})` : ""}`,
+              { cause: err },
+            ),
+          );
+        }
+        reject(
+          new OvmsError("TOOL_FAILED", `${cmd} ${args.join(" ")}: ${String(stderr).trim() || err.message}`, {
+            cause: err,
+          }),
         );
-      }
-      reject(new OvmsError("TOOL_FAILED", `${cmd} ${args.join(" ")}: ${String(stderr).trim() || err.message}`, { cause: err }));
-    });
+      },
+    );
   });
 }

@@ -41,7 +41,11 @@ const verified = new Set<string>();
 async function verifyBlob(store: Store, digest: Digest, size: number): Promise<string> {
   const path = store.blobPath(digest);
   const st = await stat(path).catch(() => undefined);
-  if (!st) throw new OvmsError("ARTIFACT_INCOMPLETE", `blob ${digest} is missing from the store (pull the artifact again)`);
+  if (!st)
+    throw new OvmsError(
+      "ARTIFACT_INCOMPLETE",
+      `blob ${digest} is missing from the store (pull the artifact again)`,
+    );
   const key = `${digest}:${st.size}:${st.mtimeMs}`;
   if (verified.has(key)) return path;
   const h = new Hasher({ digest, size, what: `blob ${digest}` });
@@ -57,11 +61,17 @@ async function verifyBlob(store: Store, digest: Digest, size: number): Promise<s
  * parent's local path. Extraction goes to a temp folder renamed into place, so two
  * instances preparing the same layer at once never see half a disk.
  */
-export async function prepareArtifact(store: Store, a: Artifact, opts: { snapshotCacheDir?: string } = {}): Promise<PreparedArtifact> {
+export async function prepareArtifact(
+  store: Store,
+  a: Artifact,
+  opts: { snapshotCacheDir?: string } = {},
+): Promise<PreparedArtifact> {
   const layerSize = new Map(a.oci.layers.map((l) => [l.digest, l.size]));
   const m = a.ovms;
   const kernelPath = await verifyBlob(store, m.kernel.ref as Digest, layerSize.get(m.kernel.ref as Digest)!);
-  const initrdPath = m.initrd ? await verifyBlob(store, m.initrd.ref as Digest, layerSize.get(m.initrd.ref as Digest)!) : undefined;
+  const initrdPath = m.initrd
+    ? await verifyBlob(store, m.initrd.ref as Digest, layerSize.get(m.initrd.ref as Digest)!)
+    : undefined;
   const disks: PreparedArtifact["disks"] = [];
   await mkdir(layersDir(store), { recursive: true });
   for (const [i, d] of (m.diskLayers ?? []).entries()) {
@@ -96,22 +106,35 @@ export async function prepareArtifact(store: Store, a: Artifact, opts: { snapsho
     }
     disks.push({ path: file, format: d.format, ref });
   }
-  const out: PreparedArtifact = { reference: a.reference, digest: a.descriptor.digest, manifest: m, kernelPath, disks };
+  const out: PreparedArtifact = {
+    reference: a.reference,
+    digest: a.descriptor.digest,
+    manifest: m,
+    kernelPath,
+    disks,
+  };
   if (initrdPath) out.initrdPath = initrdPath;
   if (m.ramSnapshot) {
     const ref = m.ramSnapshot.ref as Digest;
     if (m.ramSnapshot.compression !== "lz4") {
-      throw new OvmsError("NOT_IMPLEMENTED", `ramSnapshot.compression ${m.ramSnapshot.compression} is not supported by this runtime (lz4 only)`);
+      throw new OvmsError(
+        "NOT_IMPLEMENTED",
+        `ramSnapshot.compression ${m.ramSnapshot.compression} is not supported by this runtime (lz4 only)`,
+      );
     }
     const blob = await verifyBlob(store, ref, layerSize.get(ref)!);
     const header = await readRamsnapHeader(blob);
     const problems = snapshotMismatches(header.metadata, m);
     if (problems.length) {
-      throw new OvmsError("MANIFEST_INVALID", `RAM snapshot ${ref} does not fit its artifact: ${problems.join("; ")}`);
+      throw new OvmsError(
+        "MANIFEST_INVALID",
+        `RAM snapshot ${ref} does not fit its artifact: ${problems.join("; ")}`,
+      );
     }
     const cache = opts.snapshotCacheDir ?? defaultSnapshotCache(store);
     await mkdir(cache, { recursive: true, mode: 0o755 });
-    if (!existsSync(join(cache, "store-path"))) await writeFile(join(cache, "store-path"), resolve(store.root));
+    if (!existsSync(join(cache, "store-path")))
+      await writeFile(join(cache, "store-path"), resolve(store.root));
     const dir = join(cache, digestHex(ref));
     out.ramSnapshot = { ...(await preloadOnce(blob, header, dir)), metadata: header.metadata, digest: ref };
   }
@@ -124,12 +147,15 @@ export function snapshotMismatches(meta: RamsnapMetadata, m: OvmsManifest): stri
   if (meta.version !== 1) out.push(`layout version ${meta.version} (want 1)`);
   const layers = (m.diskLayers ?? []).map((d) => d.ref);
   if (JSON.stringify(meta.diskLayers) !== JSON.stringify(layers)) {
-    out.push(`diskLayers: snapshot taken with [${meta.diskLayers.join(", ")}], manifest has [${layers.join(", ")}]`);
+    out.push(
+      `diskLayers: snapshot taken with [${meta.diskLayers.join(", ")}], manifest has [${layers.join(", ")}]`,
+    );
   }
   if (m.resources?.memory !== undefined && m.resources.memory !== meta.memoryBytes) {
     out.push(`memory: snapshot ${meta.memoryBytes}, manifest ${m.resources.memory}`);
   }
-  if (m.resources?.vcpus !== undefined && m.resources.vcpus !== meta.vcpus) out.push(`vcpus: snapshot ${meta.vcpus}, manifest ${m.resources.vcpus}`);
+  if (m.resources?.vcpus !== undefined && m.resources.vcpus !== meta.vcpus)
+    out.push(`vcpus: snapshot ${meta.vcpus}, manifest ${m.resources.vcpus}`);
   return out;
 }
 

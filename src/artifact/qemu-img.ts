@@ -12,7 +12,10 @@ export interface ImageInfo {
 /** imageInfo reads a disk image's format, sizes and backing file with `qemu-img info`. */
 export async function imageInfo(path: string): Promise<ImageInfo> {
   // -U: read even if a running QEMU holds the image's lock (inspecting never writes).
-  const out = JSON.parse(await run("qemu-img", ["info", "-U", "--output=json", path])) as Record<string, unknown>;
+  const out = JSON.parse(await run("qemu-img", ["info", "-U", "--output=json", path])) as Record<
+    string,
+    unknown
+  >;
   const info: ImageInfo = {
     format: String(out.format),
     virtualSize: Number(out["virtual-size"]),

@@ -88,7 +88,8 @@ export async function findExtents(path: string, size: number): Promise<Extent[]>
 export function cutBlocks(extents: Extent[], blockSize: number): { guestOffset: number; length: number }[] {
   const out: { guestOffset: number; length: number }[] = [];
   for (const e of extents) {
-    for (let o = 0; o < e.length; o += blockSize) out.push({ guestOffset: e.offset + o, length: Math.min(blockSize, e.length - o) });
+    for (let o = 0; o < e.length; o += blockSize)
+      out.push({ guestOffset: e.offset + o, length: Math.min(blockSize, e.length - o) });
   }
   return out;
 }
@@ -105,7 +106,10 @@ export interface RamsnapInput {
  * encodeRamsnap yields the blob of §5.2 chunk by chunk (one frame at a time, so memory use is
  * bounded by the block size), with the metadata it wrote.
  */
-export async function* encodeRamsnap(input: RamsnapInput, out: { metadata?: RamsnapMetadata } = {}): AsyncGenerator<Buffer> {
+export async function* encodeRamsnap(
+  input: RamsnapInput,
+  out: { metadata?: RamsnapMetadata } = {},
+): AsyncGenerator<Buffer> {
   const extents = await findExtents(input.memoryFile, input.metadata.memoryBytes);
   const blocks = cutBlocks(extents, RAMSNAP_BLOCK_SIZE);
   const metadata: RamsnapMetadata = {
@@ -113,12 +117,19 @@ export async function* encodeRamsnap(input: RamsnapInput, out: { metadata?: Rams
     ...input.metadata,
     blockSize: RAMSNAP_BLOCK_SIZE,
     extents,
-    deviceState: { size: input.deviceState.length, sha256: createHash("sha256").update(input.deviceState).digest("hex") },
+    deviceState: {
+      size: input.deviceState.length,
+      sha256: createHash("sha256").update(input.deviceState).digest("hex"),
+    },
     memory: { bytes: extents.reduce((n, e) => n + e.length, 0), blocks: blocks.length },
   };
   out.metadata = metadata;
   const frame = (data: Buffer) => compressFrame(data, { contentChecksum: true });
-  const index: RamsnapIndex = { blocks: [], metadata: { frameOffset: 0, frameLength: 0 }, deviceState: { frameOffset: 0, frameLength: 0 } };
+  const index: RamsnapIndex = {
+    blocks: [],
+    metadata: { frameOffset: 0, frameLength: 0 },
+    deviceState: { frameOffset: 0, frameLength: 0 },
+  };
   let offset = 0;
   const m = await frame(Buffer.from(RAMSNAP_FIRST_LINE + JSON.stringify(metadata) + "\n"));
   index.metadata = { frameOffset: offset, frameLength: m.length };
@@ -210,12 +221,18 @@ export async function readRamsnapHeader(path: string): Promise<RamsnapHeader> {
     // Frames follow each other with no gap, and the blocks are exactly the cut of the extents.
     let at = 0;
     for (const f of [index.metadata, index.deviceState, ...index.blocks]) {
-      if (f.frameOffset !== at) throw bad(path, `frame at ${f.frameOffset} does not follow the previous one (want ${at})`);
+      if (f.frameOffset !== at)
+        throw bad(path, `frame at ${f.frameOffset} does not follow the previous one (want ${at})`);
       at += f.frameLength;
     }
     if (at !== x) throw bad(path, `frames end at ${at}, the index starts at ${x}`);
     const want = cutBlocks(metadata.extents, metadata.blockSize);
-    if (want.length !== index.blocks.length || want.some((b, i) => b.guestOffset !== index.blocks[i].guestOffset || b.length !== index.blocks[i].length)) {
+    if (
+      want.length !== index.blocks.length ||
+      want.some(
+        (b, i) => b.guestOffset !== index.blocks[i].guestOffset || b.length !== index.blocks[i].length,
+      )
+    ) {
       throw bad(path, "index blocks do not match the metadata's extents");
     }
     return { metadata, index, size };
@@ -229,12 +246,20 @@ export async function readRamsnapHeader(path: string): Promise<RamsnapHeader> {
  * and its device state into `deviceStateFile`, decompressing blocks in parallel; every frame's
  * LZ4 content checksum and the device state's SHA-256 are checked.
  */
-export async function preloadRamsnap(blob: string, h: RamsnapHeader, memoryFile: string, deviceStateFile: string): Promise<void> {
+export async function preloadRamsnap(
+  blob: string,
+  h: RamsnapHeader,
+  memoryFile: string,
+  deviceStateFile: string,
+): Promise<void> {
   const src = await open(blob, "r");
   const mem = await open(memoryFile, "w", 0o644);
   try {
     await mem.truncate(h.metadata.memoryBytes);
-    const dev = await inflate(await readAt(src, h.index.deviceState.frameOffset, h.index.deviceState.frameLength), "device state frame");
+    const dev = await inflate(
+      await readAt(src, h.index.deviceState.frameOffset, h.index.deviceState.frameLength),
+      "device state frame",
+    );
     const sum = createHash("sha256").update(dev).digest("hex");
     if (dev.length !== h.metadata.deviceState.size || sum !== h.metadata.deviceState.sha256) {
       throw bad(blob, `device state does not match its metadata (size ${dev.length}, sha256 ${sum})`);
@@ -244,8 +269,12 @@ export async function preloadRamsnap(blob: string, h: RamsnapHeader, memoryFile:
     const worker = async () => {
       while (next < h.index.blocks.length) {
         const b = h.index.blocks[next++];
-        const data = await inflate(await readAt(src, b.frameOffset, b.frameLength), `block at ${b.guestOffset}`);
-        if (data.length !== b.length) throw bad(blob, `block at ${b.guestOffset} is ${data.length} bytes, want ${b.length}`);
+        const data = await inflate(
+          await readAt(src, b.frameOffset, b.frameLength),
+          `block at ${b.guestOffset}`,
+        );
+        if (data.length !== b.length)
+          throw bad(blob, `block at ${b.guestOffset} is ${data.length} bytes, want ${b.length}`);
         await mem.write(data, 0, data.length, b.guestOffset);
       }
     };

@@ -51,9 +51,15 @@ export interface SnapshotResult {
  * and the ramsnap blob; `subject` points at the source manifest. Runs while the guest is
  * paused, so memory and disk are of the same moment.
  */
-export async function packSnapshot(store: Store, source: Artifact, c: SnapshotCapture, tag: string): Promise<SnapshotResult> {
+export async function packSnapshot(
+  store: Store,
+  source: Artifact,
+  c: SnapshotCapture,
+  tag: string,
+): Promise<SnapshotResult> {
   const ref = parseReference(tag);
-  if (!ref.tag || ref.digest) throw new OvmsError("INVALID_REFERENCE", `${tag}: a snapshot needs a tag reference`);
+  if (!ref.tag || ref.digest)
+    throw new OvmsError("INVALID_REFERENCE", `${tag}: a snapshot needs a tag reference`);
   const m = source.ovms;
   const layers: Descriptor[] = source.oci.layers.filter((l) => l.mediaType !== MediaType.RamSnapshot);
   const diskLayers: DiskLayer[] = [...(m.diskLayers ?? [])];
@@ -73,7 +79,13 @@ export async function packSnapshot(store: Store, source: Artifact, c: SnapshotCa
       }
       const info = await imageInfo(copy);
       layers.push(layerDescriptor("disk", blob, "snapshot-overlay.qcow2", { [Annotation.Format]: "qcow2" }));
-      diskLayers.push({ ref: blob.digest, format: "qcow2", size: (await stat(copy)).size, virtualSize: info.virtualSize, parent: parent.ref });
+      diskLayers.push({
+        ref: blob.digest,
+        format: "qcow2",
+        size: (await stat(copy)).size,
+        virtualSize: info.virtualSize,
+        parent: parent.ref,
+      });
     }
     const out: { metadata?: RamsnapMetadata } = {};
     const ram = await store.ingest(
@@ -102,7 +114,13 @@ export async function packSnapshot(store: Store, source: Artifact, c: SnapshotCa
       ...m,
       version: ref.tag,
       kernel: { ...m.kernel, args: c.cmdline },
-      ramSnapshot: { ref: ram.digest, size: ram.size, compression: "lz4", preload_hint: true, mlock_required: false },
+      ramSnapshot: {
+        ref: ram.digest,
+        size: ram.size,
+        compression: "lz4",
+        preload_hint: true,
+        mlock_required: false,
+      },
       resources: { memory: c.memoryBytes, vcpus: c.vcpus },
       runtimeHints: { ...(m.runtimeHints ?? {}), machine: c.machine },
       metadata: { ...(m.metadata ?? {}), created: new Date().toISOString().replace(/\.\d{3}Z$/, "Z") },

@@ -28,7 +28,10 @@ export function program(): Command {
   const p = new Command("ovm")
     .description("OVMS: build, ship and run full virtual machines as OCI artifacts")
     .version(VERSION)
-    .option("--store <dir>", "local store (default: $OVM_STORE, else /var/lib/ovms/store as root, else $XDG_DATA_HOME/ovms/store)")
+    .option(
+      "--store <dir>",
+      "local store (default: $OVM_STORE, else /var/lib/ovms/store as root, else $XDG_DATA_HOME/ovms/store)",
+    )
     .option("--json", "machine-readable output")
     .option("-q, --quiet", "print only results")
     .option("--debug", "print stack traces on errors")
@@ -71,7 +74,7 @@ export async function main(argv: string[]): Promise<void> {
       if (e instanceof ValidationError) body.problems = e.problems;
       process.stderr.write(JSON.stringify({ error: body }) + "\n");
     } else {
-      process.stderr.write(`ovm: ${isOvmsError(e) ? e.message : (e as Error).message ?? String(e)}\n`);
+      process.stderr.write(`ovm: ${isOvmsError(e) ? e.message : ((e as Error).message ?? String(e))}\n`);
     }
     if (debug) process.stderr.write(`${(e as Error).stack ?? ""}\n`);
     process.exitCode = isOvmsError(e) && USAGE_CODES.has(e.code) ? 2 : 1;

@@ -76,7 +76,9 @@ export class Controller {
     this.log = opts.log;
     this.pull = opts.pull ?? pullFromRegistry;
     this.warmPool = opts.warmPool ?? 1;
-    this.warmPools = new Map(Object.entries(opts.warmPools ?? {}).map(([k, n]) => [isDigest(k) ? k : normalizeRef(k), n]));
+    this.warmPools = new Map(
+      Object.entries(opts.warmPools ?? {}).map(([k, n]) => [isDigest(k) ? k : normalizeRef(k), n]),
+    );
   }
 
   async version(): Promise<VersionInfo> {
@@ -182,11 +184,26 @@ export class Controller {
    */
   async snapshot(req: SnapshotRequest): Promise<SnapshotResponse> {
     const id = await this.idOf(req.instance_id);
-    if (!this.runtime.snapshot) throw new OvmsError("NOT_IMPLEMENTED", `snapshot: runtime ${this.runtime.name} does not take snapshots`);
+    if (!this.runtime.snapshot)
+      throw new OvmsError(
+        "NOT_IMPLEMENTED",
+        `snapshot: runtime ${this.runtime.name} does not take snapshots`,
+      );
     const info = await this.runtime.status(id);
-    const source = await loadArtifactByDescriptor(this.store, await this.store.resolve(info.artifact.digest), info.artifact.reference);
-    const r = await this.runtime.snapshot(id, { stop: req.stop ?? false }, (c) => packSnapshot(this.store, source, c, req.tag));
-    this.log.info("snapshot taken", { id, reference: r.reference, digest: r.descriptor.digest, ramsnap_bytes: r.ramsnap.size });
+    const source = await loadArtifactByDescriptor(
+      this.store,
+      await this.store.resolve(info.artifact.digest),
+      info.artifact.reference,
+    );
+    const r = await this.runtime.snapshot(id, { stop: req.stop ?? false }, (c) =>
+      packSnapshot(this.store, source, c, req.tag),
+    );
+    this.log.info("snapshot taken", {
+      id,
+      reference: r.reference,
+      digest: r.descriptor.digest,
+      ramsnap_bytes: r.ramsnap.size,
+    });
     return { snapshot_ref: r.descriptor.digest, reference: r.reference, size: r.ramsnap.size };
   }
 
@@ -213,7 +230,11 @@ export class Controller {
     if (!size || !rt.configurePool || this.pooled.has(prepared.digest)) return;
     this.pooled.add(prepared.digest);
     await new Promise((r) => setTimeout(r, 100));
-    await rt.configurePool(prepared, size).catch((e: Error) => this.log.info("warm pool not filled", { digest: prepared.digest, error: e.message }));
+    await rt
+      .configurePool(prepared, size)
+      .catch((e: Error) =>
+        this.log.info("warm pool not filled", { digest: prepared.digest, error: e.message }),
+      );
   }
 
   /**

@@ -35,14 +35,20 @@ export function addDaemonOptions(cmd: Command, withStore = true): Command {
     .option("--group <name>", "give this group access to the socket (mode 0660 instead of 0600)")
     .option("--listen <host:port>", "also listen on TCP (requires --token)")
     .option("--token <token>", "bearer token TCP requests must carry (default: $OVMD_TOKEN)")
-    .option("--warm-pool <n>", "paused QEMU processes kept ready per hot snapshot artifact (0: off)", (v) => Number.parseInt(v, 10), 1)
+    .option(
+      "--warm-pool <n>",
+      "paused QEMU processes kept ready per hot snapshot artifact (0: off)",
+      (v) => Number.parseInt(v, 10),
+      1,
+    )
     .option(
       "--warm-pool-for <ref=n>",
       "pool size for one snapshot artifact (reference or digest), repeatable; overrides --warm-pool",
       (v: string, prev: Record<string, number> = {}) => {
         const i = v.lastIndexOf("=");
         const n = Number(v.slice(i + 1));
-        if (i <= 0 || !Number.isInteger(n) || n < 0) throw new OvmsError("USAGE", `--warm-pool-for ${v}: want REF=N`);
+        if (i <= 0 || !Number.isInteger(n) || n < 0)
+          throw new OvmsError("USAGE", `--warm-pool-for ${v}: want REF=N`);
         return { ...prev, [v.slice(0, i)]: n };
       },
     )

@@ -33,7 +33,6 @@ export interface StartOptions {
   machine?: Machine;
 }
 
-
 /** InstanceMetrics are measured facts about an instance (names as in the OpenAPI document). */
 export interface InstanceMetrics {
   uptime_ms: number;
@@ -79,7 +78,6 @@ export interface InjectRequest {
   offset?: number;
   data: Buffer;
 }
-
 
 /**
  * Runtime is the adapter contract of spec/runtimes/README.md. The QEMU adapter is the

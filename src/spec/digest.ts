@@ -52,9 +52,7 @@ export class Hasher extends Transform {
   bytes = 0;
   private result?: Digest;
 
-  constructor(
-    private readonly expect?: { digest?: Digest; size?: number; what?: string },
-  ) {
+  constructor(private readonly expect?: { digest?: Digest; size?: number; what?: string }) {
     super();
   }
 

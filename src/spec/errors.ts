@@ -7,7 +7,11 @@ export class OvmsError extends Error {
   readonly code: string;
   readonly details?: Record<string, unknown>;
 
-  constructor(code: string, message: string, opts: { cause?: unknown; details?: Record<string, unknown> } = {}) {
+  constructor(
+    code: string,
+    message: string,
+    opts: { cause?: unknown; details?: Record<string, unknown> } = {},
+  ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = new.target.name;
     this.code = code;

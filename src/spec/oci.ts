@@ -46,5 +46,8 @@ export interface ImageIndex {
 
 /** goArch maps a Node.js `process.arch` to the OCI/Go architecture name. */
 export function goArch(nodeArch: string = process.arch): string {
-  return ({ x64: "amd64", ia32: "386", arm64: "arm64", arm: "arm" } as Record<string, string>)[nodeArch] ?? nodeArch;
+  return (
+    ({ x64: "amd64", ia32: "386", arm64: "arm64", arm: "arm" } as Record<string, string>)[nodeArch] ??
+    nodeArch
+  );
 }

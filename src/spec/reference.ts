@@ -66,7 +66,10 @@ export function parseReference(input: string): Reference {
   const parts = path.split("/");
   for (const p of parts) {
     if (!COMPONENT.test(p)) {
-      throw bad(input, `path component "${p}" must be lowercase letters, digits and single separators (. _ __ -)`);
+      throw bad(
+        input,
+        `path component "${p}" must be lowercase letters, digits and single separators (. _ __ -)`,
+      );
     }
   }
   if (registry === DEFAULT_REGISTRY && parts.length === 1) path = `library/${path}`;

@@ -25,7 +25,13 @@ export const manifestSchema: object = schema;
 
 /** jsonPath turns an ajv instancePath (`/diskLayers/1/size`) into `diskLayers[1].size`. */
 export function jsonPath(pointer: string, child?: string): string {
-  const parts = pointer === "" ? [] : pointer.slice(1).split("/").map((p) => p.replace(/~1/g, "/").replace(/~0/g, "~"));
+  const parts =
+    pointer === ""
+      ? []
+      : pointer
+          .slice(1)
+          .split("/")
+          .map((p) => p.replace(/~1/g, "/").replace(/~0/g, "~"));
   if (child !== undefined) parts.push(child);
   let out = "";
   for (const p of parts) {
@@ -57,13 +63,22 @@ function describe(e: ErrorObject): ValidationProblem {
         message: "is not a known field (put vendor fields under `extensions` with a namespaced key)",
       };
     case "propertyNames":
-      return { path: jsonPath(e.instancePath, String(p.propertyName)), message: "extension keys must be namespaced, e.g. com.example.feature" };
+      return {
+        path: jsonPath(e.instancePath, String(p.propertyName)),
+        message: "extension keys must be namespaced, e.g. com.example.feature",
+      };
     case "enum":
-      return { path: jsonPath(e.instancePath), message: `must be one of ${(p.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(", ")}` };
+      return {
+        path: jsonPath(e.instancePath),
+        message: `must be one of ${(p.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(", ")}`,
+      };
     case "const":
       return { path: jsonPath(e.instancePath), message: `must be ${JSON.stringify(p.allowedValue)}` };
     case "type":
-      return { path: jsonPath(e.instancePath), message: `must be ${p.type === "integer" ? "an integer" : `a ${String(p.type)}`}` };
+      return {
+        path: jsonPath(e.instancePath),
+        message: `must be ${p.type === "integer" ? "an integer" : `a ${String(p.type)}`}`,
+      };
     case "minimum":
       return { path: jsonPath(e.instancePath), message: `must be >= ${String(p.limit)}` };
     case "maximum":
@@ -71,8 +86,7 @@ function describe(e: ErrorObject): ValidationProblem {
     case "pattern":
       return {
         path: jsonPath(e.instancePath),
-        message:
-          PATTERN_WORDS[String(p.pattern)] ?? `must match ${String(p.pattern)}`,
+        message: PATTERN_WORDS[String(p.pattern)] ?? `must match ${String(p.pattern)}`,
       };
     case "format":
       return { path: jsonPath(e.instancePath), message: `must be a valid ${String(p.format)}` };
@@ -96,17 +110,28 @@ function semanticProblems(m: OvmsManifest): ValidationProblem[] {
       out.push({ path: `diskLayers[0].parent`, message: "the base layer cannot have a parent" });
     }
     if (i > 0) {
-      if (l.format !== "qcow2") out.push({ path: `diskLayers[${i}].format`, message: "a diff layer must be qcow2 (raw has no backing file)" });
+      if (l.format !== "qcow2")
+        out.push({
+          path: `diskLayers[${i}].format`,
+          message: "a diff layer must be qcow2 (raw has no backing file)",
+        });
       if (l.parent !== undefined && l.parent !== layers[i - 1].ref) {
-        out.push({ path: `diskLayers[${i}].parent`, message: `must be the ref of diskLayers[${i - 1}] (${layers[i - 1].ref})` });
+        out.push({
+          path: `diskLayers[${i}].parent`,
+          message: `must be the ref of diskLayers[${i - 1}] (${layers[i - 1].ref})`,
+        });
       }
     }
   });
   const seen = new Set<string>();
   (m.devices ?? []).forEach((d, i) => {
-    if (seen.has(d.name)) out.push({ path: `devices[${i}].name`, message: `duplicate device name "${d.name}"` });
+    if (seen.has(d.name))
+      out.push({ path: `devices[${i}].name`, message: `duplicate device name "${d.name}"` });
     seen.add(d.name);
-    if (d.type === "ivshmem" && (d.size < 4096 || (d.size & (d.size - 1)) !== 0 || !Number.isSafeInteger(d.size))) {
+    if (
+      d.type === "ivshmem" &&
+      (d.size < 4096 || (d.size & (d.size - 1)) !== 0 || !Number.isSafeInteger(d.size))
+    ) {
       out.push({ path: `devices[${i}].size`, message: "must be a power of two of at least 4096" });
     }
   });

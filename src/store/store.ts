@@ -105,7 +105,10 @@ export class Store implements ContentStore {
     }
     const got = sha256(buf);
     if (got !== digest) {
-      throw new StoreError("STORE_CORRUPT", `blob ${digest} in ${this.root} is corrupt (its content hashes to ${got})`);
+      throw new StoreError(
+        "STORE_CORRUPT",
+        `blob ${digest} in ${this.root} is corrupt (its content hashes to ${got})`,
+      );
     }
     return buf;
   }
@@ -216,7 +219,8 @@ export class Store implements ContentStore {
   /** tag names `desc` with the normalized `reference`, replacing what that name held before. */
   async tag(desc: Descriptor, reference: string): Promise<void> {
     const ref = parseReference(reference);
-    if (!ref.tag) throw new StoreError("INVALID_REFERENCE", `${reference}: a tag is needed to name an artifact`);
+    if (!ref.tag)
+      throw new StoreError("INVALID_REFERENCE", `${reference}: a tag is needed to name an artifact`);
     const name = formatReference({ ...ref, digest: undefined });
     if (!(await this.exists(desc))) throw this.notFound(desc.digest);
     await this.updateIndex((index) => {
@@ -262,7 +266,11 @@ export class Store implements ContentStore {
       if (m.subject?.digest !== subject.digest) continue;
       const at = m.artifactType ?? (m as ImageManifest).config?.mediaType;
       if (artifactType && at !== artifactType) continue;
-      const d: Descriptor = { mediaType: m.mediaType ?? MediaType.OciManifest, digest: e.descriptor.digest, size: e.descriptor.size };
+      const d: Descriptor = {
+        mediaType: m.mediaType ?? MediaType.OciManifest,
+        digest: e.descriptor.digest,
+        size: e.descriptor.size,
+      };
       if (at) d.artifactType = at;
       if (m.annotations) d.annotations = m.annotations;
       out.set(d.digest, d);
@@ -292,7 +300,7 @@ export class Store implements ContentStore {
         if (m && (d.annotations?.[Annotation.RefName] || !m.subject)) live.add(d.digest);
       }
       // Referrers of live manifests are live, transitively (a signature of a snapshot …).
-      for (let grew = true; grew; ) {
+      for (let grew = true; grew;) {
         grew = false;
         for (const d of index.manifests) {
           const m = manifests.get(d.digest);
@@ -310,7 +318,9 @@ export class Store implements ContentStore {
       const visit = async (digest: Digest): Promise<void> => {
         if (reachable.has(digest)) return;
         reachable.add(digest);
-        const m = manifests.get(digest) ?? (await this.readJson<ImageManifest | ImageIndex>(digest).catch(() => undefined));
+        const m =
+          manifests.get(digest) ??
+          (await this.readJson<ImageManifest | ImageIndex>(digest).catch(() => undefined));
         if (!m) return;
         if ("config" in m && m.config) reachable.add(m.config.digest);
         if ("layers" in m) for (const l of m.layers ?? []) reachable.add(l.digest);
@@ -412,12 +422,13 @@ export class Store implements ContentStore {
           throw new StoreError("SIZE_MISMATCH", `${what}: more than the declared ${expect.size} bytes`);
         }
         hash.update(chunk);
-        for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off, chunk.length - off);
+        for (let off = 0; off < chunk.length;) off += writeSync(fd, chunk, off, chunk.length - off);
         w.bytes += chunk.length;
       },
       commit: async () => {
         try {
-          if (w.bytes !== expect.size) throw new StoreError("SIZE_MISMATCH", `${what}: got ${w.bytes} bytes, want ${expect.size}`);
+          if (w.bytes !== expect.size)
+            throw new StoreError("SIZE_MISMATCH", `${what}: got ${w.bytes} bytes, want ${expect.size}`);
           const got: Digest = `sha256:${hash.digest("hex")}`;
           if (got !== expect.digest) throw digestMismatch(what, got, expect.digest, w.bytes);
           fsyncSync(fd);
@@ -478,4 +489,3 @@ async function fsyncDir(dir: string): Promise<void> {
     await fh.close();
   }
 }
-

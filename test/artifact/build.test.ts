@@ -35,7 +35,10 @@ test("build packs the demo parts into an OVMS artifact with the OCI 1.1 mapping"
     art.oci.layers.map((l) => l.mediaType),
     [MediaType.Kernel, MediaType.Initrd, MediaType.DiskLayer, MediaType.DiskLayer],
   );
-  assert.deepEqual(art.oci.layers.slice(2).map((l) => l.annotations?.["ovms.format"]), ["qcow2", "qcow2"]);
+  assert.deepEqual(
+    art.oci.layers.slice(2).map((l) => l.annotations?.["ovms.format"]),
+    ["qcow2", "qcow2"],
+  );
   const [base, diff] = art.ovms.diskLayers!;
   assert.equal(base.ref, art.oci.layers[2].digest);
   assert.equal(diff.parent, base.ref, "the diff names its parent by digest");
@@ -44,7 +47,11 @@ test("build packs the demo parts into an OVMS artifact with the OCI 1.1 mapping"
 
   // Inside the diff layer, the qcow2 backing file is the parent's digest, never a host path.
   const out = await tempDir(t);
-  const file = await unpackDiskLayer(createReadStream(store.blobPath(diff.ref as `sha256:${string}`)), "qcow2", out);
+  const file = await unpackDiskLayer(
+    createReadStream(store.blobPath(diff.ref as `sha256:${string}`)),
+    "qcow2",
+    out,
+  );
   const info = await imageInfo(file);
   assert.equal(info.backingFilename, base.ref);
   assert.ok(!info.backingFilename!.includes("/"));
@@ -55,10 +62,22 @@ test("build packs the demo parts into an OVMS artifact with the OCI 1.1 mapping"
 test("layer digests are reproducible: two builds share their base layer", async (t) => {
   const a = demoAssets();
   const store = await Store.open(join(await tempDir(t), "s"));
-  const spec = { name: "demo/vm", version: "1", kernel: { path: a.kernel }, disks: [{ path: a.base }, { path: a.diff }] };
+  const spec = {
+    name: "demo/vm",
+    version: "1",
+    kernel: { path: a.kernel },
+    disks: [{ path: a.base }, { path: a.diff }],
+  };
   const one = await build(store, spec, "demo/vm:1");
-  const two = await build(store, { ...spec, version: "2", kernel: { path: a.kernel, args: "quiet" } }, "demo/vm:2");
-  assert.deepEqual(two.manifest.diskLayers!.map((d) => d.ref), one.manifest.diskLayers!.map((d) => d.ref));
+  const two = await build(
+    store,
+    { ...spec, version: "2", kernel: { path: a.kernel, args: "quiet" } },
+    "demo/vm:2",
+  );
+  assert.deepEqual(
+    two.manifest.diskLayers!.map((d) => d.ref),
+    one.manifest.diskLayers!.map((d) => d.ref),
+  );
   assert.notEqual(two.descriptor.digest, one.descriptor.digest);
 });
 
@@ -76,16 +95,23 @@ test("bad disks are refused with the disk named, and nothing is tagged", async (
     [[{ path: join(dir, "missing.qcow2") }], /not a readable file/],
   ];
   for (const [disks, why] of cases) {
-    await assert.rejects(build(store, { name: "x/y", version: "1", kernel: { path: a.kernel }, disks } as never, "x/y:1"), why);
+    await assert.rejects(
+      build(store, { name: "x/y", version: "1", kernel: { path: a.kernel }, disks } as never, "x/y:1"),
+      why,
+    );
   }
-  await assert.rejects(build(store, { name: "x/y", version: "1", kernel: { path: join(dir, "nokernel") } }, "x/y:1"), /kernel: .*not a readable file/);
+  await assert.rejects(
+    build(store, { name: "x/y", version: "1", kernel: { path: join(dir, "nokernel") } }, "x/y:1"),
+    /kernel: .*not a readable file/,
+  );
   assert.deepEqual(await store.entries(), []);
 });
 
 test("a build file (YAML) with relative paths builds the same layers as flags", async (t) => {
   const a = demoAssets();
   const dir = await tempDir(t);
-  for (const f of ["vmlinuz", "initrd.img", "base.qcow2", "diff.qcow2"]) await copyFile(join(a.dir, f), join(dir, f));
+  for (const f of ["vmlinuz", "initrd.img", "base.qcow2", "diff.qcow2"])
+    await copyFile(join(a.dir, f), join(dir, f));
   await mkdir(join(dir, "sub"));
   await writeFile(
     join(dir, "sub", "ovm.yaml"),
@@ -110,8 +136,12 @@ test("a build file (YAML) with relative paths builds the same layers as flags", 
   const r = await build(store, spec, "demo/vm:2.0");
   assert.equal(r.manifest.diskLayers?.length, 2);
 
-  await writeFile(join(dir, "bad.yaml"), "name: x\nversion: 1\nkernel: { path: k, cmdline: oops }\ndisk: []\n");
-  await assert.rejects(loadBuildFile(join(dir, "bad.yaml")), (e: any) => { // eslint-disable-line @typescript-eslint/no-explicit-any
+  await writeFile(
+    join(dir, "bad.yaml"),
+    "name: x\nversion: 1\nkernel: { path: k, cmdline: oops }\ndisk: []\n",
+  );
+  await assert.rejects(loadBuildFile(join(dir, "bad.yaml")), (e: any) => {
+    // eslint-disable-line @typescript-eslint/no-explicit-any
     const paths = e.problems.map((p: { path: string }) => p.path);
     assert.ok(paths.includes("kernel.cmdline") && paths.includes("disk"), paths.join(","));
     return true;

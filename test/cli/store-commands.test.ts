@@ -7,7 +7,17 @@ import { demoAssets, exec, ovm, ovmJson, tempDir, ROOT } from "../helpers.js";
 test("ovm validate: exit 0 on valid files, 1 with path-named problems otherwise, --json", async (t) => {
   const dir = await tempDir(t);
   const bad = join(dir, "bad.json");
-  await writeFile(bad, JSON.stringify({ schemaVersion: 1, mediaType: "application/vnd.ovms.manifest.v1+json", name: "a/b", version: "1", kernel: { ref: "sha256:1" }, diskLayers: [{ ref: `sha256:${"a".repeat(64)}`, format: "qcow2", size: -5 }] }));
+  await writeFile(
+    bad,
+    JSON.stringify({
+      schemaVersion: 1,
+      mediaType: "application/vnd.ovms.manifest.v1+json",
+      name: "a/b",
+      version: "1",
+      kernel: { ref: "sha256:1" },
+      diskLayers: [{ ref: `sha256:${"a".repeat(64)}`, format: "qcow2", size: -5 }],
+    }),
+  );
   const good = join(ROOT, "examples", "minimal-kernel-initrd.json");
   const ok = await ovm(["validate", good]);
   assert.equal(ok.code, 0, ok.stderr);
@@ -20,7 +30,10 @@ test("ovm validate: exit 0 on valid files, 1 with path-named problems otherwise,
   assert.equal(j.code, 1);
   const body = JSON.parse(j.stdout);
   assert.equal(body.valid, false);
-  assert.deepEqual(body.files[0].problems.map((p: { path: string }) => p.path).sort(), ["diskLayers[0].size", "kernel.ref"]);
+  assert.deepEqual(body.files[0].problems.map((p: { path: string }) => p.path).sort(), [
+    "diskLayers[0].size",
+    "kernel.ref",
+  ]);
 });
 
 test("ovm build → ls → inspect → tag → rm → gc, and skopeo reads the store", async (t) => {
@@ -28,15 +41,37 @@ test("ovm build → ls → inspect → tag → rm → gc, and skopeo reads the s
   const dir = await tempDir(t);
   const env = { OVM_STORE: join(dir, "store") };
   const built = await ovmJson(
-    ["build", "-t", "demo/vm:1.0", "--kernel", a.kernel, "--initrd", a.initrd, "--disk", a.base, "--disk", `${a.diff}:qcow2`,
-      "--cmdline", "console=ttyS0", "--device", "type=ivshmem,name=shm0,size=1M", "--memory", "256M", "--cpus", "1"],
+    [
+      "build",
+      "-t",
+      "demo/vm:1.0",
+      "--kernel",
+      a.kernel,
+      "--initrd",
+      a.initrd,
+      "--disk",
+      a.base,
+      "--disk",
+      `${a.diff}:qcow2`,
+      "--cmdline",
+      "console=ttyS0",
+      "--device",
+      "type=ivshmem,name=shm0,size=1M",
+      "--memory",
+      "256M",
+      "--cpus",
+      "1",
+    ],
     env,
   );
   assert.match(built.digest, /^sha256:[a-f0-9]{64}$/);
   assert.equal(built.manifest.resources.memory, 256 << 20);
 
   const ls = await ovmJson(["ls"], env);
-  assert.deepEqual(ls.map((r: { reference: string }) => r.reference), ["docker.io/demo/vm:1.0"]);
+  assert.deepEqual(
+    ls.map((r: { reference: string }) => r.reference),
+    ["docker.io/demo/vm:1.0"],
+  );
   const table = await ovm(["ls"], env);
   assert.match(table.stdout, /^REFERENCE\s+DIGEST/);
   assert.match(table.stdout, /demo\/vm:1\.0/);
@@ -50,9 +85,16 @@ test("ovm build → ls → inspect → tag → rm → gc, and skopeo reads the s
   assert.match(text.stdout, /Disk 1: .* diff/);
 
   // skopeo finds the artifact by its full reference and copies it byte for byte.
-  const raw = JSON.parse(await exec("skopeo", ["inspect", "--raw", `oci:${env.OVM_STORE}:docker.io/demo/vm:1.0`]));
+  const raw = JSON.parse(
+    await exec("skopeo", ["inspect", "--raw", `oci:${env.OVM_STORE}:docker.io/demo/vm:1.0`]),
+  );
   assert.equal(raw.artifactType, "application/vnd.ovms.manifest.v1+json");
-  await exec("skopeo", ["copy", "--preserve-digests", `oci:${env.OVM_STORE}:docker.io/demo/vm:1.0`, `oci:${join(dir, "copy")}:x`]);
+  await exec("skopeo", [
+    "copy",
+    "--preserve-digests",
+    `oci:${env.OVM_STORE}:docker.io/demo/vm:1.0`,
+    `oci:${join(dir, "copy")}:x`,
+  ]);
   const copied = JSON.parse(await exec("skopeo", ["inspect", "--raw", `oci:${join(dir, "copy")}:x`]));
   assert.deepEqual(copied, raw);
 

@@ -228,7 +228,10 @@ test("POST /snapshot of a counting guest, then POST /start of the snapshot: the 
   // A second artifact without devices, built into the daemon's store by this process.
   const { Store } = await import("../../src/store/store.js");
   await buildDemo(await Store.open(join(dir, "a", "store")), "demo/vm:plain", false);
-  let r = await d.api.post("/start", { manifest: "demo/vm:plain", overrides: { name: "counter", cmdline: "ovms.mode=counter", accel: "tcg" } });
+  let r = await d.api.post("/start", {
+    manifest: "demo/vm:plain",
+    overrides: { name: "counter", cmdline: "ovms.mode=counter", accel: "tcg" },
+  });
   assert.equal(r.status, 202, JSON.stringify(r.body));
   await serialLine(d.api, "counter", /^OVMS-COUNTER: 3$/);
   r = await d.api.post("/snapshot", { instance_id: "counter", tag: "demo/vm:snap", stop: true });

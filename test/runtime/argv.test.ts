@@ -24,20 +24,35 @@ test("microvm: virtio-mmio disk, RAM from a file on tmpfs, strict sandbox", () =
   const a = qemuArgv(base);
   assert.match(after(a, "-machine")[0], /^microvm,.*memory-backend=ram0/);
   assert.deepEqual(after(a, "-device"), ["virtio-blk-device,drive=disk0"]);
-  assert.ok(after(a, "-object").includes(`memory-backend-file,id=ram0,mem-path=/shm/ram,size=${256 << 20},share=on`));
-  assert.deepEqual(after(a, "-sandbox"), ["on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"]);
+  assert.ok(
+    after(a, "-object").includes(`memory-backend-file,id=ram0,mem-path=/shm/ram,size=${256 << 20},share=on`),
+  );
+  assert.deepEqual(after(a, "-sandbox"), [
+    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+  ]);
   assert.deepEqual(after(a, "-smp"), ["2"]);
   assert.deepEqual(after(a, "-cpu"), ["max"]);
   assert.ok(!a.includes("-runas"));
 });
 
 test("q35 with ivshmem: PCI disk and ivshmem-plain with master=on", () => {
-  const a = qemuArgv({ ...base, machine: "q35", accel: "kvm", devices: [{ type: "ivshmem", name: "shm0", size: 1 << 20, path: "/shm/iv" }], runAs: "nobody" });
+  const a = qemuArgv({
+    ...base,
+    machine: "q35",
+    accel: "kvm",
+    devices: [{ type: "ivshmem", name: "shm0", size: 1 << 20, path: "/shm/iv" }],
+    runAs: "nobody",
+  });
   assert.ok(after(a, "-device").includes("virtio-blk-pci,drive=disk0"));
   assert.ok(after(a, "-device").includes("ivshmem-plain,memdev=shm-shm0,master=on"));
-  assert.ok(after(a, "-object").includes(`memory-backend-file,id=shm-shm0,mem-path=/shm/iv,size=${1 << 20},share=on`));
+  assert.ok(
+    after(a, "-object").includes(`memory-backend-file,id=shm-shm0,mem-path=/shm/iv,size=${1 << 20},share=on`),
+  );
   assert.deepEqual(after(a, "-cpu"), ["host"]);
   assert.deepEqual(after(a, "-runas"), ["nobody"]);
   // Dropping root with -runas needs one setuid, so only then is elevateprivileges allowed.
-  assert.equal(sandboxOption("nobody"), "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny");
+  assert.equal(
+    sandboxOption("nobody"),
+    "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny",
+  );
 });

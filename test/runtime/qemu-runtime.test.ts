@@ -32,7 +32,8 @@ before(async () => {
 });
 
 after(async () => {
-  for (const i of await rt.list({ all: true })) await rt.remove(i.instance_id, { force: true }).catch(() => undefined);
+  for (const i of await rt.list({ all: true }))
+    await rt.remove(i.instance_id, { force: true }).catch(() => undefined);
   await rt.close();
   await rm(dir, { recursive: true, force: true });
 });
@@ -43,13 +44,17 @@ async function waitLine(r: QemuRuntime, id: string, re: RegExp, timeoutMs = 60_0
   while (Date.now() < deadline) {
     for await (const rec of await r.logs(id)) if (re.test(rec.line)) return rec.line;
     const s = await r.status(id);
-    if (s.state === "exited" || s.state === "failed") throw new Error(`instance ${id} ${s.state} (${s.reason}) before ${re}`);
+    if (s.state === "exited" || s.state === "failed")
+      throw new Error(`instance ${id} ${s.state} (${s.reason}) before ${re}`);
     await new Promise((res) => setTimeout(res, 100));
   }
   throw new Error(`no line matching ${re} in ${timeoutMs} ms`);
 }
 
-const sha = async (p: string) => createHash("sha256").update(await readFile(p)).digest("hex");
+const sha = async (p: string) =>
+  createHash("sha256")
+    .update(await readFile(p))
+    .digest("hex");
 
 test("boots the demo artifact on q35: the guest sees base + diff layers, and inject reaches it through IVSHMEM", async () => {
   const info = await rt.start(withShm, { cmdline: "ovms.mode=ivshmem", name: "shm-guest", accel: "auto" });
@@ -73,8 +78,14 @@ test("boots the demo artifact on q35: the guest sees base + diff layers, and inj
   assert.ok(st.metrics.boot_ms! > 0 && st.metrics.start_ms! > 0);
   assert.ok(st.metrics.cpu_time_ms! > 0);
   assert.deepEqual(st.devices, [{ type: "ivshmem", name: "shm0", size: 1 << 20 }]);
-  await assert.rejects(rt.inject(info.instance_id, { data: Buffer.alloc(16), offset: (1 << 20) - 8 }), /does not fit device shm0/);
-  await assert.rejects(rt.inject(info.instance_id, { device: "nope", data: Buffer.alloc(1) }), /has no device "nope"/);
+  await assert.rejects(
+    rt.inject(info.instance_id, { data: Buffer.alloc(16), offset: (1 << 20) - 8 }),
+    /does not fit device shm0/,
+  );
+  await assert.rejects(
+    rt.inject(info.instance_id, { device: "nope", data: Buffer.alloc(1) }),
+    /has no device "nope"/,
+  );
 
   const stopped = await rt.stop(info.instance_id, { timeoutMs: 3000 });
   assert.equal(stopped.state, "exited");
@@ -84,7 +95,8 @@ test("boots the demo artifact on q35: the guest sees base + diff layers, and inj
 
 test("an overlay write does not change the pulled layers", async () => {
   const before = await Promise.all(plain.disks.map((d) => sha(d.path)));
-  for (const d of plain.disks) assert.equal((await stat(d.path)).mode & 0o222, 0, "unpacked layers are read-only");
+  for (const d of plain.disks)
+    assert.equal((await stat(d.path)).mode & 0o222, 0, "unpacked layers are read-only");
   const info = await rt.start(plain, { cmdline: "ovms.mode=write", accel: "tcg" });
   assert.equal(info.machine, "microvm");
   await waitLine(rt, info.instance_id, /^OVMS-WROTE/);
@@ -119,7 +131,8 @@ test("kill -9 of QEMU is reported failed, now and after a daemon restart", async
   const info = await rt.start(plain, { accel: "tcg", name: "victim" });
   await waitLine(rt, info.instance_id, /^OVMS-READY/);
   process.kill(info.pid!, "SIGKILL");
-  for (let i = 0; i < 50 && (await rt.status("victim")).state === "running"; i++) await new Promise((r) => setTimeout(r, 100));
+  for (let i = 0; i < 50 && (await rt.status("victim")).state === "running"; i++)
+    await new Promise((r) => setTimeout(r, 100));
   const dead = await rt.status("victim");
   assert.equal(dead.state, "failed");
   assert.match(dead.reason ?? "", /killed by SIGKILL/);
@@ -132,18 +145,29 @@ test("kill -9 of QEMU is reported failed, now and after a daemon restart", async
 });
 
 test("five instances at once each boot, get their own id, log and overlay", async () => {
-  const infos = await Promise.all([0, 1, 2, 3, 4].map((i) => rt.start(plain, { accel: "tcg", memory: 128 << 20, name: `five-${i}` })));
+  const infos = await Promise.all(
+    [0, 1, 2, 3, 4].map((i) => rt.start(plain, { accel: "tcg", memory: 128 << 20, name: `five-${i}` })),
+  );
   assert.equal(new Set(infos.map((i) => i.instance_id)).size, 5);
   await Promise.all(infos.map((i) => waitLine(rt, i.instance_id, /^OVMS-READY/, 120_000)));
   assert.equal((await rt.list()).filter((i) => i.name.startsWith("five-")).length, 5);
   const stopped = await Promise.all(infos.map((i) => rt.stop(i.instance_id, { force: true })));
-  assert.deepEqual(stopped.map((s) => s.state), Array(5).fill("exited"));
+  assert.deepEqual(
+    stopped.map((s) => s.state),
+    Array(5).fill("exited"),
+  );
 });
 
 test("bad input is refused before anything is created", async () => {
   const before = (await readdir(join(store.workDir, "instances"))).length;
-  await assert.rejects(rt.start(plain, { memory: 2 ** 42 }), (e: any) => e.code === "INSUFFICIENT_RESOURCES" && /not enough memory/.test(e.message)); // eslint-disable-line @typescript-eslint/no-explicit-any
-  await assert.rejects(rt.start(withShm, { machine: "microvm" }), (e: any) => e.code === "BAD_REQUEST" && /needs it: use q35/.test(e.message)); // eslint-disable-line @typescript-eslint/no-explicit-any
+  await assert.rejects(
+    rt.start(plain, { memory: 2 ** 42 }),
+    (e: any) => e.code === "INSUFFICIENT_RESOURCES" && /not enough memory/.test(e.message),
+  ); // eslint-disable-line @typescript-eslint/no-explicit-any
+  await assert.rejects(
+    rt.start(withShm, { machine: "microvm" }),
+    (e: any) => e.code === "BAD_REQUEST" && /needs it: use q35/.test(e.message),
+  ); // eslint-disable-line @typescript-eslint/no-explicit-any
   await assert.rejects(rt.start(plain, { name: "bad name!" }), (e: any) => e.code === "BAD_REQUEST"); // eslint-disable-line @typescript-eslint/no-explicit-any
   await assert.rejects(rt.start(plain, { name: "five-0" }), (e: any) => e.code === "CONFLICT"); // eslint-disable-line @typescript-eslint/no-explicit-any
   await assert.rejects(rt.stop("no-such-instance"), (e: any) => e.code === "NOT_FOUND"); // eslint-disable-line @typescript-eslint/no-explicit-any

@@ -6,12 +6,18 @@ import { QmpClient } from "../../src/runtime/qemu/qmp-client.js";
 import { tempDir } from "../helpers.js";
 
 /** scriptedPeer is a QMP peer on a UNIX socket that answers with `reply` (a fault QEMU won't make on demand). */
-async function scriptedPeer(t: Parameters<typeof tempDir>[0], reply: (cmd: { execute: string; id?: string }, s: Socket) => void) {
+async function scriptedPeer(
+  t: Parameters<typeof tempDir>[0],
+  reply: (cmd: { execute: string; id?: string }, s: Socket) => void,
+) {
   const path = join(await tempDir(t), "qmp.sock");
   const sockets = new Set<Socket>();
   const server = createServer((s) => {
     sockets.add(s);
-    s.write(JSON.stringify({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 0 } }, capabilities: [] } }) + "\n");
+    s.write(
+      JSON.stringify({ QMP: { version: { qemu: { major: 7, minor: 2, micro: 0 } }, capabilities: [] } }) +
+        "\n",
+    );
     let buf = "";
     s.on("data", (d) => {
       buf += d.toString();
@@ -54,13 +60,28 @@ test("greeting, commands matched by id (out of order), events", async (t) => {
 
 test("errors carry QEMU's class; timeouts and a closed socket fail pending commands", async (t) => {
   const path = await scriptedPeer(t, (cmd, s) => {
-    if (cmd.execute === "bad") s.write(JSON.stringify({ error: { class: "CommandNotFound", desc: "The command bad has not been found" }, id: cmd.id }) + "\n");
+    if (cmd.execute === "bad")
+      s.write(
+        JSON.stringify({
+          error: { class: "CommandNotFound", desc: "The command bad has not been found" },
+          id: cmd.id,
+        }) + "\n",
+      );
     if (cmd.execute === "die") s.destroy();
   });
   const c = await QmpClient.connect(path);
-  await assert.rejects(c.execute("bad"), (e: any) => e.code === "QMP_ERROR" && /CommandNotFound/.test(e.message)); // eslint-disable-line @typescript-eslint/no-explicit-any
-  await assert.rejects(c.execute("silent", undefined, 100), (e: any) => e.code === "QMP_TIMEOUT" && /no reply after 100 ms/.test(e.message)); // eslint-disable-line @typescript-eslint/no-explicit-any
+  await assert.rejects(
+    c.execute("bad"),
+    (e: any) => e.code === "QMP_ERROR" && /CommandNotFound/.test(e.message),
+  ); // eslint-disable-line @typescript-eslint/no-explicit-any
+  await assert.rejects(
+    c.execute("silent", undefined, 100),
+    (e: any) => e.code === "QMP_TIMEOUT" && /no reply after 100 ms/.test(e.message),
+  ); // eslint-disable-line @typescript-eslint/no-explicit-any
   await assert.rejects(c.execute("die"), (e: any) => e.code === "QMP_CLOSED"); // eslint-disable-line @typescript-eslint/no-explicit-any
   assert.ok(c.isClosed);
-  await assert.rejects(QmpClient.connect(join(path, "..", "nobody-here.sock"), 200), (e: any) => e.code === "QMP_CONNECT"); // eslint-disable-line @typescript-eslint/no-explicit-any
+  await assert.rejects(
+    QmpClient.connect(join(path, "..", "nobody-here.sock"), 200),
+    (e: any) => e.code === "QMP_CONNECT",
+  ); // eslint-disable-line @typescript-eslint/no-explicit-any
 });

@@ -38,7 +38,8 @@ async function waitFor<T>(fn: () => Promise<T | undefined>, timeoutMs = 60_000):
   }
 }
 
-const counters = async (id: string) => (await lines(id, /^OVMS-COUNTER: \d+$/)).map((l) => Number(l.split(" ")[1]));
+const counters = async (id: string) =>
+  (await lines(id, /^OVMS-COUNTER: \d+$/)).map((l) => Number(l.split(" ")[1]));
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), "ovms-snap-"));
@@ -49,7 +50,11 @@ before(async () => {
   source = await loadArtifact(store, "demo/vm:1.0");
   rt = await QemuRuntime.create({ stateDir: store.workDir });
   // One snapshot of a counting guest serves every test below.
-  const info = await rt.start(await prepareArtifact(store, source), { cmdline: "ovms.mode=counter", accel: "tcg", name: "source" });
+  const info = await rt.start(await prepareArtifact(store, source), {
+    cmdline: "ovms.mode=counter",
+    accel: "tcg",
+    name: "source",
+  });
   await waitFor(async () => ((await counters(info.instance_id)).some((n) => n >= 5) ? true : undefined));
   snap = await rt.snapshot(info.instance_id, {}, async (c) => {
     lastBefore = Math.max(...(await counters(info.instance_id)));
@@ -58,7 +63,8 @@ before(async () => {
 });
 
 after(async () => {
-  for (const i of await rt.list({ all: true })) await rt.remove(i.instance_id, { force: true }).catch(() => undefined);
+  for (const i of await rt.list({ all: true }))
+    await rt.remove(i.instance_id, { force: true }).catch(() => undefined);
   await rt.close();
   await rm(dir, { recursive: true, force: true });
 });
@@ -74,8 +80,14 @@ test("snapshot: a new artifact with the overlay as a diff, a ramsnap part and su
   assert.match(a.ovms.kernel.args ?? "", /ovms\.mode=counter/);
   const meta = snap.ramsnap.metadata;
   assert.equal(meta.memoryBytes, 192 << 20);
-  assert.ok(meta.memory.bytes < meta.memoryBytes / 2, `only non-zero memory is stored: ${meta.memory.bytes} of ${meta.memoryBytes}`);
-  assert.deepEqual(meta.diskLayers, a.ovms.diskLayers!.map((d) => d.ref));
+  assert.ok(
+    meta.memory.bytes < meta.memoryBytes / 2,
+    `only non-zero memory is stored: ${meta.memory.bytes} of ${meta.memoryBytes}`,
+  );
+  assert.deepEqual(
+    meta.diskLayers,
+    a.ovms.diskLayers!.map((d) => d.ref),
+  );
   assert.ok((await store.referrers(source.descriptor)).some((r) => r.digest === snap.descriptor.digest));
 });
 
@@ -112,17 +124,26 @@ test("the ramsnap blob decodes with the lz4 CLI and its index independently", as
   await exec("lz4", ["-d", "-f", "-q", one, join(dir, "one")]);
   const memStart = nl + 1 + meta.deviceState.size;
   const sumBefore = index.blocks.slice(0, -1).reduce((n: number, x: { length: number }) => n + x.length, 0);
-  assert.deepEqual(await readFile(join(dir, "one")), plain.subarray(memStart + sumBefore, memStart + sumBefore + b.length));
+  assert.deepEqual(
+    await readFile(join(dir, "one")),
+    plain.subarray(memStart + sumBefore, memStart + sumBefore + b.length),
+  );
 });
 
 test("restore: the counter continues from where it was, and the disk holds what was written", async () => {
-  const prepared = await prepareArtifact(store, await loadArtifact(store, "demo/vm:snap"), { snapshotCacheDir: cacheDir });
+  const prepared = await prepareArtifact(store, await loadArtifact(store, "demo/vm:snap"), {
+    snapshotCacheDir: cacheDir,
+  });
   const info = await rt.start(prepared, { name: "restored" });
   assert.equal(info.state, "running");
   assert.ok(info.metrics.start_ms !== undefined);
   const first = await waitFor(async () => (await counters(info.instance_id))[0]);
   assert.ok(first >= lastBefore, `restored counter ${first} continues from ${lastBefore}, not from zero`);
-  assert.equal((await lines(info.instance_id, /OVMS-READY/)).length, 0, "a restored guest does not boot again");
+  assert.equal(
+    (await lines(info.instance_id, /OVMS-READY/)).length,
+    0,
+    "a restored guest does not boot again",
+  );
   // What the restored VM sees on disk: its overlay chain, flattened and read with debugfs.
   const overlay = join(store.workDir, "instances", info.instance_id, "overlay.qcow2");
   await rt.stop(info.instance_id, { force: true });
@@ -134,11 +155,17 @@ test("restore: the counter continues from where it was, and the disk holds what 
 });
 
 test("three clones run at once and diverge; the preloaded memory is never written", async () => {
-  const prepared = await prepareArtifact(store, await loadArtifact(store, "demo/vm:snap"), { snapshotCacheDir: cacheDir });
-  const memSum = createHash("sha256").update(await readFile(prepared.ramSnapshot!.memoryFile)).digest("hex");
+  const prepared = await prepareArtifact(store, await loadArtifact(store, "demo/vm:snap"), {
+    snapshotCacheDir: cacheDir,
+  });
+  const memSum = createHash("sha256")
+    .update(await readFile(prepared.ramSnapshot!.memoryFile))
+    .digest("hex");
   const clones = await Promise.all([0, 1, 2].map((i) => rt.start(prepared, { name: `clone-${i}` })));
   assert.equal(new Set(clones.map((c) => c.instance_id)).size, 3);
-  await Promise.all(clones.map((c) => waitFor(async () => ((await counters(c.instance_id)).length >= 3 ? true : undefined))));
+  await Promise.all(
+    clones.map((c) => waitFor(async () => ((await counters(c.instance_id)).length >= 3 ? true : undefined))),
+  );
   // Stopping one does not stop the others: they are independent processes and memories.
   await rt.stop(clones[0].instance_id, { force: true });
   const [a, b] = await Promise.all([counters(clones[1].instance_id), counters(clones[2].instance_id)]);
@@ -146,13 +173,23 @@ test("three clones run at once and diverge; the preloaded memory is never writte
   const [a2, b2] = await Promise.all([counters(clones[1].instance_id), counters(clones[2].instance_id)]);
   assert.ok(a2.length > a.length && b2.length > b.length, "the other clones keep running");
   for (const c of clones.slice(1)) await rt.stop(c.instance_id, { force: true });
-  assert.equal(createHash("sha256").update(await readFile(prepared.ramSnapshot!.memoryFile)).digest("hex"), memSum);
+  assert.equal(
+    createHash("sha256")
+      .update(await readFile(prepared.ramSnapshot!.memoryFile))
+      .digest("hex"),
+    memSum,
+  );
 });
 
 test("warm pool: starts are served by paused processes and the pool refills", async () => {
-  const prepared = await prepareArtifact(store, await loadArtifact(store, "demo/vm:snap"), { snapshotCacheDir: cacheDir });
+  const prepared = await prepareArtifact(store, await loadArtifact(store, "demo/vm:snap"), {
+    snapshotCacheDir: cacheDir,
+  });
   await rt.configurePool(prepared, 2);
-  assert.deepEqual(rt.poolStatus().map((p) => p.ready), [2]);
+  assert.deepEqual(
+    rt.poolStatus().map((p) => p.ready),
+    [2],
+  );
   assert.equal((await rt.list()).length, 0, "pool processes are not instances");
   const info = await rt.start(prepared, { name: "from-pool" });
   assert.equal(info.state, "running");
@@ -160,7 +197,10 @@ test("warm pool: starts are served by paused processes and the pool refills", as
   await waitFor(async () => (rt.poolStatus()[0].ready === 2 ? true : undefined), 30_000);
   await rt.stop(info.instance_id, { force: true });
   await rt.configurePool(prepared, 0);
-  assert.deepEqual(rt.poolStatus().map((p) => p.ready), [0]);
+  assert.deepEqual(
+    rt.poolStatus().map((p) => p.ready),
+    [0],
+  );
 });
 
 test("snapshot → push → pull into a fresh store → restore", async () => {
@@ -197,7 +237,10 @@ test("mlock_required: refused naming RLIMIT_MEMLOCK when the limit cannot hold t
   const limit = m[1] === "unlimited" ? Infinity : Number(m[1]);
   // The runtime's QEMU never runs with CAP_IPC_LOCK (as root it drops to nobody), so the limit decides.
   if (limit < 192 << 20) {
-    await assert.rejects(rt.start(prepared, { name: "locked" }), (e: any) => e.code === "INSUFFICIENT_RESOURCES" && /RLIMIT_MEMLOCK/.test(e.message)); // eslint-disable-line @typescript-eslint/no-explicit-any
+    await assert.rejects(
+      rt.start(prepared, { name: "locked" }),
+      (e: any) => e.code === "INSUFFICIENT_RESOURCES" && /RLIMIT_MEMLOCK/.test(e.message),
+    ); // eslint-disable-line @typescript-eslint/no-explicit-any
   } else {
     const info = await rt.start(prepared, { name: "locked" });
     assert.equal(info.state, "running");
@@ -215,9 +258,16 @@ test("bad snapshots are refused before QEMU starts: flipped byte, truncated blob
   await assert.rejects(readRamsnapHeader(cut), (e: any) => e.code === "RAMSNAP_INVALID"); // eslint-disable-line @typescript-eslint/no-explicit-any
   // Other machine shape: the same blob under a manifest that claims another memory size.
   const other = { ...snapArt.ovms, resources: { memory: 256 << 20, vcpus: 1 } };
-  await assert.rejects(prepareArtifact(store, { ...snapArt, ovms: other }, { snapshotCacheDir: join(dir, "c2") }), (e: any) => e.code === "MANIFEST_INVALID" && /memory: snapshot 201326592, manifest 268435456/.test(e.message)); // eslint-disable-line @typescript-eslint/no-explicit-any
+  await assert.rejects(
+    prepareArtifact(store, { ...snapArt, ovms: other }, { snapshotCacheDir: join(dir, "c2") }),
+    (e: any) =>
+      e.code === "MANIFEST_INVALID" && /memory: snapshot 201326592, manifest 268435456/.test(e.message),
+  ); // eslint-disable-line @typescript-eslint/no-explicit-any
   const prepared = await prepareArtifact(store, snapArt, { snapshotCacheDir: cacheDir });
-  await assert.rejects(rt.start(prepared, { memory: 256 << 20 }), (e: any) => e.code === "MANIFEST_INVALID" && /memory: snapshot/.test(e.message)); // eslint-disable-line @typescript-eslint/no-explicit-any
+  await assert.rejects(
+    rt.start(prepared, { memory: 256 << 20 }),
+    (e: any) => e.code === "MANIFEST_INVALID" && /memory: snapshot/.test(e.message),
+  ); // eslint-disable-line @typescript-eslint/no-explicit-any
   await assert.rejects(rt.start(prepared, { cmdline: "x=1" }), /cmdline/);
   // Flipped byte: the store's copy of the blob no longer matches its digest.
   const p = store.blobPath(snap.ramsnap.digest);
@@ -227,7 +277,10 @@ test("bad snapshots are refused before QEMU starts: flipped byte, truncated blob
   const flipped = Buffer.from(whole);
   flipped[Math.floor(flipped.length / 2)] ^= 0xff;
   await writeFile(p, flipped);
-  await assert.rejects(prepareArtifact(store, snapArt, { snapshotCacheDir: join(dir, "c3") }), (e: any) => e.code === "DIGEST_MISMATCH" && e.message.includes(snap.ramsnap.digest)); // eslint-disable-line @typescript-eslint/no-explicit-any
+  await assert.rejects(
+    prepareArtifact(store, snapArt, { snapshotCacheDir: join(dir, "c3") }),
+    (e: any) => e.code === "DIGEST_MISMATCH" && e.message.includes(snap.ramsnap.digest),
+  ); // eslint-disable-line @typescript-eslint/no-explicit-any
   await copyFile(saved, p);
   assert.equal((await rt.list({ all: true })).length, before, "no instance was created");
 });

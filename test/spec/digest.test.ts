@@ -17,16 +17,26 @@ test("Hasher digests a stream and accepts the right digest and size", async () =
 
 test("Hasher fails at the end on a wrong digest, naming got and want", async () => {
   const want = sha256("something else");
-  await assert.rejects(pipeline(Readable.from([Buffer.from("hello")]), new Hasher({ digest: want }), sink()), (e: any) => { // eslint-disable-line @typescript-eslint/no-explicit-any
-    assert.equal(e.code, "DIGEST_MISMATCH");
-    assert.match(e.message, new RegExp(`after 5 bytes \\(got ${sha256("hello")}, want ${want}\\)`));
-    return true;
-  });
+  await assert.rejects(
+    pipeline(Readable.from([Buffer.from("hello")]), new Hasher({ digest: want }), sink()),
+    (e: any) => {
+      // eslint-disable-line @typescript-eslint/no-explicit-any
+      assert.equal(e.code, "DIGEST_MISMATCH");
+      assert.match(e.message, new RegExp(`after 5 bytes \\(got ${sha256("hello")}, want ${want}\\)`));
+      return true;
+    },
+  );
 });
 
 test("Hasher stops reading past the declared size", async () => {
-  await assert.rejects(pipeline(Readable.from([Buffer.alloc(10), Buffer.alloc(10)]), new Hasher({ size: 15 }), sink()), /more than the declared 15 bytes/);
-  await assert.rejects(pipeline(Readable.from([Buffer.alloc(10)]), new Hasher({ size: 15 }), sink()), /got 10 bytes, want 15/);
+  await assert.rejects(
+    pipeline(Readable.from([Buffer.alloc(10), Buffer.alloc(10)]), new Hasher({ size: 15 }), sink()),
+    /more than the declared 15 bytes/,
+  );
+  await assert.rejects(
+    pipeline(Readable.from([Buffer.alloc(10)]), new Hasher({ size: 15 }), sink()),
+    /got 10 bytes, want 15/,
+  );
 });
 
 test("digest format checks", () => {

@@ -8,7 +8,8 @@ import { ROOT } from "../helpers.js";
 
 const D = (c: string) => `sha256:${c.repeat(64)}`;
 
-function minimal(): Record<string, any> { // eslint-disable-line @typescript-eslint/no-explicit-any
+function minimal(): Record<string, any> {
+  // eslint-disable-line @typescript-eslint/no-explicit-any
   return {
     schemaVersion: 1,
     mediaType: "application/vnd.ovms.manifest.v1+json",
@@ -69,7 +70,13 @@ test("semantic rules: diff layers are qcow2 and name their parent; devices are u
     { type: "ivshmem", name: "shm", size: 4096 },
   ];
   const paths = checkManifest(m).map((p) => p.path);
-  for (const p of ["diskLayers[0].parent", "diskLayers[1].format", "diskLayers[1].parent", "devices[0].size", "devices[1].name"]) {
+  for (const p of [
+    "diskLayers[0].parent",
+    "diskLayers[1].format",
+    "diskLayers[1].parent",
+    "devices[0].size",
+    "devices[1].name",
+  ]) {
     assert.ok(paths.includes(p), `expected a problem at ${p}, got ${paths.join(", ")}`);
   }
 });
@@ -77,13 +84,16 @@ test("semantic rules: diff layers are qcow2 and name their parent; devices are u
 test("validateManifest throws ValidationError with code MANIFEST_INVALID and the list", () => {
   const m = minimal();
   m.kernel.ref = "md5:abc";
-  assert.throws(() => validateManifest(m, "x.json"), (e: unknown) => {
-    assert.ok(e instanceof ValidationError);
-    assert.equal(e.code, "MANIFEST_INVALID");
-    assert.equal(e.problems[0].path, "kernel.ref");
-    assert.match(e.message, /^x\.json: 1 problem/);
-    return true;
-  });
+  assert.throws(
+    () => validateManifest(m, "x.json"),
+    (e: unknown) => {
+      assert.ok(e instanceof ValidationError);
+      assert.equal(e.code, "MANIFEST_INVALID");
+      assert.equal(e.problems[0].path, "kernel.ref");
+      assert.match(e.message, /^x\.json: 1 problem/);
+      return true;
+    },
+  );
   assert.throws(() => parseManifest("{not json"), /not valid JSON/);
 });
 

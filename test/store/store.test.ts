@@ -9,7 +9,11 @@ import { MediaType } from "../../src/spec/media-types.js";
 import type { ImageManifest } from "../../src/spec/oci.js";
 import { ROOT, exec, spawn, tempDir } from "../helpers.js";
 
-async function smallArtifact(store: Store, payload: string, subject?: { digest: `sha256:${string}`; size: number; mediaType: string }) {
+async function smallArtifact(
+  store: Store,
+  payload: string,
+  subject?: { digest: `sha256:${string}`; size: number; mediaType: string },
+) {
   const layer = await store.putBlob(payload);
   const config = await store.putBlob(JSON.stringify({ payload }));
   const m: ImageManifest = {
@@ -26,7 +30,9 @@ async function smallArtifact(store: Store, payload: string, subject?: { digest: 
 test("a new store is a valid OCI image layout", async (t) => {
   const dir = await tempDir(t);
   const store = await Store.open(join(dir, "s"));
-  assert.deepEqual(JSON.parse(await readFile(join(store.root, "oci-layout"), "utf8")), { imageLayoutVersion: "1.0.0" });
+  assert.deepEqual(JSON.parse(await readFile(join(store.root, "oci-layout"), "utf8")), {
+    imageLayoutVersion: "1.0.0",
+  });
   const { desc } = await smallArtifact(store, "hello");
   await store.tag(desc, "example/a:1");
   await exec("oci-image-tool", ["validate", "--type", "imageIndex", join(store.root, "index.json")]);
@@ -38,7 +44,10 @@ test("ingest: success, then a bad digest leaves nothing under blobs/ or ingest/"
   const ok = await store.ingest(Readable.from([Buffer.from("abc")]), { digest: sha256("abc"), size: 3 });
   assert.equal(ok.digest, sha256("abc"));
   assert.equal((await readFile(store.blobPath(ok.digest))).toString(), "abc");
-  await assert.rejects(store.ingest(Readable.from([Buffer.from("abd")]), { digest: sha256("xyz") }), /digest mismatch after 3 bytes/);
+  await assert.rejects(
+    store.ingest(Readable.from([Buffer.from("abd")]), { digest: sha256("xyz") }),
+    /digest mismatch after 3 bytes/,
+  );
   assert.deepEqual((await readdir(join(store.root, "blobs/sha256"))).sort(), [ok.digest.slice(7)]);
   assert.deepEqual(await readdir(join(store.workDir, "ingest")), []);
   assert.equal(await store.blobSize(sha256("abd")), undefined);
@@ -63,7 +72,10 @@ test("reads are verified: a blob corrupted on disk is refused", async (t) => {
   const p = store.blobPath(digest);
   await chmod(p, 0o644);
   await writeFile(p, "precioUs");
-  await assert.rejects(store.readBlob(digest), (e: any) => e.code === "STORE_CORRUPT" && e.message.includes(digest)); // eslint-disable-line @typescript-eslint/no-explicit-any
+  await assert.rejects(
+    store.readBlob(digest),
+    (e: any) => e.code === "STORE_CORRUPT" && e.message.includes(digest),
+  ); // eslint-disable-line @typescript-eslint/no-explicit-any
   const s = await store.fetch({ digest, size: 8 });
   await assert.rejects(async () => {
     for await (const _ of s) void _;
@@ -81,7 +93,10 @@ test("tag, resolve, untag; not found names the reference", async (t) => {
   const names = (await store.entries()).map((e) => e.reference).sort();
   assert.deepEqual(names, ["127.0.0.1:5000/x/y:2", "docker.io/example/a:1"]);
   await store.untag("example/a:1");
-  await assert.rejects(store.resolve("example/a:1"), (e: any) => e.code === "NOT_FOUND" && /example\/a:1/.test(e.message)); // eslint-disable-line @typescript-eslint/no-explicit-any
+  await assert.rejects(
+    store.resolve("example/a:1"),
+    (e: any) => e.code === "NOT_FOUND" && /example\/a:1/.test(e.message),
+  ); // eslint-disable-line @typescript-eslint/no-explicit-any
   await assert.rejects(store.untag("nope:1"), /not in the store/);
 });
 
@@ -95,7 +110,9 @@ test("concurrent: two processes tagging at once lose nothing", async (t) => {
         const s = await Store.open(${JSON.stringify(store.root)});
         const d = ${JSON.stringify(desc)};
         for (let i = 0; i < 40; i++) await s.tag(d, "example/${prefix}:" + i);`;
-      const p = spawn(process.execPath, ["--input-type=module", "-e", code], { stdio: ["ignore", "inherit", "inherit"] });
+      const p = spawn(process.execPath, ["--input-type=module", "-e", code], {
+        stdio: ["ignore", "inherit", "inherit"],
+      });
       p.on("exit", (c) => (c === 0 ? resolve() : reject(new Error(`worker ${prefix} exited ${c}`))));
     });
   await Promise.all([worker("a"), worker("b")]);
@@ -115,7 +132,10 @@ test("referrers and gc: unreachable blobs go, referrers stay with their subject"
   const orphan = await store.putBlob("nobody points at me");
 
   const refs = await store.referrers(a.desc);
-  assert.deepEqual(refs.map((r) => r.digest), [sig.desc.digest]);
+  assert.deepEqual(
+    refs.map((r) => r.digest),
+    [sig.desc.digest],
+  );
   assert.deepEqual(await store.referrers(a.desc, "application/other"), []);
 
   let r = await store.gc();

@@ -24,7 +24,9 @@ export function parseDeviceFlag(v: string): Device {
     }),
   );
   const known = new Set(["type", "name", "size", "mmio_addr"]);
-  for (const k of Object.keys(kv)) if (!known.has(k)) throw new OvmsError("USAGE", `--device ${v}: unknown key "${k}" (type, name, size, mmio_addr)`);
+  for (const k of Object.keys(kv))
+    if (!known.has(k))
+      throw new OvmsError("USAGE", `--device ${v}: unknown key "${k}" (type, name, size, mmio_addr)`);
   if (kv.type !== "ivshmem") throw new OvmsError("USAGE", `--device ${v}: type must be ivshmem`);
   if (!kv.name) throw new OvmsError("USAGE", `--device ${v}: name= is required`);
   if (!kv.size) throw new OvmsError("USAGE", `--device ${v}: size= is required`);
@@ -42,7 +44,11 @@ export function register(program: Command): void {
     .option("-f, --file <path>", "build file (YAML or JSON, see docs/build-file.md)")
     .option("--kernel <file>", "guest kernel (bzImage)")
     .option("--initrd <file>", "initial ramdisk")
-    .option("--disk <file[:qcow2|raw]>", "disk layer, repeatable, base first; later ones are qcow2 diffs", collect)
+    .option(
+      "--disk <file[:qcow2|raw]>",
+      "disk layer, repeatable, base first; later ones are qcow2 diffs",
+      collect,
+    )
     .option("--cmdline <args>", "kernel command line")
     .option("--name <name>", "artifact name (default: the repository of --tag)")
     .option("--version <version>", "artifact version (default: the tag of --tag)")
@@ -62,27 +68,39 @@ export function register(program: Command): void {
         if (opts.name) spec.name = opts.name;
         if (opts.version) spec.version = opts.version;
         if (opts.device) spec.devices = opts.device.map(parseDeviceFlag);
-        if (opts.memory) spec.resources = { ...(spec.resources ?? {}), memory: parseSize(opts.memory, "--memory") };
+        if (opts.memory)
+          spec.resources = { ...(spec.resources ?? {}), memory: parseSize(opts.memory, "--memory") };
         if (opts.cpus) spec.resources = { ...(spec.resources ?? {}), vcpus: opts.cpus };
       }
       if (opts.created) spec.metadata = { ...(spec.metadata ?? {}), created: opts.created };
       const store = await openStore(cmd);
       const result = await build(store, spec, opts.tag, (step) => out.info(step));
       out.result(
-        { reference: result.reference, digest: result.descriptor.digest, size: result.descriptor.size, manifest: result.manifest },
+        {
+          reference: result.reference,
+          digest: result.descriptor.digest,
+          size: result.descriptor.size,
+          manifest: result.manifest,
+        },
         () => `${result.reference} ${result.descriptor.digest}`,
       );
     });
 }
 
-function fromFlags(opts: Record<string, any>): BuildSpec { // eslint-disable-line @typescript-eslint/no-explicit-any
+function fromFlags(opts: Record<string, any>): BuildSpec {
+  // eslint-disable-line @typescript-eslint/no-explicit-any
   if (!opts.kernel) throw new OvmsError("USAGE", "build needs --kernel FILE (or a build file with -f)");
   const tag: string = opts.tag;
   const slash = tag.lastIndexOf("/");
   const colon = tag.lastIndexOf(":");
   const repo = colon > slash ? tag.slice(0, colon) : tag.split("@")[0];
   const spec: BuildSpec = {
-    name: opts.name ?? repo.split("/").filter((p: string) => !p.includes(".") && !p.includes(":") && p !== "localhost").join("/"),
+    name:
+      opts.name ??
+      repo
+        .split("/")
+        .filter((p: string) => !p.includes(".") && !p.includes(":") && p !== "localhost")
+        .join("/"),
     version: opts.version ?? (colon > slash ? tag.slice(colon + 1) : "latest"),
     kernel: { path: opts.kernel, ...(opts.cmdline !== undefined ? { args: opts.cmdline } : {}) },
   };

@@ -15,11 +15,20 @@ export function register(program: Command): void {
     .action(async (_opts, cmd: Command) => {
       const out = new Printer(globals(cmd));
       const store = await openStore(cmd);
-      const rows: { reference: string; digest: string; artifactType: string; ovms: boolean; created: string; size: number; ramSnapshot: boolean }[] = [];
+      const rows: {
+        reference: string;
+        digest: string;
+        artifactType: string;
+        ovms: boolean;
+        created: string;
+        size: number;
+        ramSnapshot: boolean;
+      }[] = [];
       for (const e of await store.entries()) {
         if (!e.reference) continue;
         const oci = await store.readJson<ImageManifest>(e.descriptor.digest);
-        const size = e.descriptor.size + (oci.config?.size ?? 0) + (oci.layers ?? []).reduce((n, l) => n + l.size, 0);
+        const size =
+          e.descriptor.size + (oci.config?.size ?? 0) + (oci.layers ?? []).reduce((n, l) => n + l.size, 0);
         const ovms = oci.config && isOvmsManifest(oci);
         rows.push({
           reference: e.reference,
@@ -76,13 +85,21 @@ export function register(program: Command): void {
           `Kernel:      ${m.kernel.ref} ${m.kernel.size !== undefined ? formatSize(m.kernel.size) : ""}`,
           `Cmdline:     ${m.kernel.args ?? ""}`,
         ];
-        if (m.initrd) lines.push(`Initrd:      ${m.initrd.ref} ${m.initrd.size !== undefined ? formatSize(m.initrd.size) : ""}`);
+        if (m.initrd)
+          lines.push(
+            `Initrd:      ${m.initrd.ref} ${m.initrd.size !== undefined ? formatSize(m.initrd.size) : ""}`,
+          );
         (m.diskLayers ?? []).forEach((d, i) =>
-          lines.push(`Disk ${i}:      ${d.ref} ${d.format} ${formatSize(d.size)}${d.virtualSize ? ` (virtual ${formatSize(d.virtualSize)})` : ""}${i === 0 ? " base" : " diff"}`),
+          lines.push(
+            `Disk ${i}:      ${d.ref} ${d.format} ${formatSize(d.size)}${d.virtualSize ? ` (virtual ${formatSize(d.virtualSize)})` : ""}${i === 0 ? " base" : " diff"}`,
+          ),
         );
         if (m.ramSnapshot) lines.push(`RAM snapshot: ${m.ramSnapshot.ref} ${m.ramSnapshot.compression}`);
         for (const d of m.devices ?? []) lines.push(`Device:      ${d.type} ${d.name} ${formatSize(d.size)}`);
-        if (m.resources) lines.push(`Resources:   ${m.resources.memory ? formatSize(m.resources.memory) : "-"} memory, ${m.resources.vcpus ?? "-"} vCPUs`);
+        if (m.resources)
+          lines.push(
+            `Resources:   ${m.resources.memory ? formatSize(m.resources.memory) : "-"} memory, ${m.resources.vcpus ?? "-"} vCPUs`,
+          );
         for (const r of referrers) lines.push(`Referrer:    ${r.digest} ${r.artifactType ?? ""}`);
         return lines.join("\n");
       });
@@ -116,9 +133,11 @@ export function register(program: Command): void {
       const r = await store.gc();
       // Preloaded snapshots (tmpfs) of blobs that are gone, and of stores that are gone.
       const cacheBytesFreed = await pruneSnapshotCaches(store);
-      out.result({ ...r, cacheBytesFreed }, () =>
-        `removed ${r.blobsRemoved} blob(s), ${r.manifestsDropped} dangling referrer(s); freed ${formatSize(r.bytesFreed)}` +
-        (cacheBytesFreed ? `, and ${formatSize(cacheBytesFreed)} of preloaded snapshots` : ""),
+      out.result(
+        { ...r, cacheBytesFreed },
+        () =>
+          `removed ${r.blobsRemoved} blob(s), ${r.manifestsDropped} dangling referrer(s); freed ${formatSize(r.bytesFreed)}` +
+          (cacheBytesFreed ? `, and ${formatSize(cacheBytesFreed)} of preloaded snapshots` : ""),
       );
     });
 }

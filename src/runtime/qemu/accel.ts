@@ -43,9 +43,27 @@ function probe(kernel: string): Promise<boolean> {
   return new Promise<boolean>((resolve) => {
     const p = spawn(
       QEMU_BINARY,
-      ["-machine", "microvm,x-option-roms=off,rtc=on", "-accel", "kvm", "-cpu", "host", "-m", "128M", "-nodefaults",
-        "-no-user-config", "-display", "none", "-no-reboot", "-kernel", kernel, "-append", "panic=-1 console=ttyS0 quiet",
-        "-serial", "stdio"],
+      [
+        "-machine",
+        "microvm,x-option-roms=off,rtc=on",
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host",
+        "-m",
+        "128M",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-kernel",
+        kernel,
+        "-append",
+        "panic=-1 console=ttyS0 quiet",
+        "-serial",
+        "stdio",
+      ],
       { stdio: ["ignore", "pipe", "ignore"] },
     );
     let out = "";

@@ -50,10 +50,18 @@ export function sandboxOption(runAs?: string): string {
 export function qemuArgv(c: QemuConfig): string[] {
   const a: string[] = ["-name", `ovms-${c.id},debug-threads=on`];
   // microvm: no PCI, no firmware option ROMs, virtio-mmio devices; q35 when a device needs PCI.
-  a.push("-machine", c.machine === "microvm" ? "microvm,x-option-roms=off,rtc=on,memory-backend=ram0" : "q35,memory-backend=ram0");
+  a.push(
+    "-machine",
+    c.machine === "microvm"
+      ? "microvm,x-option-roms=off,rtc=on,memory-backend=ram0"
+      : "q35,memory-backend=ram0",
+  );
   a.push("-accel", c.accel, "-cpu", c.cpuModel ?? defaultCpuModel(c.accel));
   a.push("-m", `${Math.floor(c.memoryBytes / (1 << 20))}M`, "-smp", String(c.vcpus));
-  a.push("-object", `memory-backend-file,id=ram0,mem-path=${c.ramFile},size=${c.memoryBytes},share=${c.restore ? "off" : "on"}`);
+  a.push(
+    "-object",
+    `memory-backend-file,id=ram0,mem-path=${c.ramFile},size=${c.memoryBytes},share=${c.restore ? "off" : "on"}`,
+  );
   if (c.memLock) a.push("-overcommit", "mem-lock=on");
   a.push("-nodefaults", "-no-user-config", "-display", "none", "-no-reboot");
   a.push("-kernel", c.kernel);
@@ -64,7 +72,10 @@ export function qemuArgv(c: QemuConfig): string[] {
   if (c.machine === "q35") a.push("-fw_cfg", "name=etc/sercon-port,string=0");
   if (c.disk) {
     a.push("-drive", `file=${c.disk},format=qcow2,if=none,id=disk0,discard=unmap`);
-    a.push("-device", c.machine === "microvm" ? "virtio-blk-device,drive=disk0" : "virtio-blk-pci,drive=disk0");
+    a.push(
+      "-device",
+      c.machine === "microvm" ? "virtio-blk-device,drive=disk0" : "virtio-blk-pci,drive=disk0",
+    );
   }
   for (const d of c.devices) {
     // master=on: this side owns the region, which QEMU needs to migrate it (RAM snapshots).

@@ -118,8 +118,13 @@ export class QemuRuntime implements Runtime {
    * create makes a runtime keeping instances under `stateDir`. As root, QEMU drops to
    * `runAs` (default `nobody`) after start-up.
    */
-  static async create(opts: { stateDir: string; shmDir?: string; runAs?: string | null }): Promise<QemuRuntime> {
-    const runAs = opts.runAs === null ? undefined : (opts.runAs ?? (process.getuid?.() === 0 ? "nobody" : undefined));
+  static async create(opts: {
+    stateDir: string;
+    shmDir?: string;
+    runAs?: string | null;
+  }): Promise<QemuRuntime> {
+    const runAs =
+      opts.runAs === null ? undefined : (opts.runAs ?? (process.getuid?.() === 0 ? "nobody" : undefined));
     const shm = opts.shmDir ?? (existsSync("/dev/shm") ? "/dev/shm/ovms" : join(opts.stateDir, "shm"));
     const rt = new QemuRuntime(opts.stateDir, shm, runAs);
     await mkdir(join(opts.stateDir, "instances"), { recursive: true, mode: 0o755 });
@@ -132,7 +137,9 @@ export class QemuRuntime implements Runtime {
   async version(): Promise<string> {
     if (!this.qemuVersion) {
       const out = await run(QEMU_BINARY, ["--version"]).catch((e) => {
-        throw new RuntimeError("RUNTIME_UNAVAILABLE", `QEMU is not available: ${(e as Error).message}`, { cause: e });
+        throw new RuntimeError("RUNTIME_UNAVAILABLE", `QEMU is not available: ${(e as Error).message}`, {
+          cause: e,
+        });
       });
       this.qemuVersion = /version (\S+)/.exec(out)?.[1] ?? "unknown";
     }
@@ -145,7 +152,9 @@ export class QemuRuntime implements Runtime {
 
   async start(a: PreparedArtifact, opts: StartOptions = {}): Promise<InstanceInfo> {
     const t0 = performance.now();
-    const trace = process.env.OVMS_TRACE ? (m: string) => process.stderr.write(`${performance.now().toFixed(2)} ${m}\n`) : () => {};
+    const trace = process.env.OVMS_TRACE
+      ? (m: string) => process.stderr.write(`${performance.now().toFixed(2)} ${m}\n`)
+      : () => {};
     trace("start: begin");
     await this.version();
     const plan = await this.plan(a, opts);
@@ -184,31 +193,51 @@ export class QemuRuntime implements Runtime {
   private async plan(a: PreparedArtifact, opts: StartOptions): Promise<Plan> {
     const m = a.manifest;
     const name = opts.name ?? `${(m.name.split("/").pop() ?? "vm").slice(0, 50)}-${randomUUID().slice(0, 6)}`;
-    if (!NAME_RE.test(name)) throw new RuntimeError("BAD_REQUEST", `name "${name}": use 1-63 letters, digits, '_', '.' or '-'`);
+    if (!NAME_RE.test(name))
+      throw new RuntimeError("BAD_REQUEST", `name "${name}": use 1-63 letters, digits, '_', '.' or '-'`);
     for (const r of this.records.values()) {
-      if (r.name === name) throw new RuntimeError("CONFLICT", `name "${name}" is already used by instance ${r.instance_id} (${r.state}); remove it first`);
+      if (r.name === name)
+        throw new RuntimeError(
+          "CONFLICT",
+          `name "${name}" is already used by instance ${r.instance_id} (${r.state}); remove it first`,
+        );
     }
     const devices = m.devices ?? [];
     const needsPci = devices.length > 0;
     const snap = a.ramSnapshot?.metadata;
     if (snap) {
       const bad: string[] = [];
-      if (snap.runtime.name !== this.name) bad.push(`runtime: snapshot ${snap.runtime.name}, this runtime ${this.name}`);
-      if (snap.machine !== "microvm" && snap.machine !== "q35") bad.push(`machine: ${snap.machine} is not supported`);
-      if (opts.machine && opts.machine !== snap.machine) bad.push(`machine: snapshot ${snap.machine}, asked ${opts.machine}`);
-      if (opts.memory !== undefined && opts.memory !== snap.memoryBytes) bad.push(`memory: snapshot ${snap.memoryBytes}, asked ${opts.memory}`);
-      if (opts.cpus !== undefined && opts.cpus !== snap.vcpus) bad.push(`vcpus: snapshot ${snap.vcpus}, asked ${opts.cpus}`);
-      if (opts.accel && opts.accel !== "auto" && opts.accel !== snap.accel) bad.push(`accel: snapshot ${snap.accel}, asked ${opts.accel}`);
-      if (opts.cmdline) bad.push("cmdline: a restored kernel is already running; its command line cannot change");
-      if (bad.length) throw new RuntimeError("MANIFEST_INVALID", `cannot restore ${a.reference}: ${bad.join("; ")}`);
+      if (snap.runtime.name !== this.name)
+        bad.push(`runtime: snapshot ${snap.runtime.name}, this runtime ${this.name}`);
+      if (snap.machine !== "microvm" && snap.machine !== "q35")
+        bad.push(`machine: ${snap.machine} is not supported`);
+      if (opts.machine && opts.machine !== snap.machine)
+        bad.push(`machine: snapshot ${snap.machine}, asked ${opts.machine}`);
+      if (opts.memory !== undefined && opts.memory !== snap.memoryBytes)
+        bad.push(`memory: snapshot ${snap.memoryBytes}, asked ${opts.memory}`);
+      if (opts.cpus !== undefined && opts.cpus !== snap.vcpus)
+        bad.push(`vcpus: snapshot ${snap.vcpus}, asked ${opts.cpus}`);
+      if (opts.accel && opts.accel !== "auto" && opts.accel !== snap.accel)
+        bad.push(`accel: snapshot ${snap.accel}, asked ${opts.accel}`);
+      if (opts.cmdline)
+        bad.push("cmdline: a restored kernel is already running; its command line cannot change");
+      if (bad.length)
+        throw new RuntimeError("MANIFEST_INVALID", `cannot restore ${a.reference}: ${bad.join("; ")}`);
     }
     const memory = snap?.memoryBytes ?? opts.memory ?? m.resources?.memory ?? DEFAULT_MEMORY;
     const vcpus = snap?.vcpus ?? opts.cpus ?? m.resources?.vcpus ?? 1;
     if (memory < 16 << 20) throw new RuntimeError("BAD_REQUEST", `memory ${memory} bytes: at least 16 MiB`);
-    const hinted = m.runtimeHints?.machine === "microvm" || m.runtimeHints?.machine === "q35" ? m.runtimeHints.machine : undefined;
-    const machine = (snap?.machine as Machine | undefined) ?? opts.machine ?? hinted ?? (needsPci ? "q35" : "microvm");
+    const hinted =
+      m.runtimeHints?.machine === "microvm" || m.runtimeHints?.machine === "q35"
+        ? m.runtimeHints.machine
+        : undefined;
+    const machine =
+      (snap?.machine as Machine | undefined) ?? opts.machine ?? hinted ?? (needsPci ? "q35" : "microvm");
     if (machine === "microvm" && needsPci) {
-      throw new RuntimeError("BAD_REQUEST", `machine microvm has no PCI, but device ${devices[0].name} (${devices[0].type}) needs it: use q35`);
+      throw new RuntimeError(
+        "BAD_REQUEST",
+        `machine microvm has no PCI, but device ${devices[0].name} (${devices[0].type}) needs it: use q35`,
+      );
     }
     const memLock = !!(snap && m.ramSnapshot?.mlock_required);
     if (memLock) await this.checkMemlock(memory);
@@ -231,7 +260,12 @@ export class QemuRuntime implements Runtime {
    * launch creates an instance's folder and overlay and starts its QEMU, connected over QMP.
    * For a restore QEMU waits at `-incoming defer`; the pool keeps such processes ready.
    */
-  private async launch(a: PreparedArtifact, plan: Plan, t0: number, pool = false): Promise<{ rec: InstanceRecord; live: Live }> {
+  private async launch(
+    a: PreparedArtifact,
+    plan: Plan,
+    t0: number,
+    pool = false,
+  ): Promise<{ rec: InstanceRecord; live: Live }> {
     const id = randomUUID();
     const dir = this.dir(id);
     const shmDir = join(this.shmRoot, id);
@@ -253,7 +287,12 @@ export class QemuRuntime implements Runtime {
       // user can reach after it dropped root, wherever the state directory is.
       qmpSocket: join(shmDir, "qmp.sock"),
       ramFile: restore ? restore.memoryFile : join(shmDir, "ram"),
-      devices: plan.devices.map((d) => ({ type: d.type, name: d.name, size: d.size, path: join(shmDir, `ivshmem-${d.name}`) })),
+      devices: plan.devices.map((d) => ({
+        type: d.type,
+        name: d.name,
+        size: d.size,
+        path: join(shmDir, `ivshmem-${d.name}`),
+      })),
       runAs: this.runAs,
       restore: !!restore,
       vmgenid: randomUUID(),
@@ -295,7 +334,8 @@ export class QemuRuntime implements Runtime {
     };
     if (restore) rec.restored_from = restore.digest;
     if (pool) rec.pool = true;
-    if (a.manifest.runtimeHints?.coldStartTargetMs !== undefined) rec.cold_start_target_ms = a.manifest.runtimeHints.coldStartTargetMs;
+    if (a.manifest.runtimeHints?.coldStartTargetMs !== undefined)
+      rec.cold_start_target_ms = a.manifest.runtimeHints.coldStartTargetMs;
     this.records.set(id, rec);
     await this.save(rec);
 
@@ -335,12 +375,18 @@ export class QemuRuntime implements Runtime {
    * `unix:` socket it listens on, waits for the incoming migration to complete, and resumes.
    */
   private async restoreInto(rec: InstanceRecord, live: Live, deviceStateFile: string): Promise<void> {
-    const trace = process.env.OVMS_TRACE ? (m: string) => process.stderr.write(`${performance.now().toFixed(2)} ${m}\n`) : () => {};
+    const trace = process.env.OVMS_TRACE
+      ? (m: string) => process.stderr.write(`${performance.now().toFixed(2)} ${m}\n`)
+      : () => {};
     trace("restore: begin");
     const qmp = live.qmp!;
     const sock = join(rec.shm_dir, "incoming.sock");
     const state = await this.deviceState(deviceStateFile);
-    const done = qmp.waitEvent("MIGRATION", 30_000, (e) => e.data?.status === "completed" || e.data?.status === "failed");
+    const done = qmp.waitEvent(
+      "MIGRATION",
+      30_000,
+      (e) => e.data?.status === "completed" || e.data?.status === "failed",
+    );
     await qmp.execute("migrate-incoming", { uri: `unix:${sock}` });
     trace("restore: migrate-incoming returned");
     await new Promise<void>((resolve, reject) => {
@@ -351,7 +397,8 @@ export class QemuRuntime implements Runtime {
     trace("restore: state sent");
     const ev = await done;
     trace("restore: migration completed");
-    if (ev.data?.status !== "completed") throw new RuntimeError("RESTORE_FAILED", `incoming migration ${String(ev.data?.status)}`);
+    if (ev.data?.status !== "completed")
+      throw new RuntimeError("RESTORE_FAILED", `incoming migration ${String(ev.data?.status)}`);
     await qmp.execute("cont");
     trace("restore: cont returned");
     rec.state = "running";
@@ -378,9 +425,12 @@ export class QemuRuntime implements Runtime {
     const log = await readFile(join(this.dir(rec.instance_id), "qemu.log"), "utf8").catch(() => "");
     rec.state = "failed";
     rec.reason = `QEMU did not start: ${log.trim().split("\n").slice(-3).join(" ") || (e as Error).message}`;
-    if (e instanceof RuntimeError && e.code === "RESTORE_FAILED") rec.reason = `restore failed: ${e.message}; ${log.trim().split("\n").slice(-2).join(" ")}`;
+    if (e instanceof RuntimeError && e.code === "RESTORE_FAILED")
+      rec.reason = `restore failed: ${e.message}; ${log.trim().split("\n").slice(-2).join(" ")}`;
     await this.save(rec);
-    throw new RuntimeError("START_FAILED", `instance ${rec.instance_id}: ${rec.reason}`, { details: { instance_id: rec.instance_id } });
+    throw new RuntimeError("START_FAILED", `instance ${rec.instance_id}: ${rec.reason}`, {
+      details: { instance_id: rec.instance_id },
+    });
   }
 
   /**
@@ -389,7 +439,11 @@ export class QemuRuntime implements Runtime {
    * never holds more guest memory than `poolMemoryBytes` across all snapshots.
    */
   async configurePool(a: PreparedArtifact, size: number): Promise<void> {
-    if (!a.ramSnapshot) throw new RuntimeError("BAD_REQUEST", `${a.reference} has no RAM snapshot: a warm pool only serves restores`);
+    if (!a.ramSnapshot)
+      throw new RuntimeError(
+        "BAD_REQUEST",
+        `${a.reference} has no RAM snapshot: a warm pool only serves restores`,
+      );
     const p = this.pools.get(a.digest) ?? { artifact: a, size: 0, ready: [], filling: 0 };
     p.size = size;
     p.artifact = a;
@@ -439,7 +493,8 @@ export class QemuRuntime implements Runtime {
 
   private pooledBytes(): number {
     let n = 0;
-    for (const p of this.pools.values()) n += (p.ready.length + p.filling) * (p.artifact.ramSnapshot?.metadata.memoryBytes ?? 0);
+    for (const p of this.pools.values())
+      n += (p.ready.length + p.filling) * (p.artifact.ramSnapshot?.metadata.memoryBytes ?? 0);
     return n;
   }
 
@@ -450,14 +505,24 @@ export class QemuRuntime implements Runtime {
     await this.remove(e.id, { force: true }).catch(() => undefined);
   }
 
-  async snapshot<R>(idOrName: string, opts: { stop?: boolean }, sink: (c: SnapshotCapture) => Promise<R>): Promise<R> {
+  async snapshot<R>(
+    idOrName: string,
+    opts: { stop?: boolean },
+    sink: (c: SnapshotCapture) => Promise<R>,
+  ): Promise<R> {
     const rec = this.find(idOrName);
     const live = this.live.get(rec.instance_id);
     if ((rec.state !== "running" && rec.state !== "paused") || !live?.qmp) {
-      throw new RuntimeError("CONFLICT", `instance ${rec.instance_id} is ${rec.state}: only a running or paused instance can be snapshotted`);
+      throw new RuntimeError(
+        "CONFLICT",
+        `instance ${rec.instance_id} is ${rec.state}: only a running or paused instance can be snapshotted`,
+      );
     }
     if (rec.restored_from) {
-      throw new RuntimeError("CONFLICT", `instance ${rec.instance_id} was restored from a snapshot: its memory is a private copy, v0.1 snapshots cold-booted instances only`);
+      throw new RuntimeError(
+        "CONFLICT",
+        `instance ${rec.instance_id} was restored from a snapshot: its memory is a private copy, v0.1 snapshots cold-booted instances only`,
+      );
     }
     if (rec.devices.length) {
       // QEMU 7.2 checks the guest-physical address of every shared RAM block it skips; an
@@ -468,7 +533,8 @@ export class QemuRuntime implements Runtime {
         `instance ${rec.instance_id} has ivshmem device ${rec.devices[0].name}: QEMU ${await this.version()} cannot restore a shared-memory PCI BAR skipped by x-ignore-shared; v0.1 snapshots instances without ivshmem devices`,
       );
     }
-    if (live.snapshotting) throw new RuntimeError("CONFLICT", `instance ${rec.instance_id} is already being snapshotted`);
+    if (live.snapshotting)
+      throw new RuntimeError("CONFLICT", `instance ${rec.instance_id} is already being snapshotted`);
     live.snapshotting = true;
     const qmp = live.qmp;
     const wasRunning = rec.state === "running";
@@ -477,22 +543,35 @@ export class QemuRuntime implements Runtime {
     let result: R;
     try {
       await qmp.execute("stop");
-      await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "x-ignore-shared", state: true }] });
+      await qmp.execute("migrate-set-capabilities", {
+        capabilities: [{ capability: "x-ignore-shared", state: true }],
+      });
       // QEMU 7.2 cannot `exec:` under -sandbox spawn=deny: it connects to a socket we listen on.
       const chunks: Buffer[] = [];
       await rm(sock, { force: true });
       const server = createServer((c) => c.on("data", (d: Buffer) => chunks.push(d)));
-      const received = new Promise<void>((resolve) => server.on("connection", (c) => c.on("close", () => resolve())));
+      const received = new Promise<void>((resolve) =>
+        server.on("connection", (c) => c.on("close", () => resolve())),
+      );
       await new Promise<void>((resolve) => server.listen(sock, resolve));
       try {
         if (this.runAs) await this.grantTo(this.runAs, [sock]);
-        const done = qmp.waitEvent("MIGRATION", 60_000, (e) => ["completed", "failed", "cancelled"].includes(String(e.data?.status)));
-        await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }] });
+        const done = qmp.waitEvent("MIGRATION", 60_000, (e) =>
+          ["completed", "failed", "cancelled"].includes(String(e.data?.status)),
+        );
+        await qmp.execute("migrate-set-capabilities", {
+          capabilities: [{ capability: "events", state: true }],
+        });
         await qmp.execute("migrate", { uri: `unix:${sock}` });
         const ev = await done;
         if (ev.data?.status !== "completed") {
-          const q = await qmp.execute<{ "error-desc"?: string }>("query-migrate").catch(() => ({}) as { "error-desc"?: string });
-          throw new RuntimeError("SNAPSHOT_FAILED", `saving device state failed (${String(ev.data?.status)}): ${q["error-desc"] ?? "no detail from QEMU"}`);
+          const q = await qmp
+            .execute<{ "error-desc"?: string }>("query-migrate")
+            .catch(() => ({}) as { "error-desc"?: string });
+          throw new RuntimeError(
+            "SNAPSHOT_FAILED",
+            `saving device state failed (${String(ev.data?.status)}): ${q["error-desc"] ?? "no detail from QEMU"}`,
+          );
         }
         await received;
       } finally {
@@ -530,7 +609,10 @@ export class QemuRuntime implements Runtime {
     rec.state = "stopping";
     await this.save(rec);
     const waitExit = (ms: number) =>
-      Promise.race([live.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
+      Promise.race([
+        live.exited.then(() => true),
+        new Promise<boolean>((r) => setTimeout(() => r(false), ms)),
+      ]);
     if (!live.qmp && rec.pid) {
       // No monitor: QEMU shuts down cleanly on SIGTERM.
       process.kill(rec.pid, "SIGTERM");
@@ -559,12 +641,17 @@ export class QemuRuntime implements Runtime {
     if (!dev) {
       throw new RuntimeError(
         "BAD_REQUEST",
-        req.device ? `instance ${rec.instance_id} has no device "${req.device}" (has: ${rec.devices.map((d) => d.name).join(", ") || "none"})` : `instance ${rec.instance_id} has no ivshmem device`,
+        req.device
+          ? `instance ${rec.instance_id} has no device "${req.device}" (has: ${rec.devices.map((d) => d.name).join(", ") || "none"})`
+          : `instance ${rec.instance_id} has no ivshmem device`,
       );
     }
     const offset = req.offset ?? 0;
     if (offset < 0 || offset + req.data.length > dev.size) {
-      throw new RuntimeError("BAD_REQUEST", `inject of ${req.data.length} bytes at offset ${offset} does not fit device ${dev.name} (${dev.size} bytes)`);
+      throw new RuntimeError(
+        "BAD_REQUEST",
+        `inject of ${req.data.length} bytes at offset ${offset} does not fit device ${dev.name} (${dev.size} bytes)`,
+      );
     }
     const fh = await open(dev.path, "r+");
     try {
@@ -580,7 +667,9 @@ export class QemuRuntime implements Runtime {
   }
 
   async list(opts: { all?: boolean } = {}): Promise<InstanceInfo[]> {
-    const recs = [...this.records.values()].filter((r) => !r.pool && (opts.all || !TERMINAL_STATES.has(r.state)));
+    const recs = [...this.records.values()].filter(
+      (r) => !r.pool && (opts.all || !TERMINAL_STATES.has(r.state)),
+    );
     recs.sort((a, b) => a.created_at.localeCompare(b.created_at));
     return Promise.all(recs.map((r) => this.info(r)));
   }
@@ -644,7 +733,11 @@ export class QemuRuntime implements Runtime {
   async remove(idOrName: string, opts: { force?: boolean } = {}): Promise<void> {
     const rec = this.find(idOrName);
     if (!TERMINAL_STATES.has(rec.state)) {
-      if (!opts.force) throw new RuntimeError("CONFLICT", `instance ${rec.instance_id} is ${rec.state}: stop it first (or force)`);
+      if (!opts.force)
+        throw new RuntimeError(
+          "CONFLICT",
+          `instance ${rec.instance_id} is ${rec.state}: stop it first (or force)`,
+        );
       await this.stop(rec.instance_id, { force: true });
     }
     this.records.delete(rec.instance_id);
@@ -744,7 +837,11 @@ export class QemuRuntime implements Runtime {
   }
 
   private find(idOrName: string): InstanceRecord {
-    const r = this.records.get(idOrName) ?? [...this.records.values()].find((x) => x.name === idOrName || (idOrName.length >= 6 && x.instance_id.startsWith(idOrName)));
+    const r =
+      this.records.get(idOrName) ??
+      [...this.records.values()].find(
+        (x) => x.name === idOrName || (idOrName.length >= 6 && x.instance_id.startsWith(idOrName)),
+      );
     if (!r) throw new RuntimeError("NOT_FOUND", `no instance "${idOrName}"`);
     return r;
   }
@@ -823,7 +920,8 @@ export class QemuRuntime implements Runtime {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const rec = this.records.get(id);
-      if (rec && TERMINAL_STATES.has(rec.state)) throw new RuntimeError("START_FAILED", "QEMU exited during start-up");
+      if (rec && TERMINAL_STATES.has(rec.state))
+        throw new RuntimeError("START_FAILED", "QEMU exited during start-up");
       try {
         const c = await QmpClient.connect(sock, Math.max(500, deadline - Date.now()));
         c.on("event", (e: { event: string }) => void this.onQmpEvent(id, e.event));
@@ -858,11 +956,17 @@ export class QemuRuntime implements Runtime {
   private async checkMemory(bytes: number): Promise<void> {
     const avail = await memAvailable();
     if (bytes > avail) {
-      throw new RuntimeError("INSUFFICIENT_RESOURCES", `not enough memory: the instance needs ${mib(bytes)} MiB, ${mib(avail)} MiB are available`);
+      throw new RuntimeError(
+        "INSUFFICIENT_RESOURCES",
+        `not enough memory: the instance needs ${mib(bytes)} MiB, ${mib(avail)} MiB are available`,
+      );
     }
     const fs = await statfs(this.shmRoot).catch(() => undefined);
     if (fs && bytes > fs.bavail * fs.bsize) {
-      throw new RuntimeError("INSUFFICIENT_RESOURCES", `not enough space on ${this.shmRoot} for guest memory: need ${mib(bytes)} MiB, ${mib(fs.bavail * fs.bsize)} MiB free`);
+      throw new RuntimeError(
+        "INSUFFICIENT_RESOURCES",
+        `not enough space on ${this.shmRoot} for guest memory: need ${mib(bytes)} MiB, ${mib(fs.bavail * fs.bsize)} MiB free`,
+      );
     }
   }
 
@@ -953,10 +1057,10 @@ async function procMetrics(pid: number): Promise<{ cpu_time_ms?: number; rss_byt
   const out: { cpu_time_ms?: number; rss_bytes?: number } = {};
   const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  if (fields.length > 13) out.cpu_time_ms = Math.round(((Number(fields[11]) + Number(fields[12])) * 1000) / 100);
+  if (fields.length > 13)
+    out.cpu_time_ms = Math.round(((Number(fields[11]) + Number(fields[12])) * 1000) / 100);
   const status = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
   const rss = /VmRSS:\s+(\d+) kB/.exec(status)?.[1];
   if (rss) out.rss_bytes = Number(rss) * 1024;
   return out;
 }
-

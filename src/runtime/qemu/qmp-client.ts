@@ -78,12 +78,18 @@ export class QmpClient extends EventEmitter {
         reject(new QmpError("QMP_TIMEOUT", `QMP ${command}: no reply after ${timeoutMs} ms`));
       }, timeoutMs);
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer, command });
-      this.socket.write(JSON.stringify(args ? { execute: command, arguments: args, id } : { execute: command, id }) + "\n");
+      this.socket.write(
+        JSON.stringify(args ? { execute: command, arguments: args, id } : { execute: command, id }) + "\n",
+      );
     });
   }
 
   /** waitEvent resolves with the next event named `name` (optionally matching `pred`). */
-  waitEvent(name: string, timeoutMs = 10_000, pred: (e: QmpEvent) => boolean = () => true): Promise<QmpEvent> {
+  waitEvent(
+    name: string,
+    timeoutMs = 10_000,
+    pred: (e: QmpEvent) => boolean = () => true,
+  ): Promise<QmpEvent> {
     return new Promise((resolve, reject) => {
       const onEvent = (e: QmpEvent) => {
         if (e.event !== name || !pred(e)) return;
@@ -120,7 +126,10 @@ export class QmpClient extends EventEmitter {
 
   private waitFor(kind: "greeting", timeoutMs: number): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new QmpError("QMP_TIMEOUT", `QMP: no greeting after ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new QmpError("QMP_TIMEOUT", `QMP: no greeting after ${timeoutMs} ms`)),
+        timeoutMs,
+      );
       this.once(kind, (v) => {
         clearTimeout(timer);
         resolve(v);
@@ -153,7 +162,11 @@ export class QmpClient extends EventEmitter {
         clearTimeout(p.timer);
         if ("error" in msg) {
           const err = msg.error as { class?: string; desc?: string };
-          p.reject(new QmpError("QMP_ERROR", `QMP ${p.command}: ${err.class ?? "Error"}: ${err.desc ?? "failed"}`, { details: { class: err.class } }));
+          p.reject(
+            new QmpError("QMP_ERROR", `QMP ${p.command}: ${err.class ?? "Error"}: ${err.desc ?? "failed"}`, {
+              details: { class: err.class },
+            }),
+          );
         } else p.resolve(msg.return);
       }
     }
