@@ -178,35 +178,7 @@ export async function report(
     ...Object.entries(ratios).map(([k, v]) => `${k}: ${v.toFixed(2)}`),
   ];
   process.stdout.write(lines.join("\n") + "\n");
-  const date = new Date().toISOString().replace(/[:]/g, "-").replace(/\..+$/, "");
-  const dir = join(ROOT, "bench", "results");
-  await mkdir(dir, { recursive: true });
-  const path = join(dir, `${kind}-${date}.json`);
-  await writeFile(
-    path,
-    JSON.stringify(
-      {
-        kind,
-        date: new Date().toISOString(),
-        bytes,
-        args,
-        host: {
-          cpus: cpus().length,
-          cpuModel: cpus()[0]?.model,
-          memoryBytes: totalmem(),
-          node: process.version,
-        },
-        results: rows,
-        runs: series,
-        ratios,
-        ...extra,
-      },
-      null,
-      2,
-    ) + "\n",
-  );
-  process.stdout.write(`results: ${path}\n`);
-  return path;
+  return writeResult(kind, { bytes, args, results: rows, runs: series, ratios, ...extra });
 }
 
 export { DEMO_CMDLINE } from "../scripts/demo-guest.js";
@@ -246,4 +218,29 @@ export async function demoStore(
 export function percentile(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
+}
+
+/**
+ * writeResult writes one benchmark's machine-readable result to
+ * bench/results/<kind>-<date>.json, with the host it ran on, and prints its path.
+ */
+export async function writeResult(kind: string, body: Record<string, unknown>): Promise<string> {
+  const dir = join(ROOT, "bench", "results");
+  await mkdir(dir, { recursive: true });
+  const path = join(
+    dir,
+    `${kind}-${new Date().toISOString().replace(/[:]/g, "-").replace(/\..+$/, "")}.json`,
+  );
+  const host = {
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model,
+    memoryBytes: totalmem(),
+    node: process.version,
+  };
+  await writeFile(
+    path,
+    JSON.stringify({ kind, date: new Date().toISOString(), host, ...body }, null, 2) + "\n",
+  );
+  process.stdout.write(`results: ${path}\n`);
+  return path;
 }

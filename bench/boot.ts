@@ -8,11 +8,11 @@
  * Prints a table and writes JSON to bench/results/boot-<date>.json.
  */
 import { spawn } from "node:child_process";
-import { mkdir, rm, writeFile } from "node:fs/promises";
-import { cpus, totalmem } from "node:os";
+import { rm } from "node:fs/promises";
+import { cpus } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { DEMO_CMDLINE, demoStore, percentile } from "./bench-lib.js";
+import { DEMO_CMDLINE, demoStore, percentile, writeResult } from "./bench-lib.js";
 import { OvmdClient } from "../src/client/client.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -99,23 +99,7 @@ async function main(): Promise<void> {
       ),
     ].join("\n") + "\n",
   );
-  const out = join(ROOT, "bench", "results");
-  await mkdir(out, { recursive: true });
-  const file = join(out, `boot-${new Date().toISOString().replace(/[:]/g, "-").replace(/\..+$/, "")}.json`);
-  await writeFile(
-    file,
-    JSON.stringify(
-      {
-        kind: "boot",
-        date: new Date().toISOString(),
-        host: { cpus: cpus().length, cpuModel: cpus()[0]?.model, memoryBytes: totalmem() },
-        results: rows,
-      },
-      null,
-      2,
-    ) + "\n",
-  );
-  process.stdout.write(`results: ${file}\n`);
+  await writeResult("boot", { results: rows });
   await rm(dir, { recursive: true, force: true });
 }
 

@@ -10,10 +10,9 @@
  */
 import { spawn } from "node:child_process";
 import { copyFile, mkdir, rm, stat, writeFile } from "node:fs/promises";
-import { cpus, totalmem } from "node:os";
+import { cpus } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { DEMO_CMDLINE, demoStore, percentile } from "./bench-lib.js";
+import { DEMO_CMDLINE, demoStore, percentile, writeResult } from "./bench-lib.js";
 import { loadArtifact } from "../src/artifact/artifact.js";
 import { prepareArtifact, type PreparedArtifact } from "../src/artifact/prepare.js";
 import { packSnapshot } from "../src/artifact/snapshot.js";
@@ -21,7 +20,6 @@ import { QemuRuntime } from "../src/runtime/qemu/qemu-runtime.js";
 import { QmpClient } from "../src/runtime/qemu/qmp-client.js";
 import { createOverlay } from "../src/artifact/qemu-img.js";
 
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const CMDLINE = `${DEMO_CMDLINE} ovms.mode=counter`;
 const MEMORY = 192 << 20;
 
@@ -48,7 +46,18 @@ function args(argv: string[]) {
   return a;
 }
 
-const pct = percentile;
+/** stats is the p50 and p95 of one measure of a series, named `<name>_p50_ms`/`<name>_p95_ms`. */
+function stats<N extends string>(
+  xs: Sample[],
+  key: keyof Sample,
+  name: N,
+): Record<`${N}_p50_ms` | `${N}_p95_ms`, number> {
+  const v = xs.map((x) => x[key]);
+  return { [`${name}_p50_ms`]: percentile(v, 50), [`${name}_p95_ms`]: percentile(v, 95) } as Record<
+    `${N}_p50_ms` | `${N}_p95_ms`,
+    number
+  >;
+}
 
 /** firstOutput waits until a file has grown past `from` bytes and returns when that was seen. */
 async function firstOutput(path: string, from: number, t0: number, timeoutMs = 60_000): Promise<number> {
@@ -124,30 +133,9 @@ async function main() {
   const rows = Object.entries(series).map(([name, xs]) => ({
     name,
     runs: xs.length,
-    running_p50_ms: pct(
-      xs.map((x) => x.runningMs),
-      50,
-    ),
-    running_p95_ms: pct(
-      xs.map((x) => x.runningMs),
-      95,
-    ),
-    output_p50_ms: pct(
-      xs.map((x) => x.firstOutputMs),
-      50,
-    ),
-    output_p95_ms: pct(
-      xs.map((x) => x.firstOutputMs),
-      95,
-    ),
-    ready_p50_ms: pct(
-      xs.map((x) => x.readyMs),
-      50,
-    ),
-    ready_p95_ms: pct(
-      xs.map((x) => x.readyMs),
-      95,
-    ),
+    ...stats(xs, "runningMs", "running"),
+    ...stats(xs, "firstOutputMs", "output"),
+    ...stats(xs, "readyMs", "ready"),
   }));
   const by = Object.fromEntries(rows.map((r) => [r.name, r]));
   const ratios = {
@@ -177,39 +165,17 @@ async function main() {
     ...Object.entries(ratios).map(([k, v]) => `${k}: ${v.toFixed(1)}x`),
   ];
   process.stdout.write(lines.join("\n") + "\n");
-  const out = join(ROOT, "bench", "results");
-  await mkdir(out, { recursive: true });
-  const file = join(
-    out,
-    `restore-${new Date().toISOString().replace(/[:]/g, "-").replace(/\..+$/, "")}.json`,
-  );
-  await writeFile(
-    file,
-    JSON.stringify(
-      {
-        kind: "restore",
-        date: new Date().toISOString(),
-        guest: { memoryBytes: MEMORY, machine: "microvm", accel: "tcg", cmdline: CMDLINE },
-        snapshot: {
-          digest: snap.descriptor.digest,
-          blobBytes: snap.ramsnap.size,
-          nonZeroBytes: snap.ramsnap.metadata.memory.bytes,
-        },
-        host: {
-          cpus: cpus().length,
-          cpuModel: cpus()[0]?.model,
-          memoryBytes: totalmem(),
-          node: process.version,
-        },
-        results: rows,
-        ratios,
-        samples: series,
-      },
-      null,
-      2,
-    ) + "\n",
-  );
-  process.stdout.write(`results: ${file}\n`);
+  await writeResult("restore", {
+    guest: { memoryBytes: MEMORY, machine: "microvm", accel: "tcg", cmdline: CMDLINE },
+    snapshot: {
+      digest: snap.descriptor.digest,
+      blobBytes: snap.ramsnap.size,
+      nonZeroBytes: snap.ramsnap.metadata.memory.bytes,
+    },
+    results: rows,
+    ratios,
+    samples: series,
+  });
   if (!a.keep) await rm(dir, { recursive: true, force: true });
 }
 

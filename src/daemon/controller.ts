@@ -229,6 +229,7 @@ export class Controller {
     const size = this.poolSizeFor(prepared.reference, prepared.digest);
     if (!size || !rt.configurePool || this.pooled.has(prepared.digest)) return;
     this.pooled.add(prepared.digest);
+    // Let the /start answer go out first: spawning the pool's QEMU blocks the event loop.
     await new Promise((r) => setTimeout(r, 100));
     await rt
       .configurePool(prepared, size)

@@ -138,10 +138,11 @@ export class Store implements ContentStore {
     content: Readable,
     expect: { digest?: Digest; size?: number } = {},
   ): Promise<{ digest: Digest; size: number }> {
-    if (expect.digest && (await this.blobSize(expect.digest)) !== undefined) {
+    const present = expect.digest ? await this.blobSize(expect.digest) : undefined;
+    if (expect.digest && present !== undefined) {
       content.resume();
       content.destroy();
-      return { digest: expect.digest, size: (await this.blobSize(expect.digest))! };
+      return { digest: expect.digest, size: present };
     }
     const tmp = join(this.ingestDir, `${process.pid}-${randomBytes(8).toString("hex")}`);
     const hasher = new Hasher({ ...expect, what: expect.digest ? `blob ${expect.digest}` : "blob" });

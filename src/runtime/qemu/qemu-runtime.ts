@@ -26,6 +26,11 @@ import { defaultCpuModel, qemuArgv, type QemuConfig } from "./argv.js";
 import { QmpClient } from "./qmp-client.js";
 
 const DEFAULT_MEMORY = 256 << 20;
+
+/** trace prints timestamped steps of a start when OVMS_TRACE is set (where the milliseconds go). */
+const trace: (step: string) => void = process.env.OVMS_TRACE
+  ? (step) => process.stderr.write(`${performance.now().toFixed(2)} ${step}\n`)
+  : () => {};
 const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
 
 /** InstanceRecord is an instance's state.json: what survives a daemon restart. */
@@ -104,6 +109,7 @@ export class QemuRuntime implements Runtime {
   private readonly records = new Map<string, InstanceRecord>();
   private readonly live = new Map<string, Live>();
   private readonly pools = new Map<string, Pool>();
+  private runAsIds?: { uid: number; gid: number };
   /** poolMemoryBytes caps the guest memory all warm pools together may hold. */
   poolMemoryBytes = 2 * 1024 ** 3;
   private qemuVersion = "";
@@ -152,9 +158,6 @@ export class QemuRuntime implements Runtime {
 
   async start(a: PreparedArtifact, opts: StartOptions = {}): Promise<InstanceInfo> {
     const t0 = performance.now();
-    const trace = process.env.OVMS_TRACE
-      ? (m: string) => process.stderr.write(`${performance.now().toFixed(2)} ${m}\n`)
-      : () => {};
     trace("start: begin");
     await this.version();
     const plan = await this.plan(a, opts);
@@ -375,9 +378,6 @@ export class QemuRuntime implements Runtime {
    * `unix:` socket it listens on, waits for the incoming migration to complete, and resumes.
    */
   private async restoreInto(rec: InstanceRecord, live: Live, deviceStateFile: string): Promise<void> {
-    const trace = process.env.OVMS_TRACE
-      ? (m: string) => process.stderr.write(`${performance.now().toFixed(2)} ${m}\n`)
-      : () => {};
     trace("restore: begin");
     const qmp = live.qmp!;
     const sock = join(rec.shm_dir, "incoming.sock");
@@ -987,9 +987,12 @@ export class QemuRuntime implements Runtime {
 
   /** grantTo lets the unprivileged QEMU user write the instance's own files, and nothing else. */
   private async grantTo(user: string, paths: string[]): Promise<void> {
-    const uid = Number(execFileSync("id", ["-u", user], { encoding: "utf8" }).trim());
-    const gid = Number(execFileSync("id", ["-g", user], { encoding: "utf8" }).trim());
-    for (const p of paths) await chown(p, uid, gid);
+    // Looked up once: every launch (and every warm-pool refill) grants a few files.
+    this.runAsIds ??= {
+      uid: Number(execFileSync("id", ["-u", user], { encoding: "utf8" }).trim()),
+      gid: Number(execFileSync("id", ["-g", user], { encoding: "utf8" }).trim()),
+    };
+    for (const p of paths) await chown(p, this.runAsIds.uid, this.runAsIds.gid);
   }
 
   /** save writes state.json atomically (temp + rename) on every transition. */
