@@ -14,7 +14,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Store } from "../src/store/store.js";
-import type { ImageIndex, ImageManifest } from "../src/spec/oci.js";
+import type { ImageIndex, ImageManifest } from "../src/core/oci.js";
 import { RegistryClient } from "../src/registry/client.js";
 import { copy } from "../src/registry/copy.js";
 import { startRegistry } from "../test/registry-server.js";

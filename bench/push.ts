@@ -14,7 +14,7 @@ import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Store } from "../src/store/store.js";
-import type { ImageManifest } from "../src/spec/oci.js";
+import type { ImageManifest } from "../src/core/oci.js";
 import { startRegistry, type RegistryServer } from "../test/registry-server.js";
 import { OVM, makeBenchArtifact, median, parseArgs, report, run, timed, type Series } from "./bench-lib.js";
 

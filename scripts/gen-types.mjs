@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { compile } from "json-schema-to-typescript";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-const out = `${root}src/spec/manifest.generated.ts`;
+const out = `${root}src/core/manifest.generated.ts`;
 
 export async function generate() {
   const schema = JSON.parse(await readFile(`${root}schemas/manifest.v1.json`, "utf8"));

@@ -2,7 +2,7 @@
  * The OVMS library: everything `ovm` and `ovmd` do, as typed functions and classes.
  * Layers (imports point down): daemon/client → runtime → artifact → sign → registry → store → spec.
  */
-export * from "./spec/index.js";
+export * from "./core/index.js";
 export * from "./store/index.js";
 export * from "./registry/index.js";
 export * from "./artifact/index.js";
@@ -33,5 +33,5 @@ export type {
 export { serve, type ServeOptions, type Daemon } from "./daemon/server.js";
 export { Controller, pullFromRegistry, type ControllerOptions, type PullFn } from "./daemon/controller.js";
 export { Contract, CONTRACT_URL } from "./daemon/contract.js";
-export { toApiError, HTTP_STATUS, type ApiErrorCode } from "./daemon/errors.js";
+export { toApiError } from "./daemon/errors.js";
 export { VERSION } from "./version.js";

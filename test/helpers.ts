@@ -47,7 +47,6 @@ export function ovm(args: string[], env: Record<string, string> = {}, input?: st
 
 /** ovmJson runs the CLI with --json and parses stdout; it fails the test on a non-zero exit. */
 export async function ovmJson<T = any>(args: string[], env: Record<string, string> = {}): Promise<T> {
-  // eslint-disable-line @typescript-eslint/no-explicit-any
   const r = await ovm(["--json", ...args], env);
   if (r.code !== 0) throw new Error(`ovm ${args.join(" ")} exited ${r.code}: ${r.stderr}`);
   return JSON.parse(r.stdout) as T;

@@ -1,9 +1,9 @@
-import { OvmsError, ValidationError, type ValidationProblem } from "../spec/errors.js";
-import { Annotation, MediaType } from "../spec/media-types.js";
-import type { Descriptor, ImageManifest } from "../spec/oci.js";
-import type { OvmsManifest } from "../spec/manifest.generated.js";
-import { checkManifest } from "../spec/validate.js";
-import type { Digest } from "../spec/digest.js";
+import { OvmsError, ValidationError, type ValidationProblem } from "../core/errors.js";
+import { Annotation, MediaType } from "../core/media-types.js";
+import type { Descriptor, ImageManifest } from "../core/oci.js";
+import type { OvmsManifest } from "../core/manifest.generated.js";
+import { checkManifest } from "../core/validate.js";
+import type { Digest } from "../core/digest.js";
 import type { Store } from "../store/store.js";
 
 /** LayerRole is what one OCI layer of an OVMS artifact is for (annotation `ovms.role`). */

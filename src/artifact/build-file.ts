@@ -2,9 +2,9 @@ import { readFile } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import YAML from "yaml";
-import { OvmsError, ValidationError } from "../spec/errors.js";
-import { jsonPath } from "../spec/validate.js";
-import { parseSize } from "../spec/size.js";
+import { OvmsError, ValidationError } from "../core/errors.js";
+import { jsonPath } from "../core/validate.js";
+import { parseSize } from "../core/size.js";
 import type { BuildSpec } from "./build.js";
 
 /**
@@ -97,7 +97,7 @@ export async function loadBuildFile(path: string): Promise<BuildSpec> {
       })),
     );
   }
-  const d = doc as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const d = doc as Record<string, any>;
   const base = dirname(resolve(path));
   const abs = (p: string) => resolve(base, p);
   const spec: BuildSpec = {

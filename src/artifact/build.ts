@@ -1,9 +1,9 @@
 import { createReadStream } from "node:fs";
 import { copyFile, mkdtemp, realpath, rm, stat, constants } from "node:fs/promises";
 import { basename, dirname, isAbsolute, join, resolve } from "node:path";
-import { OvmsError } from "../spec/errors.js";
-import { Annotation, MediaType } from "../spec/media-types.js";
-import type { Descriptor } from "../spec/oci.js";
+import { OvmsError } from "../core/errors.js";
+import { Annotation, MediaType } from "../core/media-types.js";
+import type { Descriptor } from "../core/oci.js";
 import type {
   Device,
   DiskLayer,
@@ -11,10 +11,10 @@ import type {
   OvmsManifest,
   Resources,
   RuntimeHints,
-} from "../spec/manifest.generated.js";
-import { validateManifest } from "../spec/validate.js";
-import { formatReference, parseReference } from "../spec/reference.js";
-import type { Digest } from "../spec/digest.js";
+} from "../core/manifest.generated.js";
+import { validateManifest } from "../core/validate.js";
+import { formatReference, parseReference } from "../core/reference.js";
+import type { Digest } from "../core/digest.js";
 import type { Store } from "../store/store.js";
 import { layerDescriptor, ociManifestFor } from "./artifact.js";
 import { packDiskLayer } from "./disk-layer.js";

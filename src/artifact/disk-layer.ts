@@ -2,7 +2,7 @@ import { mkdtemp, rm, copyFile, link, constants } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import * as tar from "tar";
-import { OvmsError } from "../spec/errors.js";
+import { OvmsError } from "../core/errors.js";
 
 /** diskFileName is the one file a disk layer's tar holds. */
 export function diskFileName(format: "qcow2" | "raw"): string {

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { OvmsError } from "../spec/errors.js";
+import { OvmsError } from "../core/errors.js";
 
 /** ToolMissingError says which Debian package provides a missing host tool. */
 const PACKAGE_OF: Record<string, string> = {

@@ -3,10 +3,10 @@ import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile }
 import { dirname, join, resolve } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { Writable } from "node:stream";
-import { OvmsError } from "../spec/errors.js";
-import { Hasher, digestHex, sha256, type Digest } from "../spec/digest.js";
+import { OvmsError } from "../core/errors.js";
+import { Hasher, digestHex, sha256, type Digest } from "../core/digest.js";
 import type { Store } from "../store/store.js";
-import type { OvmsManifest } from "../spec/manifest.generated.js";
+import type { OvmsManifest } from "../core/manifest.generated.js";
 import type { Artifact } from "./artifact.js";
 import { unpackDiskLayer } from "./disk-layer.js";
 import { imageInfo, rebaseUnsafe } from "./qemu-img.js";

@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
 import { open, type FileHandle } from "node:fs/promises";
 import { compressFrame, decompressFrame } from "lz4-napi";
-import { OvmsError } from "../spec/errors.js";
-import type { Device } from "../spec/manifest.generated.js";
+import { OvmsError } from "../core/errors.js";
+import type { Device } from "../core/manifest.generated.js";
 
 /**
  * The RAM snapshot blob, layout v1 (rfc/ovms-v0.1.md §5.2): LZ4 frames M (metadata), D

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from "commander";
-import { isOvmsError, ValidationError } from "../spec/errors.js";
+import { exitStatus, isOvmsError, ValidationError } from "../core/errors.js";
 import { register as registerValidate } from "./commands/validate.js";
 import { register as registerBuild } from "./commands/build.js";
 import { register as registerStore } from "./commands/store.js";
@@ -19,9 +19,6 @@ import { register as registerInject } from "./commands/inject.js";
 import { register as registerSnapshot } from "./commands/snapshot.js";
 import { register as registerServe } from "./commands/serve.js";
 import { VERSION } from "../version.js";
-
-/** USAGE_CODES are errors in what the user typed: exit status 2, like commander's own. */
-const USAGE_CODES = new Set(["USAGE", "INVALID_REFERENCE", "INVALID_SIZE"]);
 
 /** program builds the `ovm` command tree. */
 export function program(): Command {
@@ -77,7 +74,8 @@ export async function main(argv: string[]): Promise<void> {
       process.stderr.write(`ovm: ${isOvmsError(e) ? e.message : ((e as Error).message ?? String(e))}\n`);
     }
     if (debug) process.stderr.write(`${(e as Error).stack ?? ""}\n`);
-    process.exitCode = isOvmsError(e) && USAGE_CODES.has(e.code) ? 2 : 1;
+    // 2 for a mistake in what was typed (like commander's own), 1 otherwise: the error table says which.
+    process.exitCode = exitStatus(e);
   }
 }
 

@@ -1,6 +1,7 @@
 import { request, type IncomingMessage } from "node:http";
 import { StringDecoder } from "node:string_decoder";
-import { OvmsError } from "../spec/errors.js";
+import { OvmsError } from "../core/errors.js";
+import { isApiErrorCode } from "../core/error-codes.js";
 import { resolveSocketPath } from "./paths.js";
 import type {
   ErrorBody,
@@ -27,13 +28,16 @@ export class DaemonError extends OvmsError {
   readonly status: number;
 
   constructor(status: number, body: ErrorBody["error"]) {
-    super(body.code, body.message, body.details ? { details: body.details } : {});
+    // Another runtime may answer with a code outside the contract: kept in details, never lost.
+    const code = isApiErrorCode(body.code) ? body.code : "INTERNAL";
+    const details = code === body.code ? body.details : { ...(body.details ?? {}), remote_code: body.code };
+    super(code, body.message, details ? { details } : {});
     this.status = status;
   }
 }
 
 /** DAEMON_UNAVAILABLE is the code of a client error when nothing answers on the socket. */
-export const DAEMON_UNAVAILABLE = "DAEMON_UNAVAILABLE";
+export const DAEMON_UNAVAILABLE = "DAEMON_UNAVAILABLE" as const;
 
 /** ClientOptions say where the daemon is: a UNIX socket (default) or a TCP address with a token. */
 export interface ClientOptions {

@@ -2,13 +2,13 @@ import { mkdir, mkdtemp, open, readFile, readdir, rename, rm, stat } from "node:
 import { isAbsolute, join, resolve as resolvePath } from "node:path";
 import type { Readable } from "node:stream";
 import * as tar from "tar";
-import { isDigest, type Digest } from "../spec/digest.js";
-import { OvmsError, ValidationError, isOvmsError } from "../spec/errors.js";
-import { Annotation } from "../spec/media-types.js";
-import type { Descriptor, ImageManifest } from "../spec/oci.js";
-import { formatReference, normalizeReference as normalizeRef, parseReference } from "../spec/reference.js";
-import { checkManifest } from "../spec/validate.js";
-import type { OvmsManifest } from "../spec/manifest.generated.js";
+import { isDigest, type Digest } from "../core/digest.js";
+import { OvmsError, ValidationError, isOvmsError } from "../core/errors.js";
+import { Annotation } from "../core/media-types.js";
+import type { Descriptor, ImageManifest } from "../core/oci.js";
+import { formatReference, normalizeReference as normalizeRef, parseReference } from "../core/reference.js";
+import { checkManifest } from "../core/validate.js";
+import type { OvmsManifest } from "../core/manifest.generated.js";
 import type { Store } from "../store/store.js";
 import {
   layerDescriptor,

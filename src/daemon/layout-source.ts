@@ -2,11 +2,11 @@ import { createReadStream } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
-import { Hasher, digestHex, isDigest, type Digest } from "../spec/digest.js";
-import { OvmsError } from "../spec/errors.js";
-import { Annotation, MediaType } from "../spec/media-types.js";
-import type { Descriptor, ImageIndex, ImageManifest } from "../spec/oci.js";
-import type { ContentStore } from "../spec/content.js";
+import { Hasher, digestHex, isDigest, type Digest } from "../core/digest.js";
+import { OvmsError } from "../core/errors.js";
+import { Annotation, MediaType } from "../core/media-types.js";
+import type { Descriptor, ImageIndex, ImageManifest } from "../core/oci.js";
+import type { ContentStore } from "../core/content.js";
 
 /**
  * LayoutSource reads an OCI image layout someone handed the daemon (a folder, or a tar

@@ -1,4 +1,4 @@
-import { OvmsError } from "../spec/errors.js";
+import { OvmsError } from "../core/errors.js";
 import { Option, type Command } from "commander";
 import { LOG_LEVELS, type LogLevel } from "./log.js";
 import type { ServeOptions } from "./server.js";

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from "commander";
-import { isOvmsError } from "../spec/errors.js";
+import { isOvmsError } from "../core/errors.js";
 import { VERSION } from "../version.js";
 import { addDaemonOptions, serveOptions, type DaemonFlags } from "./options.js";
 import { serve } from "./server.js";

@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { connect } from "node:net";
 import { dirname, join } from "node:path";
-import { OvmsError } from "../spec/errors.js";
+import { OvmsError } from "../core/errors.js";
 import { Store } from "../store/store.js";
 import { resolveStoreDir } from "../store/paths.js";
 import type { Runtime } from "../runtime/types.js";

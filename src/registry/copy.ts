@@ -1,10 +1,10 @@
 import { Readable, Transform, pipeline } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
-import { type Digest } from "../spec/digest.js";
-import { isOvmsError } from "../spec/errors.js";
-import { MediaType } from "../spec/media-types.js";
-import type { Descriptor, ImageIndex, ImageManifest, Platform } from "../spec/oci.js";
-import type { ContentStore } from "../spec/content.js";
+import { type Digest } from "../core/digest.js";
+import { isOvmsError } from "../core/errors.js";
+import { MediaType } from "../core/media-types.js";
+import type { Descriptor, ImageIndex, ImageManifest, Platform } from "../core/oci.js";
+import type { ContentStore } from "../core/content.js";
 import { Store } from "../store/store.js";
 import { parsePlatform, selectPlatform } from "./platform.js";
 import { Repository, isManifestMediaType, readAll } from "./repository.js";

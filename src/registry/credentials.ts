@@ -3,7 +3,7 @@ import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { OvmsError } from "../spec/errors.js";
+import { OvmsError } from "../core/errors.js";
 import type { Credential, CredentialProvider } from "./auth.js";
 
 /**

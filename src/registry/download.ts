@@ -1,6 +1,6 @@
 import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
-import { OvmsError } from "../spec/errors.js";
+import { OvmsError } from "../core/errors.js";
 import { RegistryError, isNetworkFailure, networkError } from "./registry-error.js";
 
 /** COALESCE is the size downloads are passed on in (see ResumableBody.flushPending). */
@@ -122,7 +122,7 @@ class ResumableBody extends Readable {
       if (this.offset > this.o.size) {
         this.destroy(
           new OvmsError(
-            "SIZE_MISMATCH",
+            "DIGEST_MISMATCH",
             `${this.o.what}: the registry sent more than the declared ${this.o.size} bytes`,
             {
               details: { want: this.o.size },

@@ -1,5 +1,5 @@
-import { OvmsError } from "../spec/errors.js";
-import { goArch, type Descriptor, type ImageIndex, type Platform } from "../spec/oci.js";
+import { OvmsError } from "../core/errors.js";
+import { goArch, type Descriptor, type ImageIndex, type Platform } from "../core/oci.js";
 
 /** parsePlatform reads `os/arch[/variant]`, e.g. `linux/amd64`, `linux/arm64/v8`. */
 export function parsePlatform(s: string): Platform {

@@ -1,6 +1,6 @@
-import { digestHex, type Digest } from "../spec/digest.js";
-import { MediaType } from "../spec/media-types.js";
-import type { Descriptor, ImageIndex, ImageManifest } from "../spec/oci.js";
+import { digestHex, type Digest } from "../core/digest.js";
+import { MediaType } from "../core/media-types.js";
+import type { Descriptor, ImageIndex, ImageManifest } from "../core/oci.js";
 
 /**
  * The referrers tag schema, the fallback for registries without the Referrers API

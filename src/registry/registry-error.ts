@@ -1,4 +1,5 @@
-import { OvmsError } from "../spec/errors.js";
+import { OvmsError } from "../core/errors.js";
+import { isRegistryErrorCode, type ErrorCode } from "../core/error-codes.js";
 
 /** RegistryErrorEntry is one entry of the `errors` array a registry answers with (distribution spec §error codes). */
 export interface RegistryErrorEntry {
@@ -24,7 +25,7 @@ export class RegistryError extends OvmsError {
   attempts = 1;
 
   constructor(
-    code: string,
+    code: ErrorCode,
     message: string,
     opts: {
       method?: string;
@@ -109,7 +110,7 @@ export function parseErrorBody(text: string): RegistryErrorEntry[] {
   }
 }
 
-function codeForStatus(status: number): string {
+function codeForStatus(status: number): ErrorCode {
   if (status === 401) return "UNAUTHORIZED";
   if (status === 403) return "DENIED";
   if (status === 404) return "NOT_FOUND";
@@ -131,7 +132,10 @@ export function responseError(
   note?: string,
 ): RegistryError {
   const errors = parseErrorBody(bodyText);
-  const code = errors[0]?.code ?? codeForStatus(status);
+  // The registry's own code when it is one of the spec's; its exact words stay in `errors`.
+  const sent = errors[0]?.code;
+  const code: ErrorCode =
+    sent && isRegistryErrorCode(sent) ? sent : sent ? "REGISTRY_ERROR" : codeForStatus(status);
   const said = errors.map((e) => `${e.code}${e.message ? `: ${e.message}` : ""}`).join("; ");
   const explain = EXPLAIN[code];
   const plain =

@@ -1,12 +1,12 @@
 import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Dispatcher } from "undici";
-import { Hasher, isDigest, sha256, type Digest } from "../spec/digest.js";
-import { OvmsError, isOvmsError } from "../spec/errors.js";
-import { ManifestMediaTypes, MediaType } from "../spec/media-types.js";
-import type { Descriptor, ImageIndex, ImageManifest } from "../spec/oci.js";
-import type { ContentStore } from "../spec/content.js";
-import { parseReference } from "../spec/reference.js";
+import { Hasher, isDigest, sha256, type Digest } from "../core/digest.js";
+import { OvmsError, isOvmsError } from "../core/errors.js";
+import { ManifestMediaTypes, MediaType } from "../core/media-types.js";
+import type { Descriptor, ImageIndex, ImageManifest } from "../core/oci.js";
+import type { ContentStore } from "../core/content.js";
+import { parseReference } from "../core/reference.js";
 import { repositoryScope } from "./auth.js";
 import type { RegistryClient, SendOptions } from "./client.js";
 import { resumableDownload } from "./download.js";
@@ -169,7 +169,7 @@ export class Repository implements ContentStore {
           }
           if (writer.bytes + v.length > desc.size) {
             throw new OvmsError(
-              "SIZE_MISMATCH",
+              "DIGEST_MISMATCH",
               `${what}: the registry sent more than the declared ${desc.size} bytes`,
             );
           }
@@ -310,7 +310,7 @@ export class Repository implements ContentStore {
     await res.body.dump();
     const stored = headerDigest(res.headers["docker-content-digest"]);
     if (stored && stored !== desc.digest) {
-      throw new RegistryError("DIGEST_INVALID", `${what}: the registry stored it as ${stored}`);
+      throw new RegistryError("DIGEST_MISMATCH", `${what}: the registry stored it as ${stored}`);
     }
     this.manifests.set(desc.digest, bytes);
     const manifest = JSON.parse(bytes.toString("utf8")) as ImageManifest | ImageIndex;

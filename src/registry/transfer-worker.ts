@@ -1,7 +1,7 @@
 import { Transform, pipeline, type Readable } from "node:stream";
 import { parentPort } from "node:worker_threads";
-import { OvmsError } from "../spec/errors.js";
-import type { Descriptor } from "../spec/oci.js";
+import { OvmsError } from "../core/errors.js";
+import type { Descriptor } from "../core/oci.js";
 import { Store } from "../store/store.js";
 import type { AuthState } from "./auth.js";
 import { RegistryClient } from "./client.js";

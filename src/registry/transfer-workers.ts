@@ -1,7 +1,8 @@
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
-import { OvmsError } from "../spec/errors.js";
-import type { Descriptor } from "../spec/oci.js";
+import { OvmsError } from "../core/errors.js";
+import { isErrorCode } from "../core/error-codes.js";
+import type { Descriptor } from "../core/oci.js";
 import type { Store } from "../store/store.js";
 import { RegistryError } from "./registry-error.js";
 import type { Repository } from "./repository.js";
@@ -142,7 +143,7 @@ export class TransferWorkers {
 /** rebuildError turns a worker's serialized error back into an OvmsError with the same code, so callers decide on `code` as usual. */
 function rebuildError(s: SerializedError): Error {
   if (s.method !== undefined || s.status !== undefined || s.transient !== undefined) {
-    const e = new RegistryError(s.code ?? "REGISTRY_ERROR", s.message, {
+    const e = new RegistryError(s.code && isErrorCode(s.code) ? s.code : "REGISTRY_ERROR", s.message, {
       method: s.method,
       url: s.url,
       status: s.status,
@@ -151,8 +152,7 @@ function rebuildError(s: SerializedError): Error {
     if (s.attempts !== undefined) e.attempts = s.attempts;
     return e;
   }
-  if (s.code && /^[A-Z][A-Z0-9_]*$/.test(s.code))
-    return new OvmsError(s.code, s.message, { details: s.details });
+  if (s.code && isErrorCode(s.code)) return new OvmsError(s.code, s.message, { details: s.details });
   const e = new Error(s.message);
   e.name = s.name;
   return e;

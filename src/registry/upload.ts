@@ -1,5 +1,5 @@
 import { Readable } from "node:stream";
-import type { Descriptor } from "../spec/oci.js";
+import type { Descriptor } from "../core/oci.js";
 import { RegistryError } from "./registry-error.js";
 import { repositoryScope } from "./auth.js";
 import type { Repository } from "./repository.js";
@@ -125,7 +125,7 @@ function locationOf(h: string | string[] | undefined, base: URL, what: string): 
 function checkDigest(h: string | string[] | undefined, desc: Descriptor, what: string): void {
   const got = Array.isArray(h) ? h[0] : h;
   if (got && got !== desc.digest) {
-    throw new RegistryError("DIGEST_INVALID", `${what}: the registry stored it as ${got}`);
+    throw new RegistryError("DIGEST_MISMATCH", `${what}: the registry stored it as ${got}`);
   }
 }
 

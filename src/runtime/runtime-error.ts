@@ -1,4 +1,4 @@
-import { OvmsError } from "../spec/errors.js";
+import { OvmsError } from "../core/errors.js";
 
 /**
  * RuntimeError is an OvmsError from the runtime layer. Codes: NOT_FOUND (instance), CONFLICT

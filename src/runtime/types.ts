@@ -1,6 +1,6 @@
 import type { Readable } from "node:stream";
-import type { Digest } from "../spec/digest.js";
-import type { Device } from "../spec/manifest.generated.js";
+import type { Digest } from "../core/digest.js";
+import type { Device } from "../core/manifest.generated.js";
 import type { PreparedArtifact } from "../artifact/prepare.js";
 import type { SnapshotCapture } from "../artifact/snapshot.js";
 

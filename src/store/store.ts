@@ -5,11 +5,11 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createHash, randomBytes } from "node:crypto";
 import lockfile from "proper-lockfile";
-import { Hasher, digestHex, digestMismatch, isDigest, sha256, type Digest } from "../spec/digest.js";
-import { Annotation, MediaType } from "../spec/media-types.js";
-import type { Descriptor, ImageIndex, ImageManifest } from "../spec/oci.js";
-import { formatReference, parseReference } from "../spec/reference.js";
-import type { ContentStore } from "../spec/content.js";
+import { Hasher, digestHex, digestMismatch, isDigest, sha256, type Digest } from "../core/digest.js";
+import { Annotation, MediaType } from "../core/media-types.js";
+import type { Descriptor, ImageIndex, ImageManifest } from "../core/oci.js";
+import { formatReference, parseReference } from "../core/reference.js";
+import type { ContentStore } from "../core/content.js";
 import { StoreError } from "./store-error.js";
 
 /** LAYOUT_VERSION is the `imageLayoutVersion` of oci-layout (image-spec v1.1 image-layout.md). */
@@ -420,7 +420,7 @@ export class Store implements ContentStore {
       bytes: 0,
       write: (chunk) => {
         if (w.bytes + chunk.length > expect.size) {
-          throw new StoreError("SIZE_MISMATCH", `${what}: more than the declared ${expect.size} bytes`);
+          throw new StoreError("DIGEST_MISMATCH", `${what}: more than the declared ${expect.size} bytes`);
         }
         hash.update(chunk);
         for (let off = 0; off < chunk.length;) off += writeSync(fd, chunk, off, chunk.length - off);
@@ -429,7 +429,7 @@ export class Store implements ContentStore {
       commit: async () => {
         try {
           if (w.bytes !== expect.size)
-            throw new StoreError("SIZE_MISMATCH", `${what}: got ${w.bytes} bytes, want ${expect.size}`);
+            throw new StoreError("DIGEST_MISMATCH", `${what}: got ${w.bytes} bytes, want ${expect.size}`);
           const got: Digest = `sha256:${hash.digest("hex")}`;
           if (got !== expect.digest) throw digestMismatch(what, got, expect.digest, w.bytes);
           fsyncSync(fd);

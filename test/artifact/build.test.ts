@@ -9,7 +9,7 @@ import { loadArtifact } from "../../src/artifact/artifact.js";
 import { loadBuildFile } from "../../src/artifact/build-file.js";
 import { unpackDiskLayer } from "../../src/artifact/disk-layer.js";
 import { imageInfo } from "../../src/artifact/qemu-img.js";
-import { MediaType } from "../../src/spec/media-types.js";
+import { MediaType } from "../../src/core/media-types.js";
 import { demoAssets, exec, tempDir } from "../helpers.js";
 
 test("build packs the demo parts into an OVMS artifact with the OCI 1.1 mapping", async (t) => {
@@ -141,7 +141,6 @@ test("a build file (YAML) with relative paths builds the same layers as flags", 
     "name: x\nversion: 1\nkernel: { path: k, cmdline: oops }\ndisk: []\n",
   );
   await assert.rejects(loadBuildFile(join(dir, "bad.yaml")), (e: any) => {
-    // eslint-disable-line @typescript-eslint/no-explicit-any
     const paths = e.problems.map((p: { path: string }) => p.path);
     assert.ok(paths.includes("kernel.cmdline") && paths.includes("disk"), paths.join(","));
     return true;

@@ -34,19 +34,17 @@ export class ContractChecker {
   readonly seen = new Set<string>();
 
   constructor(path = join(ROOT, "spec/api/ovms-runtime.openapi.yaml")) {
-    const doc = parseYaml(readFileSync(path, "utf8")) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+    const doc = parseYaml(readFileSync(path, "utf8")) as Record<string, any>;
     const ajv = new Ajv2020({ allErrors: true, strict: false });
     addFormats(ajv);
     ajv.addSchema({ ...doc, $id: ID });
     const esc = (s: string) => s.replace(/~/g, "~0").replace(/\//g, "~1");
     for (const [template, item] of Object.entries(doc.paths as Record<string, Record<string, any>>)) {
-      // eslint-disable-line @typescript-eslint/no-explicit-any
       for (const [method, op] of Object.entries(item)) {
         if (!op?.operationId) continue;
         const pattern = new RegExp(`^${template.replace(/\{[^}]+\}/g, "[^/]+")}$`);
         const responses: Op["responses"] = {};
         for (const [status, r0] of Object.entries(op.responses as Record<string, any>)) {
-          // eslint-disable-line @typescript-eslint/no-explicit-any
           let pointer = `/paths/${esc(template)}/${method}/responses/${status}`;
           let r = r0;
           if (typeof r.$ref === "string") {
@@ -54,7 +52,7 @@ export class ContractChecker {
             r = pointer
               .split("/")
               .slice(1)
-              .reduce((o: any, k: string) => o[k.replace(/~1/g, "/").replace(/~0/g, "~")], doc); // eslint-disable-line @typescript-eslint/no-explicit-any
+              .reduce((o: any, k: string) => o[k.replace(/~1/g, "/").replace(/~0/g, "~")], doc);
           }
           const [contentType] = Object.keys(r.content ?? {});
           responses[status] = contentType
@@ -100,7 +98,6 @@ export class ContractChecker {
 
 /** Reply is a checked response: status, headers and the parsed body (an array of records for NDJSON). */
 export interface Reply<T = any> {
-  // eslint-disable-line @typescript-eslint/no-explicit-any
   status: number;
   headers: Record<string, string | string[] | undefined>;
   body: T;
@@ -125,7 +122,6 @@ export class Api {
     body?: unknown,
     opts: { raw?: string; headers?: Record<string, string> } = {},
   ): Promise<Reply<T>> {
-    // eslint-disable-line @typescript-eslint/no-explicit-any
     const payload = opts.raw ?? (body === undefined ? undefined : JSON.stringify(body));
     return new Promise((resolve, reject) => {
       const req = request(
@@ -169,12 +165,10 @@ export class Api {
   }
 
   get<T = any>(path: string) {
-    // eslint-disable-line @typescript-eslint/no-explicit-any
     return this.request<T>("GET", path);
   }
 
   post<T = any>(path: string, body: unknown) {
-    // eslint-disable-line @typescript-eslint/no-explicit-any
     return this.request<T>("POST", path, body);
   }
 

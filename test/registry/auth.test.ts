@@ -6,7 +6,7 @@ import { Store } from "../../src/store/store.js";
 import { RegistryClient } from "../../src/registry/client.js";
 import { copy } from "../../src/registry/copy.js";
 import { dockerConfigCredentials, loadCredential } from "../../src/registry/credentials.js";
-import { isOvmsError } from "../../src/spec/errors.js";
+import { isOvmsError } from "../../src/core/errors.js";
 import { ovm, ovmJson, tempDir } from "../helpers.js";
 import { registry } from "../registry-server.js";
 import { buildArtifact, makeDisks } from "./fixtures.js";

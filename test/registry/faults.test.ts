@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { Store } from "../../src/store/store.js";
-import type { ImageManifest } from "../../src/spec/oci.js";
+import type { ImageManifest } from "../../src/core/oci.js";
 import { RegistryClient } from "../../src/registry/client.js";
 import { copy } from "../../src/registry/copy.js";
 import { ovm, ovmJson, tempDir } from "../helpers.js";

@@ -163,13 +163,13 @@ test("bad input is refused before anything is created", async () => {
   await assert.rejects(
     rt.start(plain, { memory: 2 ** 42 }),
     (e: any) => e.code === "INSUFFICIENT_RESOURCES" && /not enough memory/.test(e.message),
-  ); // eslint-disable-line @typescript-eslint/no-explicit-any
+  );
   await assert.rejects(
     rt.start(withShm, { machine: "microvm" }),
     (e: any) => e.code === "BAD_REQUEST" && /needs it: use q35/.test(e.message),
-  ); // eslint-disable-line @typescript-eslint/no-explicit-any
-  await assert.rejects(rt.start(plain, { name: "bad name!" }), (e: any) => e.code === "BAD_REQUEST"); // eslint-disable-line @typescript-eslint/no-explicit-any
-  await assert.rejects(rt.start(plain, { name: "five-0" }), (e: any) => e.code === "CONFLICT"); // eslint-disable-line @typescript-eslint/no-explicit-any
-  await assert.rejects(rt.stop("no-such-instance"), (e: any) => e.code === "NOT_FOUND"); // eslint-disable-line @typescript-eslint/no-explicit-any
+  );
+  await assert.rejects(rt.start(plain, { name: "bad name!" }), (e: any) => e.code === "BAD_REQUEST");
+  await assert.rejects(rt.start(plain, { name: "five-0" }), (e: any) => e.code === "CONFLICT");
+  await assert.rejects(rt.stop("no-such-instance"), (e: any) => e.code === "NOT_FOUND");
   assert.equal((await readdir(join(store.workDir, "instances"))).length, before);
 });

@@ -73,15 +73,15 @@ test("errors carry QEMU's class; timeouts and a closed socket fail pending comma
   await assert.rejects(
     c.execute("bad"),
     (e: any) => e.code === "QMP_ERROR" && /CommandNotFound/.test(e.message),
-  ); // eslint-disable-line @typescript-eslint/no-explicit-any
+  );
   await assert.rejects(
     c.execute("silent", undefined, 100),
     (e: any) => e.code === "QMP_TIMEOUT" && /no reply after 100 ms/.test(e.message),
-  ); // eslint-disable-line @typescript-eslint/no-explicit-any
-  await assert.rejects(c.execute("die"), (e: any) => e.code === "QMP_CLOSED"); // eslint-disable-line @typescript-eslint/no-explicit-any
+  );
+  await assert.rejects(c.execute("die"), (e: any) => e.code === "QMP_CLOSED");
   assert.ok(c.isClosed);
   await assert.rejects(
     QmpClient.connect(join(path, "..", "nobody-here.sock"), 200),
     (e: any) => e.code === "QMP_CONNECT",
-  ); // eslint-disable-line @typescript-eslint/no-explicit-any
+  );
 });

@@ -10,7 +10,7 @@ import { prepareArtifact } from "../../src/artifact/prepare.js";
 import { packSnapshot, type SnapshotResult } from "../../src/artifact/snapshot.js";
 import { readRamsnapHeader } from "../../src/artifact/ramsnap.js";
 import { QemuRuntime } from "../../src/runtime/qemu/qemu-runtime.js";
-import { MediaType } from "../../src/spec/media-types.js";
+import { MediaType } from "../../src/core/media-types.js";
 import { buildDemo, exec, ovm } from "../helpers.js";
 import { startRegistry } from "../registry-server.js";
 
@@ -240,7 +240,7 @@ test("mlock_required: refused naming RLIMIT_MEMLOCK when the limit cannot hold t
     await assert.rejects(
       rt.start(prepared, { name: "locked" }),
       (e: any) => e.code === "INSUFFICIENT_RESOURCES" && /RLIMIT_MEMLOCK/.test(e.message),
-    ); // eslint-disable-line @typescript-eslint/no-explicit-any
+    );
   } else {
     const info = await rt.start(prepared, { name: "locked" });
     assert.equal(info.state, "running");
@@ -255,19 +255,19 @@ test("bad snapshots are refused before QEMU starts: flipped byte, truncated blob
   const cut = join(dir, "cut.bin");
   const whole = await readFile(store.blobPath(snap.ramsnap.digest));
   await writeFile(cut, whole.subarray(0, whole.length - 100));
-  await assert.rejects(readRamsnapHeader(cut), (e: any) => e.code === "RAMSNAP_INVALID"); // eslint-disable-line @typescript-eslint/no-explicit-any
+  await assert.rejects(readRamsnapHeader(cut), (e: any) => e.code === "RAMSNAP_INVALID");
   // Other machine shape: the same blob under a manifest that claims another memory size.
   const other = { ...snapArt.ovms, resources: { memory: 256 << 20, vcpus: 1 } };
   await assert.rejects(
     prepareArtifact(store, { ...snapArt, ovms: other }, { snapshotCacheDir: join(dir, "c2") }),
     (e: any) =>
       e.code === "MANIFEST_INVALID" && /memory: snapshot 201326592, manifest 268435456/.test(e.message),
-  ); // eslint-disable-line @typescript-eslint/no-explicit-any
+  );
   const prepared = await prepareArtifact(store, snapArt, { snapshotCacheDir: cacheDir });
   await assert.rejects(
     rt.start(prepared, { memory: 256 << 20 }),
     (e: any) => e.code === "MANIFEST_INVALID" && /memory: snapshot/.test(e.message),
-  ); // eslint-disable-line @typescript-eslint/no-explicit-any
+  );
   await assert.rejects(rt.start(prepared, { cmdline: "x=1" }), /cmdline/);
   // Flipped byte: the store's copy of the blob no longer matches its digest.
   const p = store.blobPath(snap.ramsnap.digest);
@@ -280,7 +280,7 @@ test("bad snapshots are refused before QEMU starts: flipped byte, truncated blob
   await assert.rejects(
     prepareArtifact(store, snapArt, { snapshotCacheDir: join(dir, "c3") }),
     (e: any) => e.code === "DIGEST_MISMATCH" && e.message.includes(snap.ramsnap.digest),
-  ); // eslint-disable-line @typescript-eslint/no-explicit-any
+  );
   await copyFile(saved, p);
   assert.equal((await rt.list({ all: true })).length, before, "no instance was created");
 });

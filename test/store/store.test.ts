@@ -4,9 +4,9 @@ import { readdir, readFile, writeFile, chmod } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { Store } from "../../src/store/store.js";
-import { sha256 } from "../../src/spec/digest.js";
-import { MediaType } from "../../src/spec/media-types.js";
-import type { ImageManifest } from "../../src/spec/oci.js";
+import { sha256 } from "../../src/core/digest.js";
+import { MediaType } from "../../src/core/media-types.js";
+import type { ImageManifest } from "../../src/core/oci.js";
 import { ROOT, exec, spawn, tempDir } from "../helpers.js";
 
 async function smallArtifact(
@@ -75,7 +75,7 @@ test("reads are verified: a blob corrupted on disk is refused", async (t) => {
   await assert.rejects(
     store.readBlob(digest),
     (e: any) => e.code === "STORE_CORRUPT" && e.message.includes(digest),
-  ); // eslint-disable-line @typescript-eslint/no-explicit-any
+  );
   const s = await store.fetch({ digest, size: 8 });
   await assert.rejects(async () => {
     for await (const _ of s) void _;
@@ -96,7 +96,7 @@ test("tag, resolve, untag; not found names the reference", async (t) => {
   await assert.rejects(
     store.resolve("example/a:1"),
     (e: any) => e.code === "NOT_FOUND" && /example\/a:1/.test(e.message),
-  ); // eslint-disable-line @typescript-eslint/no-explicit-any
+  );
   await assert.rejects(store.untag("nope:1"), /not in the store/);
 });
 

@@ -1,7 +1,7 @@
 import { Command, Option } from "commander";
-import { OvmsError } from "../../spec/errors.js";
-import { parseSize } from "../../spec/size.js";
-import type { Device } from "../../spec/manifest.generated.js";
+import { OvmsError } from "../../core/errors.js";
+import { parseSize } from "../../core/size.js";
+import type { Device } from "../../core/manifest.generated.js";
 import { build, type BuildSpec, type DiskFormat } from "../../artifact/build.js";
 import { loadBuildFile } from "../../artifact/build-file.js";
 import { Printer, globals, openStore } from "../context.js";
@@ -88,7 +88,6 @@ export function register(program: Command): void {
 }
 
 function fromFlags(opts: Record<string, any>): BuildSpec {
-  // eslint-disable-line @typescript-eslint/no-explicit-any
   if (!opts.kernel) throw new OvmsError("USAGE", "build needs --kernel FILE (or a build file with -f)");
   const tag: string = opts.tag;
   const slash = tag.lastIndexOf("/");

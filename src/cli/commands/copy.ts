@@ -1,9 +1,9 @@
 import type { Command } from "commander";
-import { OvmsError } from "../../spec/errors.js";
-import { Annotation } from "../../spec/media-types.js";
-import type { Descriptor } from "../../spec/oci.js";
-import { formatReference, parseReference } from "../../spec/reference.js";
-import { formatSize, parseSize } from "../../spec/size.js";
+import { OvmsError } from "../../core/errors.js";
+import { Annotation } from "../../core/media-types.js";
+import type { Descriptor } from "../../core/oci.js";
+import { formatReference, parseReference } from "../../core/reference.js";
+import { formatSize, parseSize } from "../../core/size.js";
 import type { CopyProgress, CopyResult } from "../../registry/copy.js";
 import type { RegistryClient } from "../../registry/client.js";
 import { Printer, globals, type GlobalOptions } from "../context.js";

@@ -4,7 +4,7 @@ import { mkdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
-import { OvmsError } from "../../spec/errors.js";
+import { OvmsError } from "../../core/errors.js";
 import { resolveStoreDir } from "../../store/paths.js";
 import { OvmdClient, isDaemonUnavailable } from "../../client/client.js";
 import { isPathLike, resolveSocketPath } from "../../client/paths.js";

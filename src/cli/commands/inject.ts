@@ -1,6 +1,6 @@
 import { readFile, stat } from "node:fs/promises";
 import type { Command } from "commander";
-import { OvmsError } from "../../spec/errors.js";
+import { OvmsError } from "../../core/errors.js";
 import { Printer, globals } from "../context.js";
 import { addSocketOption, daemonClient } from "./daemon-client.js";
 

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { OvmsError } from "../../spec/errors.js";
+import { OvmsError } from "../../core/errors.js";
 import { Printer, globals } from "../context.js";
 import { addRegistryFlags, type RegistryFlags } from "./copy.js";
 

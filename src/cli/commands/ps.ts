@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { familiarReference, parseReference } from "../../spec/reference.js";
+import { familiarReference, parseReference } from "../../core/reference.js";
 import { Printer, globals, table } from "../context.js";
 import { addSocketOption, daemonClient, formatDuration, shortId } from "./daemon-client.js";
 

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { formatReference, parseReference } from "../../spec/reference.js";
+import { formatReference, parseReference } from "../../core/reference.js";
 import { globals, openStore } from "../context.js";
 import {
   addRegistryFlags,

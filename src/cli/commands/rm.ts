@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { isOvmsError } from "../../spec/errors.js";
+import { isOvmsError } from "../../core/errors.js";
 import { isDaemonUnavailable } from "../../client/client.js";
 import { Printer, globals } from "../context.js";
 import { addSocketOption, daemonClient } from "./daemon-client.js";

@@ -1,6 +1,6 @@
 import { Option, type Command } from "commander";
-import { OvmsError } from "../../spec/errors.js";
-import { parseSize } from "../../spec/size.js";
+import { OvmsError } from "../../core/errors.js";
+import { parseSize } from "../../core/size.js";
 import type { StartOverrides } from "../../client/types.js";
 import { Printer, globals } from "../context.js";
 import { positiveInt } from "./copy.js";

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { formatSize } from "../../spec/size.js";
+import { formatSize } from "../../core/size.js";
 import type { InstanceInfo } from "../../client/types.js";
 import { Printer, globals } from "../context.js";
 import { addSocketOption, daemonClient, formatDuration } from "./daemon-client.js";

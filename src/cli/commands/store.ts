@@ -1,9 +1,9 @@
 import type { Command } from "commander";
-import { familiarReference, parseReference } from "../../spec/reference.js";
-import { formatSize } from "../../spec/size.js";
+import { familiarReference, parseReference } from "../../core/reference.js";
+import { formatSize } from "../../core/size.js";
 import { artifactSize, isOvmsManifest, loadArtifact } from "../../artifact/artifact.js";
 import { pruneSnapshotCaches } from "../../artifact/prepare.js";
-import type { ImageManifest } from "../../spec/oci.js";
+import type { ImageManifest } from "../../core/oci.js";
 import { Printer, globals, openStore, table } from "../context.js";
 
 /** register adds the store commands: ls, inspect, tag, rmi (and `rm` for artifacts), gc. */

@@ -1,5 +1,5 @@
 import { Option, type Command } from "commander";
-import { parseReference } from "../../spec/reference.js";
+import { parseReference } from "../../core/reference.js";
 import { Printer, globals } from "../context.js";
 import { addRegistryFlags, makeClient, positiveInt, type RegistryFlags } from "./copy.js";
 

@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
-import { checkManifest } from "../../spec/validate.js";
-import type { ValidationProblem } from "../../spec/errors.js";
+import { checkManifest } from "../../core/validate.js";
+import type { ValidationProblem } from "../../core/errors.js";
 import { Printer, globals } from "../context.js";
 
 /** register adds `ovm validate FILE...`: exit 0 when every file is a valid OVMS manifest. */

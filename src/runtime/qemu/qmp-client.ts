@@ -1,6 +1,6 @@
 import { EventEmitter } from "node:events";
 import { connect, type Socket } from "node:net";
-import { OvmsError } from "../../spec/errors.js";
+import { OvmsError } from "../../core/errors.js";
 
 /** QmpError is a failed QMP exchange: QEMU's error class and description, or a timeout/close. */
 export class QmpError extends OvmsError {}

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { parseReference, formatReference, familiarReference } from "../../src/spec/reference.js";
-import { OvmsError } from "../../src/spec/errors.js";
+import { parseReference, formatReference, familiarReference } from "../../src/core/reference.js";
+import { OvmsError } from "../../src/core/errors.js";
 
 const H = "a".repeat(64);
 

@@ -2,14 +2,13 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { checkManifest, validateManifest, parseManifest, jsonPath } from "../../src/spec/validate.js";
-import { ValidationError } from "../../src/spec/errors.js";
+import { checkManifest, validateManifest, parseManifest, jsonPath } from "../../src/core/validate.js";
+import { ValidationError } from "../../src/core/errors.js";
 import { ROOT } from "../helpers.js";
 
 const D = (c: string) => `sha256:${c.repeat(64)}`;
 
 function minimal(): Record<string, any> {
-  // eslint-disable-line @typescript-eslint/no-explicit-any
   return {
     schemaVersion: 1,
     mediaType: "application/vnd.ovms.manifest.v1+json",

@@ -2,8 +2,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { Hasher, sha256, parseDigest, isDigest } from "../../src/spec/digest.js";
-import { parseSize, formatSize } from "../../src/spec/size.js";
+import { Hasher, sha256, parseDigest, isDigest } from "../../src/core/digest.js";
+import { parseSize, formatSize } from "../../src/core/size.js";
 
 const sink = () => new Writable({ write: (_c, _e, cb) => cb() });
 
@@ -20,7 +20,6 @@ test("Hasher fails at the end on a wrong digest, naming got and want", async () 
   await assert.rejects(
     pipeline(Readable.from([Buffer.from("hello")]), new Hasher({ digest: want }), sink()),
     (e: any) => {
-      // eslint-disable-line @typescript-eslint/no-explicit-any
       assert.equal(e.code, "DIGEST_MISMATCH");
       assert.match(e.message, new RegExp(`after 5 bytes \\(got ${sha256("hello")}, want ${want}\\)`));
       return true;

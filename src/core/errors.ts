@@ -1,14 +1,18 @@
+import { ERRORS, type ErrorCode } from "./error-codes.js";
+
+export type { ErrorCode };
+
 /**
  * OvmsError is the one base error of the project: a stable SCREAMING_SNAKE `code` that code
  * decides on, a message that leads with context, and an optional `cause`. Each layer adds a
  * subclass; the CLI and the daemon map `code` to an exit status or an HTTP status at the edge.
  */
 export class OvmsError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly details?: Record<string, unknown>;
 
   constructor(
-    code: string,
+    code: ErrorCode,
     message: string,
     opts: { cause?: unknown; details?: Record<string, unknown> } = {},
   ) {
@@ -38,7 +42,17 @@ export interface ValidationProblem {
   message: string;
 }
 
-/** isOvmsError tells whether `e` carries one of our stable codes (optionally a given one). */
-export function isOvmsError(e: unknown, code?: string): e is OvmsError {
-  return e instanceof OvmsError && (code === undefined || e.code === code);
+/** isOvmsError tells whether `e` carries one of our stable codes (optionally one of `codes`). */
+export function isOvmsError(e: unknown, ...codes: ErrorCode[]): e is OvmsError {
+  return e instanceof OvmsError && (codes.length === 0 || codes.includes(e.code));
+}
+
+/** isRetryable tells whether an error may go away if the same thing is tried again later. */
+export function isRetryable(e: unknown): boolean {
+  return e instanceof OvmsError && ERRORS[e.code].retryable;
+}
+
+/** exitStatus is the exit status of `ovm` for an error: 2 for a mistake in what was typed, else 1. */
+export function exitStatus(e: unknown): 1 | 2 {
+  return e instanceof OvmsError ? ERRORS[e.code].exit : 1;
 }

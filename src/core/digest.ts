@@ -62,7 +62,7 @@ export class Hasher extends Transform {
     if (want !== undefined && this.bytes > want) {
       cb(
         new OvmsError(
-          "SIZE_MISMATCH",
+          "DIGEST_MISMATCH",
           `${this.expect?.what ?? this.expect?.digest ?? "blob"}: more than the declared ${want} bytes`,
           { details: { want, got: this.bytes } },
         ),
@@ -79,7 +79,7 @@ export class Hasher extends Transform {
     const what = e?.what ?? e?.digest ?? "blob";
     if (e?.size !== undefined && this.bytes !== e.size) {
       cb(
-        new OvmsError("SIZE_MISMATCH", `${what}: got ${this.bytes} bytes, want ${e.size}`, {
+        new OvmsError("DIGEST_MISMATCH", `${what}: got ${this.bytes} bytes, want ${e.size}`, {
           details: { want: e.size, got: this.bytes },
         }),
       );

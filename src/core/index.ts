@@ -1,4 +1,5 @@
 export * from "./errors.js";
+export * from "./error-codes.js";
 export * from "./digest.js";
 export * from "./reference.js";
 export * from "./media-types.js";
