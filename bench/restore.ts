@@ -74,10 +74,10 @@ async function viaRuntime(rt: QemuRuntime, a: PreparedArtifact, stateDir: string
   const t0 = performance.now();
   const info = await rt.start(a, { accel: "tcg" });
   const runningMs = performance.now() - t0;
-  const serial = join(stateDir, "instances", info.instance_id, "serial.log");
+  const serial = join(stateDir, "instances", info.id, "serial.log");
   const firstOutputMs = await firstOutput(serial, 0, t0);
   const readyMs = a.ramSnapshot ? runningMs : await lineSeen(serial, /^OVMS-COUNTER: /m, t0);
-  await rt.remove(info.instance_id, { force: true });
+  await rt.remove(info.id, { force: true });
   return { runningMs, firstOutputMs, readyMs };
 }
 
@@ -100,9 +100,9 @@ async function main() {
 
   // The snapshot: a counting guest, paused after a few counts.
   const src = await rt.start(cold, { accel: "tcg", name: "source" });
-  await firstOutput(join(store.workDir, "instances", src.instance_id, "serial.log"), 200, performance.now());
+  await firstOutput(join(store.workDir, "instances", src.id, "serial.log"), 200, performance.now());
   await new Promise((r) => setTimeout(r, 1000));
-  const snap = await rt.snapshot(src.instance_id, { stop: true }, (c) =>
+  const snap = await rt.snapshot(src.id, { stop: true }, (c) =>
     packSnapshot(store, source, c, "bench/vm:snap"),
   );
   const restorable = await prepareArtifact(store, await loadArtifact(store, "bench/vm:snap"));

@@ -1,6 +1,7 @@
 /**
  * The OVMS library: everything `ovm` and `ovmd` do, as typed functions and classes.
- * Layers (imports point down): daemon/client → runtime → artifact → sign → registry → store → spec.
+ * Layers (imports point down only): cli → daemon | client → runtime → artifact → registry →
+ * store → api → core (eslint.config.js enforces it).
  */
 export * from "./core/index.js";
 export * from "./store/index.js";
@@ -14,7 +15,7 @@ export {
   DAEMON_UNAVAILABLE,
   type ClientOptions,
 } from "./client/client.js";
-export { defaultSocketPath, resolveSocketPath, isPathLike } from "./client/paths.js";
+export { defaultSocketPath, resolveSocketPath, isPathLike } from "./api/paths.js";
 export type {
   VersionInfo,
   StartOverrides,
@@ -26,10 +27,13 @@ export type {
   SnapshotResponse,
   InjectRequest as ApiInjectRequest,
   InjectResponse,
+  InstanceInfo,
   InstanceList,
   RemoveResponse,
   ErrorBody,
-} from "./client/types.js";
+} from "./api/types.generated.js";
+/** api is every wire shape of the runtime API, under its OpenAPI name. */
+export * as api from "./api/types.generated.js";
 export { serve, type ServeOptions, type Daemon } from "./daemon/server.js";
 export { Controller, pullFromRegistry, type ControllerOptions, type PullFn } from "./daemon/controller.js";
 export { Contract, CONTRACT_URL } from "./daemon/contract.js";

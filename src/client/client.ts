@@ -2,7 +2,7 @@ import { request, type IncomingMessage } from "node:http";
 import { StringDecoder } from "node:string_decoder";
 import { OvmsError } from "../core/errors.js";
 import { isApiErrorCode } from "../core/error-codes.js";
-import { resolveSocketPath } from "./paths.js";
+import { resolveSocketPath } from "../api/paths.js";
 import type {
   ErrorBody,
   InjectRequest,
@@ -18,7 +18,7 @@ import type {
   StopRequest,
   StopResponse,
   VersionInfo,
-} from "./types.js";
+} from "../api/types.generated.js";
 
 /**
  * DaemonError is an error answer of the runtime API: `code` is the contract's stable code

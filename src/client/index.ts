@@ -1,3 +1,2 @@
-export * from "./types.js";
-export * from "./paths.js";
+export * from "../api/index.js";
 export * from "./client.js";

@@ -61,6 +61,7 @@ export type ErrorCode =
   | "INVALID_SIZE"
   | "FILE_NOT_FOUND"
   | "CONFIG_INVALID"
+  | "INVALID_ARGUMENT"
   // Content and artifacts.
   | "DIGEST_MISMATCH"
   | "NOT_AN_ARTIFACT"
@@ -164,6 +165,7 @@ export const ERRORS: Readonly<Record<ErrorCode, ErrorSpec>> = {
   INVALID_DIGEST: row("INVALID_REFERENCE", { exit: 2 }),
   INVALID_SIZE: row("BAD_REQUEST", { exit: 2 }),
   FILE_NOT_FOUND: row("BAD_REQUEST"),
+  INVALID_ARGUMENT: row("BAD_REQUEST"),
   CONFIG_INVALID: row("BAD_REQUEST"),
 
   DIGEST_MISMATCH: row("MANIFEST_INVALID"),

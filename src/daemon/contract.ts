@@ -14,7 +14,7 @@ const addFormats: AddFormats = typeof fmt.default === "function" ? fmt.default :
  * CONTRACT_URL is the normative OpenAPI document of the runtime API, shipped with the package
  * (package.json `files` has spec/): three levels up from dist/src/daemon/ is the package root.
  */
-export const CONTRACT_URL = new URL("../../../core/api/ovms-runtime.openapi.yaml", import.meta.url);
+export const CONTRACT_URL = new URL("../../../spec/api/ovms-runtime.openapi.yaml", import.meta.url);
 
 /** SCHEMA_ID is the $id the OpenAPI document is registered under in ajv. */
 const SCHEMA_ID = "urn:ovms:runtime-api";

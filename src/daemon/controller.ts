@@ -18,8 +18,10 @@ import {
 } from "../artifact/artifact.js";
 import { prepareArtifact } from "../artifact/prepare.js";
 import { packSnapshot } from "../artifact/snapshot.js";
-import { TERMINAL_STATES, type InstanceInfo, type Runtime } from "../runtime/types.js";
+import { TERMINAL_STATES, type Runtime } from "../runtime/types.js";
+import type { PreparedArtifact } from "../artifact/prepare.js";
 import type {
+  InstanceInfo,
   InjectRequest,
   InjectResponse,
   InstanceList,
@@ -31,12 +33,13 @@ import type {
   StopRequest,
   StopResponse,
   VersionInfo,
-} from "../client/types.js";
-import { isPathLike } from "../client/paths.js";
+} from "../api/types.generated.js";
+import { isPathLike } from "../api/paths.js";
 import { VERSION } from "../version.js";
 import { badRequest } from "./contract.js";
 import { LayoutSource } from "./layout-source.js";
 import type { Logger } from "./log.js";
+import { toInstanceInfo } from "./wire.js";
 
 /** PullFn brings `reference` from its registry into `store` and names it there by its full reference. */
 export type PullFn = (store: Store, reference: string) => Promise<void>;
@@ -82,8 +85,7 @@ export class Controller {
   }
 
   async version(): Promise<VersionInfo> {
-    const rt = this.runtime as Runtime & { version?: () => Promise<string> };
-    const v = rt.version ? await rt.version().catch(() => "unavailable") : "unknown";
+    const v = await this.runtime.version().catch(() => "unavailable");
     return { name: "ovmd", version: VERSION, api: "v0.1", runtime: { name: this.runtime.name, version: v } };
   }
 
@@ -116,7 +118,7 @@ export class Controller {
       if (clash) {
         throw new OvmsError(
           "CONFLICT",
-          `name "${name}" is already used by instance ${clash.instance_id} (${clash.state}); remove it first`,
+          `name "${name}" is already used by instance ${clash.id} (${clash.state}); remove it first`,
         );
       }
       const artifact = await this.resolveArtifact(req.manifest);
@@ -132,14 +134,14 @@ export class Controller {
       });
       if (prepared.ramSnapshot) void this.warm(prepared);
       this.log.info("instance started", {
-        id: info.instance_id,
+        id: info.id,
         name: info.name,
         artifact: artifact.reference,
         digest: artifact.descriptor.digest,
         accel: info.accel,
         machine: info.machine,
       });
-      return { instance_id: info.instance_id, status: "starting", name: info.name };
+      return { instance_id: info.id, status: "starting", name: info.name };
     } finally {
       if (name !== undefined) this.reserved.delete(name);
     }
@@ -151,14 +153,14 @@ export class Controller {
    */
   async idOf(ref: string): Promise<string> {
     try {
-      return (await this.runtime.status(ref)).instance_id;
+      return (await this.runtime.status(ref)).id;
     } catch (e) {
       if (!isOvmsError(e, "NOT_FOUND") || !/^[0-9a-f-]{6,36}$/.test(ref)) throw e;
       const want = ref.replace(/-/g, "");
       const hits = (await this.runtime.list({ all: true })).filter((i) =>
-        i.instance_id.replace(/-/g, "").startsWith(want),
+        i.id.replace(/-/g, "").startsWith(want),
       );
-      if (hits.length === 1) return hits[0].instance_id;
+      if (hits.length === 1) return hits[0].id;
       if (hits.length > 1)
         throw new OvmsError(
           "NOT_FOUND",
@@ -173,7 +175,7 @@ export class Controller {
     if (req.timeout_ms !== undefined) opts.timeoutMs = req.timeout_ms;
     if (req.force !== undefined) opts.force = req.force;
     const info = await this.runtime.stop(await this.idOf(req.instance_id), opts);
-    this.log.info("instance stopped", { id: info.instance_id, state: info.state });
+    this.log.info("instance stopped", { id: info.id, state: info.state });
     return { status: TERMINAL_STATES.has(info.state) ? "exited" : "stopping" };
   }
 
@@ -224,15 +226,15 @@ export class Controller {
    * warm keeps `warmPool` paused QEMU processes ready for a snapshot once it has been started
    * (it is hot), so the next start only loads device state and continues.
    */
-  private async warm(prepared: import("../artifact/prepare.js").PreparedArtifact): Promise<void> {
-    const rt = this.runtime as Runtime & { configurePool?: (a: typeof prepared, n: number) => Promise<void> };
+  private async warm(prepared: PreparedArtifact): Promise<void> {
+    const pool = this.runtime.pool;
     const size = this.poolSizeFor(prepared.reference, prepared.digest);
-    if (!size || !rt.configurePool || this.pooled.has(prepared.digest)) return;
+    if (!size || !pool || this.pooled.has(prepared.digest)) return;
     this.pooled.add(prepared.digest);
     // Let the /start answer go out first: spawning the pool's QEMU blocks the event loop.
     await new Promise((r) => setTimeout(r, 100));
-    await rt
-      .configurePool(prepared, size)
+    await pool
+      .configure(prepared, size)
       .catch((e: Error) =>
         this.log.info("warm pool not filled", { digest: prepared.digest, error: e.message }),
       );
@@ -262,10 +264,10 @@ export class Controller {
       const has = info.devices.map((d) => d.name).join(", ") || "none";
       throw badRequest("POST /inject", [
         mmio.device === undefined
-          ? { path: "/content/mmio", message: `instance ${info.instance_id} has no ivshmem device` }
+          ? { path: "/content/mmio", message: `instance ${info.id} has no ivshmem device` }
           : {
               path: "/content/mmio/device",
-              message: `instance ${info.instance_id} has no device "${mmio.device}" (has: ${has})`,
+              message: `instance ${info.id} has no device "${mmio.device}" (has: ${has})`,
             },
       ]);
     }
@@ -278,23 +280,24 @@ export class Controller {
         },
       ]);
     }
-    const bytes = await this.runtime.inject(info.instance_id, { device: dev.name, offset, data });
-    this.log.debug("injected", { id: info.instance_id, device: dev.name, offset, bytes });
+    const bytes = await this.runtime.inject(info.id, { device: dev.name, offset, data });
+    this.log.debug("injected", { id: info.id, device: dev.name, offset, bytes });
     return { status: "ok", bytes };
   }
 
   async status(id: string): Promise<InstanceInfo> {
-    return this.runtime.status(await this.idOf(id));
+    return toInstanceInfo(this.runtime.name, await this.runtime.status(await this.idOf(id)));
   }
 
   async list(all: boolean): Promise<InstanceList> {
-    return { instances: await this.runtime.list({ all }) };
+    const list = await this.runtime.list({ all });
+    return { instances: list.map((i) => toInstanceInfo(this.runtime.name, i)) };
   }
 
   async remove(id: string, force: boolean): Promise<RemoveResponse> {
     const info = await this.runtime.status(await this.idOf(id));
-    await this.runtime.remove(info.instance_id, { force });
-    this.log.info("instance removed", { id: info.instance_id, name: info.name });
+    await this.runtime.remove(info.id, { force });
+    this.log.info("instance removed", { id: info.id, name: info.name });
     return { status: "removed" };
   }
 

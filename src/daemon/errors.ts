@@ -1,6 +1,6 @@
 import { OvmsError, ValidationError } from "../core/errors.js";
 import { ERRORS } from "../core/error-codes.js";
-import type { ErrorBody } from "../client/types.js";
+import type { ErrorBody } from "../api/types.generated.js";
 
 /** ApiError is an error as the API answers it: status and body. */
 export interface ApiError {

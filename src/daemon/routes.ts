@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Readable } from "node:stream";
 import { timingSafeEqual } from "node:crypto";
 import { OvmsError } from "../core/errors.js";
-import type { InjectRequest, SnapshotRequest, StartRequest, StopRequest } from "../client/types.js";
+import type { InjectRequest, SnapshotRequest, StartRequest, StopRequest } from "../api/types.generated.js";
 import { badRequest, type Contract, type ParsedRequest } from "./contract.js";
 import type { Controller } from "./controller.js";
 import { toApiError } from "./errors.js";

@@ -9,7 +9,7 @@ import { OvmsError } from "../core/errors.js";
 import { Store } from "../store/store.js";
 import { resolveStoreDir } from "../store/paths.js";
 import type { Runtime } from "../runtime/types.js";
-import { resolveSocketPath } from "../client/paths.js";
+import { resolveSocketPath } from "../api/paths.js";
 import { Contract } from "./contract.js";
 import { Controller, type PullFn } from "./controller.js";
 import { createLogger, type LogLevel, type Logger } from "./log.js";

@@ -21,7 +21,7 @@ export type Accel = "kvm" | "tcg";
 /** Machine is the QEMU machine model: microvm (virtio-mmio, no PCI) or q35 (PCI, for ivshmem). */
 export type Machine = "microvm" | "q35";
 
-/** StartOptions are the user's overrides of what the manifest says. */
+/** StartOptions are what the caller asks of one instance beyond what the manifest says. */
 export interface StartOptions {
   name?: string;
   /** Guest memory in bytes. */
@@ -33,36 +33,47 @@ export interface StartOptions {
   machine?: Machine;
 }
 
-/** InstanceMetrics are measured facts about an instance (names as in the OpenAPI document). */
+/** InstanceMetrics are measured facts about an instance. */
 export interface InstanceMetrics {
-  uptime_ms: number;
-  boot_ms?: number;
-  start_ms?: number;
-  memory_bytes: number;
+  /** Since the VMM started (until it exited, for ended instances). */
+  uptimeMs: number;
+  /** From the start call to the guest's first console output. */
+  bootMs?: number;
+  /** From the start call to state `running`. */
+  startMs?: number;
+  memoryBytes: number;
   vcpus: number;
-  cpu_time_ms?: number;
-  rss_bytes?: number;
+  cpuTimeMs?: number;
+  rssBytes?: number;
 }
 
-/** InstanceInfo is what `GET /status/{id}` returns. */
-export interface InstanceInfo {
-  instance_id: string;
+/** DeviceSummary is a declared device of an instance. */
+export type DeviceSummary = Pick<Device, "type" | "name" | "size">;
+
+/**
+ * Instance is what a runtime knows of one instance: its identity, where it is in its life,
+ * what it runs and how it is doing. The daemon turns it into the API's InstanceInfo.
+ */
+export interface Instance {
+  id: string;
   name: string;
   state: InstanceState;
+  /** Why it failed or exited. */
   reason?: string;
   artifact: { reference: string; digest: Digest };
-  runtime: string;
   accel: Accel;
   machine: Machine;
+  /** The VMM process, while it lives. */
   pid?: number;
-  created_at: string;
-  started_at?: string;
-  exited_at?: string;
-  exit_code?: number;
+  createdAt: string;
+  startedAt?: string;
+  exitedAt?: string;
+  /** The VMM's exit status, when it exited on its own with one. */
+  exitCode?: number;
   metrics: InstanceMetrics;
-  cold_start_target_ms?: number;
-  met_target?: boolean;
-  devices: Pick<Device, "type" | "name" | "size">[];
+  /** The artifact's runtimeHints.coldStartTargetMs. */
+  coldStartTargetMs?: number;
+  devices: DeviceSummary[];
 }
 
 /** LogRecord is one line of an instance's serial console. */
@@ -72,11 +83,29 @@ export interface LogRecord {
   line: string;
 }
 
-/** InjectRequest writes bytes into a shared-memory device of an instance. */
-export interface InjectRequest {
+/** Injection is bytes to write into a shared-memory device of an instance. */
+export interface Injection {
+  /** Device name; default the first one. */
   device?: string;
   offset?: number;
   data: Buffer;
+}
+
+/** StopOptions say how hard to stop: the guest gets `timeoutMs` to power off, or none with force. */
+export interface StopOptions {
+  timeoutMs?: number;
+  force?: boolean;
+}
+
+/**
+ * WarmPool is the optional capability of a runtime to keep VMM processes ready for a
+ * snapshot artifact, so that a restore skips starting one.
+ */
+export interface WarmPool {
+  /** configure keeps `size` ready processes for a snapshot artifact (0 empties its pool). */
+  configure(artifact: PreparedArtifact, size: number): Promise<void>;
+  /** status says how many ready processes each pooled snapshot has, by manifest digest. */
+  status(): { digest: string; size: number; ready: number }[];
 }
 
 /**
@@ -84,20 +113,25 @@ export interface InjectRequest {
  * reference implementation; another VMM plugs in by implementing this.
  */
 export interface Runtime {
+  /** name is the VMM family, as recorded in RAM snapshot metadata (e.g. `qemu`). */
   readonly name: string;
+  /** pool is the warm-pool capability, for runtimes that have one. */
+  readonly pool?: WarmPool;
+  /** version is the VMM's version; RUNTIME_UNAVAILABLE when the VMM cannot run here. */
+  version(): Promise<string>;
   /** start boots a prepared artifact and resolves once its process runs (state starting or running). */
-  start(artifact: PreparedArtifact, opts: StartOptions): Promise<InstanceInfo>;
+  start(artifact: PreparedArtifact, opts: StartOptions): Promise<Instance>;
   /** stop asks the guest to power off, then forces it after `timeoutMs` (or at once with force). */
-  stop(id: string, opts?: { timeoutMs?: number; force?: boolean }): Promise<InstanceInfo>;
+  stop(id: string, opts?: StopOptions): Promise<Instance>;
   /**
    * snapshot pauses the instance, captures device state, memory and disk, calls `sink` with
    * them while the guest is still paused, then resumes it (or stops it with `stop`).
    */
   snapshot<R>(id: string, opts: { stop?: boolean }, sink: (c: SnapshotCapture) => Promise<R>): Promise<R>;
   /** inject writes bytes into an instance's ivshmem region; resolves with the count written. */
-  inject(id: string, req: InjectRequest): Promise<number>;
-  status(id: string): Promise<InstanceInfo>;
-  list(opts?: { all?: boolean }): Promise<InstanceInfo[]>;
+  inject(id: string, req: Injection): Promise<number>;
+  status(id: string): Promise<Instance>;
+  list(opts?: { all?: boolean }): Promise<Instance[]>;
   /** logs streams serial log records; with follow, until the instance ends or the stream is destroyed. */
   logs(id: string, opts?: { follow?: boolean; tail?: number }): Promise<Readable>;
   /** remove deletes an ended instance's folder (a running one only with force, after killing it). */

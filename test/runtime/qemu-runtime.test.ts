@@ -32,8 +32,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const i of await rt.list({ all: true }))
-    await rt.remove(i.instance_id, { force: true }).catch(() => undefined);
+  for (const i of await rt.list({ all: true })) await rt.remove(i.id, { force: true }).catch(() => undefined);
   await rt.close();
   await rm(dir, { recursive: true, force: true });
 });
@@ -61,33 +60,30 @@ test("boots the demo artifact on q35: the guest sees base + diff layers, and inj
   assert.equal(info.machine, "q35", "ivshmem needs PCI");
   assert.equal(info.state, "running");
   assert.equal(info.accel, "tcg", "the KVM probe must reject the hanging nested KVM here");
-  assert.match(await waitLine(rt, info.instance_id, /^OVMS-DISK:/), /OVMS-DISK: base layer/);
-  assert.match(await waitLine(rt, info.instance_id, /^OVMS-LAYER:/), /OVMS-LAYER: hello from the diff layer/);
-  await waitLine(rt, info.instance_id, /^OVMS-IVSHMEM: ready/);
+  assert.match(await waitLine(rt, info.id, /^OVMS-DISK:/), /OVMS-DISK: base layer/);
+  assert.match(await waitLine(rt, info.id, /^OVMS-LAYER:/), /OVMS-LAYER: hello from the diff layer/);
+  await waitLine(rt, info.id, /^OVMS-IVSHMEM: ready/);
 
   const text = "hello from the host";
   const msg = Buffer.alloc(4 + text.length);
   msg.writeUInt32LE(text.length, 0);
   msg.write(text, 4);
-  assert.equal(await rt.inject(info.instance_id, { data: msg }), msg.length);
-  assert.equal(await waitLine(rt, info.instance_id, /^OVMS-INJECT:/, 20_000), `OVMS-INJECT: ${text}`);
+  assert.equal(await rt.inject(info.id, { data: msg }), msg.length);
+  assert.equal(await waitLine(rt, info.id, /^OVMS-INJECT:/, 20_000), `OVMS-INJECT: ${text}`);
 
   const st = await rt.status("shm-guest");
-  assert.equal(st.instance_id, info.instance_id);
+  assert.equal(st.id, info.id);
   assert.ok(st.pid && st.pid > 0);
-  assert.ok(st.metrics.boot_ms! > 0 && st.metrics.start_ms! > 0);
-  assert.ok(st.metrics.cpu_time_ms! > 0);
+  assert.ok(st.metrics.bootMs! > 0 && st.metrics.startMs! > 0);
+  assert.ok(st.metrics.cpuTimeMs! > 0);
   assert.deepEqual(st.devices, [{ type: "ivshmem", name: "shm0", size: 1 << 20 }]);
   await assert.rejects(
-    rt.inject(info.instance_id, { data: Buffer.alloc(16), offset: (1 << 20) - 8 }),
+    rt.inject(info.id, { data: Buffer.alloc(16), offset: (1 << 20) - 8 }),
     /does not fit device shm0/,
   );
-  await assert.rejects(
-    rt.inject(info.instance_id, { device: "nope", data: Buffer.alloc(1) }),
-    /has no device "nope"/,
-  );
+  await assert.rejects(rt.inject(info.id, { device: "nope", data: Buffer.alloc(1) }), /has no device "nope"/);
 
-  const stopped = await rt.stop(info.instance_id, { timeoutMs: 3000 });
+  const stopped = await rt.stop(info.id, { timeoutMs: 3000 });
   assert.equal(stopped.state, "exited");
   assert.equal(stopped.pid, undefined);
   assert.throws(() => process.kill(st.pid!, 0), "no QEMU process is left behind");
@@ -99,10 +95,10 @@ test("an overlay write does not change the pulled layers", async () => {
     assert.equal((await stat(d.path)).mode & 0o222, 0, "unpacked layers are read-only");
   const info = await rt.start(plain, { cmdline: "ovms.mode=write", accel: "tcg" });
   assert.equal(info.machine, "microvm");
-  await waitLine(rt, info.instance_id, /^OVMS-WROTE/);
-  await rt.stop(info.instance_id, { timeoutMs: 2000 });
+  await waitLine(rt, info.id, /^OVMS-WROTE/);
+  await rt.stop(info.id, { timeoutMs: 2000 });
   assert.deepEqual(await Promise.all(plain.disks.map((d) => sha(d.path))), before);
-  const overlay = join(store.workDir, "instances", info.instance_id, "overlay.qcow2");
+  const overlay = join(store.workDir, "instances", info.id, "overlay.qcow2");
   const oi = await imageInfo(overlay);
   assert.equal(oi.backingFilename, plain.disks[plain.disks.length - 1].path);
   assert.ok(oi.actualSize > 200_000, `the guest's write landed in the overlay (${oi.actualSize} bytes)`);
@@ -114,7 +110,7 @@ test("a restarted daemon re-attaches to a running instance and can stop it", asy
   // rtA plays the daemon that dies: it closes its connections and leaves QEMU running.
   const rtA = await QemuRuntime.create({ stateDir: store.workDir });
   const info = await rtA.start(plain, { accel: "tcg", name: "survivor" });
-  await waitLine(rtA, info.instance_id, /^OVMS-READY/);
+  await waitLine(rtA, info.id, /^OVMS-READY/);
   await rtA.close();
   const rtB = await QemuRuntime.create({ stateDir: store.workDir });
   await rtB.recover();
@@ -129,7 +125,7 @@ test("a restarted daemon re-attaches to a running instance and can stop it", asy
 
 test("kill -9 of QEMU is reported failed, now and after a daemon restart", async () => {
   const info = await rt.start(plain, { accel: "tcg", name: "victim" });
-  await waitLine(rt, info.instance_id, /^OVMS-READY/);
+  await waitLine(rt, info.id, /^OVMS-READY/);
   process.kill(info.pid!, "SIGKILL");
   for (let i = 0; i < 50 && (await rt.status("victim")).state === "running"; i++)
     await new Promise((r) => setTimeout(r, 100));
@@ -148,10 +144,10 @@ test("five instances at once each boot, get their own id, log and overlay", asyn
   const infos = await Promise.all(
     [0, 1, 2, 3, 4].map((i) => rt.start(plain, { accel: "tcg", memory: 128 << 20, name: `five-${i}` })),
   );
-  assert.equal(new Set(infos.map((i) => i.instance_id)).size, 5);
-  await Promise.all(infos.map((i) => waitLine(rt, i.instance_id, /^OVMS-READY/, 120_000)));
+  assert.equal(new Set(infos.map((i) => i.id)).size, 5);
+  await Promise.all(infos.map((i) => waitLine(rt, i.id, /^OVMS-READY/, 120_000)));
   assert.equal((await rt.list()).filter((i) => i.name.startsWith("five-")).length, 5);
-  const stopped = await Promise.all(infos.map((i) => rt.stop(i.instance_id, { force: true })));
+  const stopped = await Promise.all(infos.map((i) => rt.stop(i.id, { force: true })));
   assert.deepEqual(
     stopped.map((s) => s.state),
     Array(5).fill("exited"),
@@ -166,9 +162,9 @@ test("bad input is refused before anything is created", async () => {
   );
   await assert.rejects(
     rt.start(withShm, { machine: "microvm" }),
-    (e: any) => e.code === "BAD_REQUEST" && /needs it: use q35/.test(e.message),
+    (e: any) => e.code === "INVALID_ARGUMENT" && /needs it: use q35/.test(e.message),
   );
-  await assert.rejects(rt.start(plain, { name: "bad name!" }), (e: any) => e.code === "BAD_REQUEST");
+  await assert.rejects(rt.start(plain, { name: "bad name!" }), (e: any) => e.code === "INVALID_ARGUMENT");
   await assert.rejects(rt.start(plain, { name: "five-0" }), (e: any) => e.code === "CONFLICT");
   await assert.rejects(rt.stop("no-such-instance"), (e: any) => e.code === "NOT_FOUND");
   assert.equal((await readdir(join(store.workDir, "instances"))).length, before);

@@ -55,16 +55,15 @@ before(async () => {
     accel: "tcg",
     name: "source",
   });
-  await waitFor(async () => ((await counters(info.instance_id)).some((n) => n >= 5) ? true : undefined));
-  snap = await rt.snapshot(info.instance_id, {}, async (c) => {
-    lastBefore = Math.max(...(await counters(info.instance_id)));
+  await waitFor(async () => ((await counters(info.id)).some((n) => n >= 5) ? true : undefined));
+  snap = await rt.snapshot(info.id, {}, async (c) => {
+    lastBefore = Math.max(...(await counters(info.id)));
     return packSnapshot(store, source, c, "demo/vm:snap");
   });
 });
 
 after(async () => {
-  for (const i of await rt.list({ all: true }))
-    await rt.remove(i.instance_id, { force: true }).catch(() => undefined);
+  for (const i of await rt.list({ all: true })) await rt.remove(i.id, { force: true }).catch(() => undefined);
   await rt.close();
   await rm(dir, { recursive: true, force: true });
 });
@@ -136,17 +135,13 @@ test("restore: the counter continues from where it was, and the disk holds what 
   });
   const info = await rt.start(prepared, { name: "restored" });
   assert.equal(info.state, "running");
-  assert.ok(info.metrics.start_ms !== undefined);
-  const first = await waitFor(async () => (await counters(info.instance_id))[0]);
+  assert.ok(info.metrics.startMs !== undefined);
+  const first = await waitFor(async () => (await counters(info.id))[0]);
   assert.ok(first >= lastBefore, `restored counter ${first} continues from ${lastBefore}, not from zero`);
-  assert.equal(
-    (await lines(info.instance_id, /OVMS-READY/)).length,
-    0,
-    "a restored guest does not boot again",
-  );
+  assert.equal((await lines(info.id, /OVMS-READY/)).length, 0, "a restored guest does not boot again");
   // What the restored VM sees on disk: its overlay chain, flattened and read with debugfs.
-  const overlay = join(store.workDir, "instances", info.instance_id, "overlay.qcow2");
-  await rt.stop(info.instance_id, { force: true });
+  const overlay = join(store.workDir, "instances", info.id, "overlay.qcow2");
+  await rt.stop(info.id, { force: true });
   const raw = join(dir, "restored.raw");
   await exec("qemu-img", ["convert", "-O", "raw", overlay, raw]);
   // The guest's write may still sit in the ext4 journal: replay it as a mount would.
@@ -162,17 +157,17 @@ test("three clones run at once and diverge; the preloaded memory is never writte
     .update(await readFile(prepared.ramSnapshot!.memoryFile))
     .digest("hex");
   const clones = await Promise.all([0, 1, 2].map((i) => rt.start(prepared, { name: `clone-${i}` })));
-  assert.equal(new Set(clones.map((c) => c.instance_id)).size, 3);
+  assert.equal(new Set(clones.map((c) => c.id)).size, 3);
   await Promise.all(
-    clones.map((c) => waitFor(async () => ((await counters(c.instance_id)).length >= 3 ? true : undefined))),
+    clones.map((c) => waitFor(async () => ((await counters(c.id)).length >= 3 ? true : undefined))),
   );
   // Stopping one does not stop the others: they are independent processes and memories.
-  await rt.stop(clones[0].instance_id, { force: true });
-  const [a, b] = await Promise.all([counters(clones[1].instance_id), counters(clones[2].instance_id)]);
+  await rt.stop(clones[0].id, { force: true });
+  const [a, b] = await Promise.all([counters(clones[1].id), counters(clones[2].id)]);
   await new Promise((r) => setTimeout(r, 1000));
-  const [a2, b2] = await Promise.all([counters(clones[1].instance_id), counters(clones[2].instance_id)]);
+  const [a2, b2] = await Promise.all([counters(clones[1].id), counters(clones[2].id)]);
   assert.ok(a2.length > a.length && b2.length > b.length, "the other clones keep running");
-  for (const c of clones.slice(1)) await rt.stop(c.instance_id, { force: true });
+  for (const c of clones.slice(1)) await rt.stop(c.id, { force: true });
   assert.equal(
     createHash("sha256")
       .update(await readFile(prepared.ramSnapshot!.memoryFile))
@@ -193,9 +188,9 @@ test("warm pool: starts are served by paused processes and the pool refills", as
   assert.equal((await rt.list()).length, 0, "pool processes are not instances");
   const info = await rt.start(prepared, { name: "from-pool" });
   assert.equal(info.state, "running");
-  await waitFor(async () => ((await counters(info.instance_id)).length ? true : undefined));
+  await waitFor(async () => ((await counters(info.id)).length ? true : undefined));
   await waitFor(async () => (rt.poolStatus()[0].ready === 2 ? true : undefined), 30_000);
-  await rt.stop(info.instance_id, { force: true });
+  await rt.stop(info.id, { force: true });
   await rt.configurePool(prepared, 0);
   assert.deepEqual(
     rt.poolStatus().map((p) => p.ready),
@@ -220,9 +215,9 @@ test("snapshot → push → pull into a fresh store → restore", async () => {
     const prepared = await prepareArtifact(other, a, { snapshotCacheDir: join(dir, "fresh-preload") });
     const info = await rt.start(prepared, { name: "pulled-clone" });
     assert.equal(info.state, "running");
-    const first = await waitFor(async () => (await counters(info.instance_id))[0]);
+    const first = await waitFor(async () => (await counters(info.id))[0]);
     assert.ok(first >= lastBefore, `the pulled snapshot continues the count (${first} >= ${lastBefore})`);
-    await rt.stop(info.instance_id, { force: true });
+    await rt.stop(info.id, { force: true });
   } finally {
     await reg.stop();
   }
@@ -244,7 +239,7 @@ test("mlock_required: refused naming RLIMIT_MEMLOCK when the limit cannot hold t
   } else {
     const info = await rt.start(prepared, { name: "locked" });
     assert.equal(info.state, "running");
-    await rt.stop(info.instance_id, { force: true });
+    await rt.stop(info.id, { force: true });
   }
 });
 

@@ -7,8 +7,8 @@ import type { Command } from "commander";
 import { OvmsError } from "../../core/errors.js";
 import { resolveStoreDir } from "../../store/paths.js";
 import { OvmdClient, isDaemonUnavailable } from "../../client/client.js";
-import { isPathLike, resolveSocketPath } from "../../client/paths.js";
-import type { InstanceInfo } from "../../client/types.js";
+import { isPathLike, resolveSocketPath } from "../../api/paths.js";
+import type { InstanceInfo } from "../../api/types.generated.js";
 import { globals, type Printer } from "../context.js";
 
 /** OVMD_JS is the daemon's entry point, beside the CLI in dist/src. */

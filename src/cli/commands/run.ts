@@ -1,7 +1,7 @@
 import { Option, type Command } from "commander";
 import { OvmsError } from "../../core/errors.js";
 import { parseSize } from "../../core/size.js";
-import type { StartOverrides } from "../../client/types.js";
+import type { StartOverrides } from "../../api/types.generated.js";
 import { Printer, globals } from "../context.js";
 import { positiveInt } from "./copy.js";
 import { addSocketOption, ensureDaemon, manifestArg } from "./daemon-client.js";

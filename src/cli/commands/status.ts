@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { formatSize } from "../../core/size.js";
-import type { InstanceInfo } from "../../client/types.js";
+import type { InstanceInfo } from "../../api/types.generated.js";
 import { Printer, globals } from "../context.js";
 import { addSocketOption, daemonClient, formatDuration } from "./daemon-client.js";
 import { artifactName } from "./ps.js";

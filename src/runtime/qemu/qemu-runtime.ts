@@ -13,8 +13,8 @@ import { RuntimeError } from "../runtime-error.js";
 import {
   TERMINAL_STATES,
   type Accel,
-  type InjectRequest,
-  type InstanceInfo,
+  type Injection,
+  type Instance,
   type InstanceState,
   type Machine,
   type Runtime,
@@ -156,7 +156,7 @@ export class QemuRuntime implements Runtime {
     return join(this.stateDir, "instances", id);
   }
 
-  async start(a: PreparedArtifact, opts: StartOptions = {}): Promise<InstanceInfo> {
+  async start(a: PreparedArtifact, opts: StartOptions = {}): Promise<Instance> {
     const t0 = performance.now();
     trace("start: begin");
     await this.version();
@@ -197,7 +197,7 @@ export class QemuRuntime implements Runtime {
     const m = a.manifest;
     const name = opts.name ?? `${(m.name.split("/").pop() ?? "vm").slice(0, 50)}-${randomUUID().slice(0, 6)}`;
     if (!NAME_RE.test(name))
-      throw new RuntimeError("BAD_REQUEST", `name "${name}": use 1-63 letters, digits, '_', '.' or '-'`);
+      throw new RuntimeError("INVALID_ARGUMENT", `name "${name}": use 1-63 letters, digits, '_', '.' or '-'`);
     for (const r of this.records.values()) {
       if (r.name === name)
         throw new RuntimeError(
@@ -229,7 +229,8 @@ export class QemuRuntime implements Runtime {
     }
     const memory = snap?.memoryBytes ?? opts.memory ?? m.resources?.memory ?? DEFAULT_MEMORY;
     const vcpus = snap?.vcpus ?? opts.cpus ?? m.resources?.vcpus ?? 1;
-    if (memory < 16 << 20) throw new RuntimeError("BAD_REQUEST", `memory ${memory} bytes: at least 16 MiB`);
+    if (memory < 16 << 20)
+      throw new RuntimeError("INVALID_ARGUMENT", `memory ${memory} bytes: at least 16 MiB`);
     const hinted =
       m.runtimeHints?.machine === "microvm" || m.runtimeHints?.machine === "q35"
         ? m.runtimeHints.machine
@@ -238,7 +239,7 @@ export class QemuRuntime implements Runtime {
       (snap?.machine as Machine | undefined) ?? opts.machine ?? hinted ?? (needsPci ? "q35" : "microvm");
     if (machine === "microvm" && needsPci) {
       throw new RuntimeError(
-        "BAD_REQUEST",
+        "INVALID_ARGUMENT",
         `machine microvm has no PCI, but device ${devices[0].name} (${devices[0].type}) needs it: use q35`,
       );
     }
@@ -438,10 +439,16 @@ export class QemuRuntime implements Runtime {
    * start only loads device state and continues. The pool refills in the background and
    * never holds more guest memory than `poolMemoryBytes` across all snapshots.
    */
+  /** pool is the Runtime's warm-pool capability (see configurePool and poolStatus). */
+  readonly pool = {
+    configure: (a: PreparedArtifact, size: number) => this.configurePool(a, size),
+    status: () => this.poolStatus(),
+  };
+
   async configurePool(a: PreparedArtifact, size: number): Promise<void> {
     if (!a.ramSnapshot)
       throw new RuntimeError(
-        "BAD_REQUEST",
+        "INVALID_ARGUMENT",
         `${a.reference} has no RAM snapshot: a warm pool only serves restores`,
       );
     const p = this.pools.get(a.digest) ?? { artifact: a, size: 0, ready: [], filling: 0 };
@@ -601,7 +608,7 @@ export class QemuRuntime implements Runtime {
     return result;
   }
 
-  async stop(idOrName: string, opts: { timeoutMs?: number; force?: boolean } = {}): Promise<InstanceInfo> {
+  async stop(idOrName: string, opts: { timeoutMs?: number; force?: boolean } = {}): Promise<Instance> {
     const rec = this.find(idOrName);
     const live = this.live.get(rec.instance_id);
     if (TERMINAL_STATES.has(rec.state) || !live) return this.info(rec);
@@ -632,7 +639,7 @@ export class QemuRuntime implements Runtime {
     return this.info(rec);
   }
 
-  async inject(idOrName: string, req: InjectRequest): Promise<number> {
+  async inject(idOrName: string, req: Injection): Promise<number> {
     const rec = this.find(idOrName);
     if (rec.state !== "running" && rec.state !== "paused") {
       throw new RuntimeError("CONFLICT", `instance ${rec.instance_id} is ${rec.state}, not running`);
@@ -640,7 +647,7 @@ export class QemuRuntime implements Runtime {
     const dev = req.device ? rec.devices.find((d) => d.name === req.device) : rec.devices[0];
     if (!dev) {
       throw new RuntimeError(
-        "BAD_REQUEST",
+        "INVALID_ARGUMENT",
         req.device
           ? `instance ${rec.instance_id} has no device "${req.device}" (has: ${rec.devices.map((d) => d.name).join(", ") || "none"})`
           : `instance ${rec.instance_id} has no ivshmem device`,
@@ -649,7 +656,7 @@ export class QemuRuntime implements Runtime {
     const offset = req.offset ?? 0;
     if (offset < 0 || offset + req.data.length > dev.size) {
       throw new RuntimeError(
-        "BAD_REQUEST",
+        "INVALID_ARGUMENT",
         `inject of ${req.data.length} bytes at offset ${offset} does not fit device ${dev.name} (${dev.size} bytes)`,
       );
     }
@@ -662,11 +669,11 @@ export class QemuRuntime implements Runtime {
     return req.data.length;
   }
 
-  async status(idOrName: string): Promise<InstanceInfo> {
+  async status(idOrName: string): Promise<Instance> {
     return this.info(this.find(idOrName));
   }
 
-  async list(opts: { all?: boolean } = {}): Promise<InstanceInfo[]> {
+  async list(opts: { all?: boolean } = {}): Promise<Instance[]> {
     const recs = [...this.records.values()].filter(
       (r) => !r.pool && (opts.all || !TERMINAL_STATES.has(r.state)),
     );
@@ -798,23 +805,22 @@ export class QemuRuntime implements Runtime {
     this.live.clear();
   }
 
-  /** info turns a record into the contract's InstanceInfo, with live metrics. */
-  private async info(r: InstanceRecord): Promise<InstanceInfo> {
+  /** info turns a record into the runtime's Instance, with live metrics. */
+  private async info(r: InstanceRecord): Promise<Instance> {
     const now = Date.now();
     const started = r.started_at ? Date.parse(r.started_at) : undefined;
     const ended = r.exited_at ? Date.parse(r.exited_at) : now;
-    const info: InstanceInfo = {
-      instance_id: r.instance_id,
+    const info: Instance = {
+      id: r.instance_id,
       name: r.name,
       state: r.state,
       artifact: r.artifact,
-      runtime: this.name,
       accel: r.accel,
       machine: r.machine,
-      created_at: r.created_at,
+      createdAt: r.created_at,
       metrics: {
-        uptime_ms: started ? Math.max(0, ended - started) : 0,
-        memory_bytes: r.memory_bytes,
+        uptimeMs: started ? Math.max(0, ended - started) : 0,
+        memoryBytes: r.memory_bytes,
         vcpus: r.vcpus,
       },
       devices: r.devices.map((d) => ({ type: d.type, name: d.name, size: d.size })),
@@ -824,15 +830,12 @@ export class QemuRuntime implements Runtime {
       info.pid = r.pid;
       Object.assign(info.metrics, await procMetrics(r.pid));
     }
-    if (r.started_at) info.started_at = r.started_at;
-    if (r.exited_at) info.exited_at = r.exited_at;
-    if (r.exit_code !== undefined) info.exit_code = r.exit_code;
-    if (r.boot_ms !== undefined) info.metrics.boot_ms = r.boot_ms;
-    if (r.start_ms !== undefined) info.metrics.start_ms = r.start_ms;
-    if (r.cold_start_target_ms !== undefined) {
-      info.cold_start_target_ms = r.cold_start_target_ms;
-      if (r.start_ms !== undefined) info.met_target = r.start_ms <= r.cold_start_target_ms;
-    }
+    if (r.started_at) info.startedAt = r.started_at;
+    if (r.exited_at) info.exitedAt = r.exited_at;
+    if (r.exit_code !== undefined) info.exitCode = r.exit_code;
+    if (r.boot_ms !== undefined) info.metrics.bootMs = r.boot_ms;
+    if (r.start_ms !== undefined) info.metrics.startMs = r.start_ms;
+    if (r.cold_start_target_ms !== undefined) info.coldStartTargetMs = r.cold_start_target_ms;
     return info;
   }
 
@@ -1056,14 +1059,14 @@ function isOurQemu(pid: number, id: string): boolean {
 }
 
 /** procMetrics reads CPU time and RSS of a process from /proc. */
-async function procMetrics(pid: number): Promise<{ cpu_time_ms?: number; rss_bytes?: number }> {
-  const out: { cpu_time_ms?: number; rss_bytes?: number } = {};
+async function procMetrics(pid: number): Promise<{ cpuTimeMs?: number; rssBytes?: number }> {
+  const out: { cpuTimeMs?: number; rssBytes?: number } = {};
   const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   if (fields.length > 13)
-    out.cpu_time_ms = Math.round(((Number(fields[11]) + Number(fields[12])) * 1000) / 100);
+    out.cpuTimeMs = Math.round(((Number(fields[11]) + Number(fields[12])) * 1000) / 100);
   const status = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
   const rss = /VmRSS:\s+(\d+) kB/.exec(status)?.[1];
-  if (rss) out.rss_bytes = Number(rss) * 1024;
+  if (rss) out.rssBytes = Number(rss) * 1024;
   return out;
 }

@@ -1,0 +1,326 @@
+/* Generated from spec/api/ovms-runtime.openapi.yaml (components.schemas) by scripts/gen-types.mjs. Do not edit. */
+
+/**
+ * A sha256 content digest.
+ */
+export type Digest = string;
+/**
+ * Human name of an instance, unique among the runtime's instances.
+ */
+export type InstanceName = string;
+/**
+ * An instance's id (UUID) or its name.
+ */
+export type InstanceRef = string;
+/**
+ * RFC 3339 time, UTC.
+ */
+export type Timestamp = string;
+/**
+ * How guest code runs. `kvm` is hardware virtualization, `tcg` is QEMU's software emulation.
+ */
+export type Accel = "kvm" | "tcg";
+/**
+ * Machine model. `microvm` has no PCI (virtio-mmio devices only); `q35` has PCI and is needed for ivshmem.
+ */
+export type Machine = "microvm" | "q35";
+/**
+ * A boolean query parameter.
+ */
+export type QueryFlag = "1" | "0" | "true" | "false";
+/**
+ * Stable machine-readable error code (see the table in info.description for HTTP statuses).
+ */
+export type ApiErrorCode =
+  | "BAD_REQUEST"
+  | "INVALID_REFERENCE"
+  | "UNAUTHORIZED"
+  | "POLICY_DENIED"
+  | "NOT_FOUND"
+  | "ARTIFACT_NOT_FOUND"
+  | "CONFLICT"
+  | "MANIFEST_INVALID"
+  | "INTERNAL"
+  | "NOT_IMPLEMENTED"
+  | "INSUFFICIENT_RESOURCES"
+  | "RUNTIME_UNAVAILABLE";
+/**
+ * Where an instance is in its life:
+ * created → starting → running ⇄ paused → stopping → exited | failed.
+ * `exited` and `failed` are terminal; `reason` says why.
+ *
+ */
+export type InstanceState =
+  "created" | "starting" | "running" | "paused" | "stopping" | "exited" | "failed";
+
+/**
+ * One reason a document was refused.
+ */
+export interface Problem {
+  /**
+   * JSON Pointer of the offending member (`""` for the document itself).
+   */
+  path: string;
+  message: string;
+}
+/**
+ * The one error body of the API.
+ */
+export interface ErrorBody {
+  error: {
+    code: ApiErrorCode;
+    /**
+     * Human-readable, leads with context. Not for programs to parse.
+     */
+    message: string;
+    /**
+     * Facts that help a program act on the error. Open to additional members; `problems` has a fixed shape.
+     */
+    details?: {
+      problems?: Problem[];
+      /**
+       * The instance concerned, when one was created before the failure.
+       */
+      instance_id?: string;
+      [k: string]: unknown;
+    };
+  };
+}
+export interface VersionInfo {
+  /**
+   * Name of the runtime program.
+   */
+  name: string;
+  /**
+   * Version of the runtime program.
+   */
+  version: string;
+  /**
+   * Version of this API the runtime implements.
+   */
+  api: "v0.1";
+  /**
+   * The VMM behind the runtime.
+   */
+  runtime: {
+    /**
+     * VMM family, as recorded in RAM snapshot metadata.
+     */
+    name: string;
+    /**
+     * VMM version string.
+     */
+    version: string;
+  };
+}
+/**
+ * Values that replace what the manifest says, for this instance only.
+ */
+export interface StartOverrides {
+  /**
+   * Guest memory in bytes (at least 16 MiB).
+   */
+  memory?: number;
+  /**
+   * Number of vCPUs.
+   */
+  cpus?: number;
+  /**
+   * Appended to the manifest's `kernel.args`. Refused for a RAM snapshot restore.
+   */
+  cmdline?: string;
+  /**
+   * `auto` uses KVM only where a probe shows it really runs a guest, otherwise TCG.
+   */
+  accel?: "auto" | "kvm" | "tcg";
+  name?: InstanceName;
+  machine?: Machine;
+}
+export interface StartRequest {
+  /**
+   * What to start: a store reference, a registry reference (pulled when missing), a path to a manifest.json or to an OCI layout directory, or a path to a .tar of an OCI layout.
+   */
+  manifest: string;
+  overrides?: StartOverrides;
+}
+export interface StartResponse {
+  instance_id: string;
+  status: "starting";
+  name: InstanceName;
+}
+export interface StopRequest {
+  instance_id: InstanceRef;
+  /**
+   * How long the guest gets to power off after the ACPI request (default chosen by the runtime; ovmd uses 10000).
+   */
+  timeout_ms?: number;
+  /**
+   * Skip the ACPI request; quit the VMM at once, then kill it.
+   */
+  force?: boolean;
+}
+export interface StopResponse {
+  status: "stopping" | "exited";
+}
+export interface SnapshotRequest {
+  instance_id: InstanceRef;
+  /**
+   * Reference to store the snapshot artifact under (`[registry[:port]/]repository[:tag]`).
+   */
+  tag: string;
+  /**
+   * Stop the instance after the snapshot instead of resuming it.
+   */
+  stop?: boolean;
+}
+export interface SnapshotResponse {
+  snapshot_ref: Digest;
+  /**
+   * Normalized reference the snapshot artifact was tagged with.
+   */
+  reference: string;
+  /**
+   * Size in bytes of the RAM snapshot blob.
+   */
+  size: number;
+}
+export interface InjectRequest {
+  instance_id: InstanceRef;
+  content: {
+    /**
+     * A write into the region of an ivshmem device.
+     */
+    mmio: {
+      /**
+       * Name of the ivshmem device; default the first one declared.
+       */
+      device?: string;
+      /**
+       * Byte offset in the region; default 0.
+       */
+      offset?: number;
+      /**
+       * The bytes, encoded per `encoding`.
+       */
+      data: string;
+      /**
+       * How `data` is encoded; default `base64`.
+       */
+      encoding?: "base64" | "utf8";
+    };
+  };
+}
+export interface InjectResponse {
+  status: "ok";
+  /**
+   * Number of bytes written.
+   */
+  bytes: number;
+}
+export interface RemoveResponse {
+  status: "removed";
+}
+/**
+ * Measured facts about an instance.
+ */
+export interface Metrics {
+  /**
+   * Time since the VMM started (until it exited, for ended instances); 0 before it started.
+   */
+  uptime_ms: number;
+  /**
+   * From the start request to the guest's first console output.
+   */
+  boot_ms?: number;
+  /**
+   * From the start request to state `running`.
+   */
+  start_ms?: number;
+  /**
+   * Guest memory in bytes.
+   */
+  memory_bytes: number;
+  vcpus: number;
+  /**
+   * CPU time used by the VMM process (user + system), while it lives.
+   */
+  cpu_time_ms?: number;
+  /**
+   * Resident memory of the VMM process, while it lives.
+   */
+  rss_bytes?: number;
+}
+/**
+ * A declared device of the instance.
+ */
+export interface DeviceInfo {
+  type: "ivshmem";
+  name: string;
+  /**
+   * Size of the shared-memory region in bytes.
+   */
+  size: number;
+}
+export interface InstanceInfo {
+  instance_id: string;
+  name: InstanceName;
+  state: InstanceState;
+  /**
+   * Why the instance failed or exited.
+   */
+  reason?: string;
+  /**
+   * The artifact the instance was started from.
+   */
+  artifact: {
+    /**
+     * The reference (or path) it was started from, as resolved by the runtime.
+     */
+    reference: string;
+    digest: Digest;
+  };
+  /**
+   * VMM family running the instance.
+   */
+  runtime: string;
+  accel: Accel;
+  machine: Machine;
+  /**
+   * VMM process id, while it lives.
+   */
+  pid?: number;
+  created_at: Timestamp;
+  started_at?: Timestamp;
+  exited_at?: Timestamp;
+  /**
+   * Exit status of the VMM process, when it exited on its own with one.
+   */
+  exit_code?: number;
+  metrics: Metrics;
+  /**
+   * The artifact's `runtimeHints.coldStartTargetMs`.
+   */
+  cold_start_target_ms?: number;
+  /**
+   * Whether `metrics.start_ms` ≤ `cold_start_target_ms`.
+   */
+  met_target?: boolean;
+  devices: DeviceInfo[];
+}
+export interface InstanceList {
+  instances: InstanceInfo[];
+}
+/**
+ * One line of an instance's console; the log stream holds one per line.
+ */
+export interface LogRecord {
+  ts: Timestamp;
+  /**
+   * Source of the line; v0.1 has only the serial console.
+   */
+  stream: "serial";
+  /**
+   * The text of the line, without its line ending.
+   */
+  line: string;
+}
