@@ -21,7 +21,7 @@ const STARTUP_MS = 5000;
 export function addSocketOption(cmd: Command): Command {
   return cmd.option(
     "--socket <path>",
-    "ovmd socket (default: $OVMD_SOCKET, else /run/ovms/ovmd.sock as root, else $XDG_RUNTIME_DIR/ovms/ovmd.sock)",
+    "ovmd socket (default: $OVMD_SOCKET, else $XDG_RUNTIME_DIR/ovms/ovmd.sock, else /run/ovms/ovmd.sock as root)",
   );
 }
 
