@@ -1,4 +1,5 @@
 export * from "./artifact.js";
+export * from "./assemble.js";
 export * from "./build.js";
 export * from "./build-file.js";
 export * from "./disk-layer.js";

@@ -10,12 +10,8 @@ import { formatReference, normalizeReference as normalizeRef, parseReference } f
 import { checkManifest } from "../core/validate.js";
 import type { OvmsManifest } from "../core/manifest.generated.js";
 import type { Store } from "../store/store.js";
-import {
-  layerDescriptor,
-  loadArtifactByDescriptor,
-  ociManifestFor,
-  type Artifact,
-} from "../artifact/artifact.js";
+import { loadArtifactByDescriptor, type Artifact } from "../artifact/artifact.js";
+import { layerDescriptor, ociManifestFor } from "../artifact/assemble.js";
 import { prepareArtifact } from "../artifact/prepare.js";
 import { packSnapshot } from "../artifact/snapshot.js";
 import { TERMINAL_STATES, type Runtime } from "../runtime/types.js";
