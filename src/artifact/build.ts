@@ -1,8 +1,8 @@
 import { createReadStream } from "node:fs";
-import { copyFile, mkdtemp, realpath, rm, stat, constants } from "node:fs/promises";
+import { mkdtemp, realpath, rm, stat } from "node:fs/promises";
 import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import { OvmsError } from "../core/errors.js";
-import { Annotation, MediaType } from "../core/media-types.js";
+import { MediaType } from "../core/media-types.js";
 import type { Descriptor } from "../core/oci.js";
 import type {
   Device,
@@ -12,13 +12,12 @@ import type {
   Resources,
   RuntimeHints,
 } from "../core/manifest.generated.js";
-import { validateManifest } from "../core/validate.js";
 import { formatReference, parseReference } from "../core/reference.js";
 import type { Digest } from "../core/digest.js";
 import type { Store } from "../store/store.js";
-import { layerDescriptor, ociManifestFor } from "./artifact.js";
-import { packDiskLayer } from "./disk-layer.js";
-import { imageInfo, rebaseUnsafe } from "./qemu-img.js";
+import { assembleArtifact, type PartBlob } from "./assemble.js";
+import { storeDiskLayer } from "./disk-layer.js";
+import { imageInfo } from "./qemu-img.js";
 
 /** DiskFormat is a disk image format OVMS carries. */
 export type DiskFormat = "qcow2" | "raw";
@@ -62,16 +61,17 @@ export async function build(
   const ref = parseReference(tag);
   if (!ref.tag || ref.digest)
     throw new OvmsError("INVALID_REFERENCE", `${tag}: build needs a tag reference, not a digest`);
-  const layers: Descriptor[] = [];
+  // What each part of the manifest was stored as, by its place in the manifest.
+  const blobs = new Map<string, PartBlob>();
 
   const kernel = await ingestFile(store, spec.kernel.path, "kernel");
-  layers.push(layerDescriptor("kernel", kernel, basename(spec.kernel.path)));
+  blobs.set("kernel", { size: kernel.size, title: basename(spec.kernel.path) });
   progress(`kernel ${basename(spec.kernel.path)} ${kernel.digest} (${kernel.size} bytes)`);
 
   let initrd: { digest: Digest; size: number } | undefined;
   if (spec.initrd) {
     initrd = await ingestFile(store, spec.initrd.path, "initrd");
-    layers.push(layerDescriptor("initrd", initrd, basename(spec.initrd.path)));
+    blobs.set("initrd", { size: initrd.size, title: basename(spec.initrd.path) });
     progress(`initrd ${basename(spec.initrd.path)} ${initrd.digest} (${initrd.size} bytes)`);
   }
 
@@ -80,12 +80,11 @@ export async function build(
   const scratch = await mkdtemp(join(store.workDir, "ingest", "build-"));
   try {
     for (let i = 0; i < disks.length; i++) {
-      const layer = await packDisk(store, disks, i, diskLayers[i - 1], scratch);
-      diskLayers.push(layer.manifestEntry);
-      layers.push(layer.descriptor);
-      progress(
-        `disk ${i} ${basename(disks[i].path)} (${layer.manifestEntry.format}) ${layer.descriptor.digest} (${layer.descriptor.size} bytes)`,
-      );
+      const format = await checkDisk(disks, i);
+      const { blob, layer } = await storeDiskLayer(store, disks[i].path, format, scratch, diskLayers[i - 1]);
+      diskLayers.push(layer);
+      blobs.set(`diskLayers[${i}]`, { size: blob.size, title: basename(disks[i].path) });
+      progress(`disk ${i} ${basename(disks[i].path)} (${format}) ${blob.digest} (${blob.size} bytes)`);
     }
   } finally {
     await rm(scratch, { recursive: true, force: true });
@@ -110,11 +109,11 @@ export async function build(
   manifest.metadata = { ...(spec.metadata ?? {}), created, platform: { arch: "x86_64", uefi: false } };
   if (spec.runtimeHints) manifest.runtimeHints = spec.runtimeHints;
   if (spec.extensions) manifest.extensions = spec.extensions;
-  validateManifest(manifest, `build of ${tag}`);
 
-  const config = await store.putBlob(JSON.stringify(manifest, null, 2));
-  const oci = ociManifestFor(config, layers, manifest);
-  const descriptor = await store.putManifest(oci);
+  const { descriptor } = await assembleArtifact(store, manifest, {
+    what: `build of ${tag}`,
+    blob: (part) => blobs.get(part.path)!,
+  });
   const reference = formatReference({ ...ref, digest: undefined });
   await store.tag(descriptor, reference);
   progress(`tagged ${reference} ${descriptor.digest}`);
@@ -139,17 +138,11 @@ async function ingestFile(
 }
 
 /**
- * packDisk checks one disk image and stores it as a layer. A diff must be a qcow2 backed by
- * the disk before it; its backing name is rewritten (in a copy) to the parent layer's digest,
- * so the artifact never records a host path.
+ * checkDisk checks one disk image of a build and returns its format: the base has no backing
+ * file, and each diff is a qcow2 backed by the disk before it (storeDiskLayer then records
+ * that parent by digest).
  */
-async function packDisk(
-  store: Store,
-  disks: { path: string; format?: DiskFormat }[],
-  i: number,
-  parent: DiskLayer | undefined,
-  scratch: string,
-): Promise<{ descriptor: Descriptor; manifestEntry: DiskLayer }> {
+async function checkDisk(disks: { path: string; format?: DiskFormat }[], i: number): Promise<DiskFormat> {
   const { path, format: declared } = disks[i];
   const where = `disk ${i} (${path})`;
   const st = await stat(path).catch(() => undefined);
@@ -162,7 +155,6 @@ async function packDisk(
     throw new OvmsError("DISK_INVALID", `${where}: declared ${declared} but the file is ${info.format}`);
   }
   const format = info.format as DiskFormat;
-  let file = path;
   if (i === 0) {
     if (info.backingFilename) {
       throw new OvmsError(
@@ -170,44 +162,21 @@ async function packDisk(
         `${where}: the base layer has a backing file (${info.backingFilename}); list that file first, or flatten with qemu-img convert`,
       );
     }
-  } else {
-    if (format !== "qcow2") throw new OvmsError("DISK_INVALID", `${where}: a diff layer must be qcow2`);
-    if (!info.backingFilename)
-      throw new OvmsError(
-        "DISK_INVALID",
-        `${where}: a diff layer needs a backing file (the previous --disk)`,
-      );
-    const backing = isAbsolute(info.backingFilename)
-      ? info.backingFilename
-      : resolve(dirname(path), info.backingFilename);
-    const want = await realpath(disks[i - 1].path);
-    const got = await realpath(backing).catch(() => backing);
-    if (got !== want) {
-      throw new OvmsError(
-        "DISK_INVALID",
-        `${where}: is backed by ${info.backingFilename}, not by the previous disk ${disks[i - 1].path}`,
-      );
-    }
-    // Record the parent by digest in a private copy; the user's file is left as it was.
-    file = join(scratch, `diff-${i}.qcow2`);
-    await copyFile(path, file, constants.COPYFILE_FICLONE);
-    await rebaseUnsafe(file, parent!.ref, parent!.format);
+    return format;
   }
-  const fileSize = (await stat(file)).size;
-  const packed = await packDiskLayer(file, format, scratch);
-  let blob: { digest: Digest; size: number };
-  try {
-    blob = await store.ingest(packed.stream);
-  } finally {
-    await packed.cleanup();
+  if (format !== "qcow2") throw new OvmsError("DISK_INVALID", `${where}: a diff layer must be qcow2`);
+  if (!info.backingFilename)
+    throw new OvmsError("DISK_INVALID", `${where}: a diff layer needs a backing file (the previous --disk)`);
+  const backing = isAbsolute(info.backingFilename)
+    ? info.backingFilename
+    : resolve(dirname(path), info.backingFilename);
+  const want = await realpath(disks[i - 1].path);
+  const got = await realpath(backing).catch(() => backing);
+  if (got !== want) {
+    throw new OvmsError(
+      "DISK_INVALID",
+      `${where}: is backed by ${info.backingFilename}, not by the previous disk ${disks[i - 1].path}`,
+    );
   }
-  const descriptor = layerDescriptor("disk", blob, basename(path), { [Annotation.Format]: format });
-  const manifestEntry: DiskLayer = {
-    ref: blob.digest,
-    format,
-    size: fileSize,
-    virtualSize: info.virtualSize,
-  };
-  if (parent) manifestEntry.parent = parent.ref;
-  return { descriptor, manifestEntry };
+  return format;
 }

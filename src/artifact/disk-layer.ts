@@ -1,8 +1,12 @@
-import { mkdtemp, rm, copyFile, link, constants } from "node:fs/promises";
+import { mkdtemp, rm, copyFile, link, stat, constants } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import * as tar from "tar";
+import type { Digest } from "../core/digest.js";
 import { OvmsError } from "../core/errors.js";
+import type { DiskLayer } from "../core/manifest.generated.js";
+import type { Store } from "../store/store.js";
+import { imageInfo, rebaseUnsafe } from "./qemu-img.js";
 
 /** diskFileName is the one file a disk layer's tar holds. */
 export function diskFileName(format: "qcow2" | "raw"): string {
@@ -32,6 +36,54 @@ export async function packDiskLayer(
     stream: Readable.from(stream as unknown as AsyncIterable<Buffer>),
     cleanup: () => rm(dir, { recursive: true, force: true }),
   };
+}
+
+/** StoredDiskLayer is a disk image written to the store as a layer: its blob and its manifest entry. */
+export interface StoredDiskLayer {
+  blob: { digest: Digest; size: number };
+  layer: DiskLayer;
+}
+
+/**
+ * storeDiskLayer writes a disk image to the store as a disk layer (rfc §4.2) and returns the
+ * blob and the `diskLayers` entry. A diff (`parent` given) is first copied and its backing
+ * file renamed to the parent's digest, so the layer never records a host path and the file
+ * it came from (a user's disk, an instance's overlay) is left as it was. `scratch` is a folder
+ * on the store's filesystem.
+ */
+export async function storeDiskLayer(
+  store: Store,
+  file: string,
+  format: "qcow2" | "raw",
+  scratch: string,
+  parent?: Pick<DiskLayer, "ref" | "format">,
+): Promise<StoredDiskLayer> {
+  const dir = parent ? await mkdtemp(join(scratch, "diff-")) : undefined;
+  try {
+    let disk = file;
+    if (parent && dir) {
+      disk = join(dir, diskFileName("qcow2"));
+      await copyFile(file, disk, constants.COPYFILE_FICLONE);
+      await rebaseUnsafe(disk, parent.ref, parent.format);
+    }
+    const packed = await packDiskLayer(disk, format, scratch);
+    let blob: { digest: Digest; size: number };
+    try {
+      blob = await store.ingest(packed.stream);
+    } finally {
+      await packed.cleanup();
+    }
+    const layer: DiskLayer = {
+      ref: blob.digest,
+      format,
+      size: (await stat(disk)).size,
+      virtualSize: (await imageInfo(disk)).virtualSize,
+    };
+    if (parent) layer.parent = parent.ref;
+    return { blob, layer };
+  } finally {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  }
 }
 
 /**

@@ -1,18 +1,17 @@
-import { copyFile, mkdtemp, rm, stat, constants } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import { Annotation, MediaType } from "../core/media-types.js";
+import { MediaType } from "../core/media-types.js";
 import type { Descriptor } from "../core/oci.js";
 import type { Device } from "../core/manifest.generated.js";
 import type { DiskLayer, OvmsManifest } from "../core/manifest.generated.js";
 import { parseReference, formatReference } from "../core/reference.js";
-import { validateManifest } from "../core/validate.js";
 import { OvmsError } from "../core/errors.js";
 import type { Digest } from "../core/digest.js";
 import type { Store } from "../store/store.js";
-import { layerDescriptor, ociManifestFor, type Artifact } from "./artifact.js";
-import { packDiskLayer } from "./disk-layer.js";
-import { imageInfo, rebaseUnsafe } from "./qemu-img.js";
+import type { Artifact } from "./artifact.js";
+import { assembleArtifact, type PartBlob } from "./assemble.js";
+import { storeDiskLayer } from "./disk-layer.js";
 import { encodeRamsnap, type RamsnapMetadata } from "./ramsnap.js";
 
 /**
@@ -61,31 +60,18 @@ export async function packSnapshot(
   if (!ref.tag || ref.digest)
     throw new OvmsError("INVALID_REFERENCE", `${tag}: a snapshot needs a tag reference`);
   const m = source.ovms;
-  const layers: Descriptor[] = source.oci.layers.filter((l) => l.mediaType !== MediaType.RamSnapshot);
+  // The source's layers are kept as they are; the overlay and the ramsnap are new.
+  const blobs = new Map<string, PartBlob>(
+    source.oci.layers.filter((l) => l.mediaType !== MediaType.RamSnapshot).map((l) => [l.digest, l]),
+  );
   const diskLayers: DiskLayer[] = [...(m.diskLayers ?? [])];
   const scratch = await mkdtemp(join(store.workDir, "ingest", "snap-"));
   try {
     if (c.overlay && diskLayers.length) {
       const parent = diskLayers[diskLayers.length - 1];
-      const copy = join(scratch, "overlay.qcow2");
-      await copyFile(c.overlay, copy, constants.COPYFILE_FICLONE);
-      await rebaseUnsafe(copy, parent.ref, parent.format);
-      const packed = await packDiskLayer(copy, "qcow2", scratch);
-      let blob: { digest: Digest; size: number };
-      try {
-        blob = await store.ingest(packed.stream);
-      } finally {
-        await packed.cleanup();
-      }
-      const info = await imageInfo(copy);
-      layers.push(layerDescriptor("disk", blob, "snapshot-overlay.qcow2", { [Annotation.Format]: "qcow2" }));
-      diskLayers.push({
-        ref: blob.digest,
-        format: "qcow2",
-        size: (await stat(copy)).size,
-        virtualSize: info.virtualSize,
-        parent: parent.ref,
-      });
+      const { blob, layer } = await storeDiskLayer(store, c.overlay, "qcow2", scratch, parent);
+      blobs.set(blob.digest, { size: blob.size, title: "snapshot-overlay.qcow2" });
+      diskLayers.push(layer);
     }
     const out: { metadata?: RamsnapMetadata } = {};
     const ram = await store.ingest(
@@ -109,7 +95,7 @@ export async function packSnapshot(
         ),
       ),
     );
-    layers.push(layerDescriptor("ramsnap", ram, "ram.ovms-ramsnap.lz4"));
+    blobs.set(ram.digest, { size: ram.size, title: "ram.ovms-ramsnap.lz4" });
     const manifest: OvmsManifest = {
       ...m,
       version: ref.tag,
@@ -126,10 +112,11 @@ export async function packSnapshot(
       metadata: { ...(m.metadata ?? {}), created: new Date().toISOString().replace(/\.\d{3}Z$/, "Z") },
     };
     if (diskLayers.length) manifest.diskLayers = diskLayers;
-    validateManifest(manifest, `snapshot ${tag}`);
-    const config = await store.putBlob(JSON.stringify(manifest, null, 2));
-    const oci = ociManifestFor(config, layers, manifest, source.descriptor);
-    const descriptor = await store.putManifest(oci);
+    const { descriptor } = await assembleArtifact(store, manifest, {
+      what: `snapshot ${tag}`,
+      blob: (part) => blobs.get(part.ref)!,
+      subject: source.descriptor,
+    });
     const reference = formatReference({ ...ref, digest: undefined });
     await store.tag(descriptor, reference);
     return { reference, descriptor, ramsnap: { ...ram, metadata: out.metadata! }, manifest };

@@ -19,6 +19,17 @@ export const MediaType = {
   DockerManifestList: "application/vnd.docker.distribution.manifest.list.v2+json",
 } as const;
 
+/** LayerRole is what one OCI layer of an OVMS artifact is for (annotation `ovms.role`). */
+export type LayerRole = "kernel" | "initrd" | "disk" | "ramsnap";
+
+/** LayerMediaType is the media type a layer of each role travels as (rfc §3.3). */
+export const LayerMediaType: Readonly<Record<LayerRole, string>> = {
+  kernel: MediaType.Kernel,
+  initrd: MediaType.Initrd,
+  disk: MediaType.DiskLayer,
+  ramsnap: MediaType.RamSnapshot,
+};
+
 /** Annotation keys OVMS sets on OCI descriptors and manifests. */
 export const Annotation = {
   /** Disk image format of a disk layer: qcow2 | raw. */

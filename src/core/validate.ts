@@ -1,8 +1,11 @@
 import { Ajv2020, type ErrorObject } from "ajv/dist/2020.js";
 import * as ajvFormats from "ajv-formats";
 import schema from "../../schemas/manifest.v1.json" with { type: "json" };
+import type { Digest } from "./digest.js";
 import { ValidationError, type ValidationProblem } from "./errors.js";
+import { Annotation, LayerMediaType, type LayerRole } from "./media-types.js";
 import type { OvmsManifest } from "./manifest.generated.js";
+import type { ImageManifest } from "./oci.js";
 
 // ajv-formats is CommonJS; under NodeNext its function arrives as `default` (maybe twice wrapped).
 type AddFormats = (a: Ajv2020) => unknown;
@@ -157,6 +160,58 @@ export function checkManifest(doc: unknown): ValidationProblem[] {
 /** validateManifest returns `doc` typed as OvmsManifest, or throws ValidationError with all problems. */
 export function validateManifest(doc: unknown, subject = "manifest"): OvmsManifest {
   const problems = checkManifest(doc);
+  if (problems.length > 0) throw new ValidationError(subject, problems);
+  return doc as OvmsManifest;
+}
+
+/**
+ * checkArtifact checks rule S6 (rfc §2.4), which needs the OCI manifest that carries a valid
+ * OVMS manifest: every `ref` is a layer of the right media type, with sizes that match.
+ */
+export function checkArtifact(oci: ImageManifest, ovms: OvmsManifest): ValidationProblem[] {
+  const out: ValidationProblem[] = [];
+  // A manifest from outside may lack `layers`: then no part is a layer of it.
+  const byDigest = new Map((oci.layers ?? []).map((l) => [l.digest, l]));
+  const want = (path: string, ref: string, role: LayerRole, size?: number) => {
+    const l = byDigest.get(ref as Digest);
+    if (!l) return out.push({ path, message: `${ref} is not a layer of the OCI manifest` });
+    if (l.mediaType !== LayerMediaType[role]) {
+      out.push({
+        path,
+        message: `layer ${ref} has media type ${l.mediaType}, want ${LayerMediaType[role]}`,
+      });
+    }
+    // A disk's `size` is the image file's, its layer is the tar around it.
+    if (size !== undefined && role !== "disk" && l.size !== size) {
+      out.push({ path, message: `size ${size} does not match the layer's ${l.size}` });
+    }
+    return 0;
+  };
+  want("kernel.ref", ovms.kernel.ref, "kernel", ovms.kernel.size);
+  if (ovms.initrd) want("initrd.ref", ovms.initrd.ref, "initrd", ovms.initrd.size);
+  (ovms.diskLayers ?? []).forEach((d, i) => {
+    want(`diskLayers[${i}].ref`, d.ref, "disk");
+    const l = byDigest.get(d.ref as Digest);
+    const fmt = l?.annotations?.[Annotation.Format];
+    if (l && fmt !== d.format) {
+      out.push({
+        path: `diskLayers[${i}].format`,
+        message: `is ${d.format} but the layer's ovms.format annotation says ${fmt ?? "nothing"}`,
+      });
+    }
+  });
+  if (ovms.ramSnapshot) want("ramSnapshot.ref", ovms.ramSnapshot.ref, "ramsnap", ovms.ramSnapshot.size);
+  return out;
+}
+
+/**
+ * validateArtifact checks an OVMS manifest together with the OCI manifest that carries it
+ * (schema, S1–S5, then S6) and returns it typed, or throws ValidationError with every problem:
+ * the one check that reading, building, snapshotting and importing an artifact all go through.
+ */
+export function validateArtifact(oci: ImageManifest, doc: unknown, subject = "artifact"): OvmsManifest {
+  const problems = checkManifest(doc);
+  if (problems.length === 0) problems.push(...checkArtifact(oci, doc as OvmsManifest));
   if (problems.length > 0) throw new ValidationError(subject, problems);
   return doc as OvmsManifest;
 }

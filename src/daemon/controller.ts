@@ -1,22 +1,12 @@
-import { mkdir, mkdtemp, open, readFile, readdir, rename, rm, stat } from "node:fs/promises";
-import { isAbsolute, join, resolve as resolvePath } from "node:path";
 import type { Readable } from "node:stream";
-import * as tar from "tar";
-import { isDigest, type Digest } from "../core/digest.js";
-import { OvmsError, ValidationError, isOvmsError } from "../core/errors.js";
-import { Annotation } from "../core/media-types.js";
-import type { Descriptor, ImageManifest } from "../core/oci.js";
+import { isDigest } from "../core/digest.js";
+import { OvmsError, isOvmsError } from "../core/errors.js";
 import { formatReference, normalizeReference as normalizeRef, parseReference } from "../core/reference.js";
-import { checkManifest } from "../core/validate.js";
-import type { OvmsManifest } from "../core/manifest.generated.js";
 import type { Store } from "../store/store.js";
-import {
-  layerDescriptor,
-  loadArtifactByDescriptor,
-  ociManifestFor,
-  type Artifact,
-} from "../artifact/artifact.js";
+import { loadArtifactByDescriptor, type Artifact } from "../artifact/artifact.js";
+import { importPath } from "../artifact/import.js";
 import { prepareArtifact } from "../artifact/prepare.js";
+import { resolveReference } from "../artifact/resolve.js";
 import { packSnapshot } from "../artifact/snapshot.js";
 import { TERMINAL_STATES, type Runtime } from "../runtime/types.js";
 import type { PreparedArtifact } from "../artifact/prepare.js";
@@ -37,7 +27,6 @@ import type {
 import { isPathLike } from "../api/paths.js";
 import { VERSION } from "../version.js";
 import { badRequest } from "./contract.js";
-import { LayoutSource } from "./layout-source.js";
 import type { Logger } from "./log.js";
 import { toInstanceInfo } from "./wire.js";
 
@@ -311,221 +300,19 @@ export class Controller {
 
   /**
    * resolveArtifact turns what a client named into a validated artifact in the store: a path
-   * (absolute, or `./`/`../`, relative to the daemon's working folder) of an OCI layout, a
-   * tar of one, or a manifest.json; else a reference, looked up in the store and pulled from
-   * its registry when missing.
+   * (absolute, or `./`/`../`, relative to the daemon's working folder) is imported, anything
+   * else is a reference, looked up in the store and pulled from its registry when missing.
    */
   async resolveArtifact(manifest: string): Promise<Artifact> {
-    if (isPathLike(manifest)) return this.importPath(manifest);
-    const ref = parseReference(manifest);
-    let desc: Descriptor;
-    try {
-      desc = await this.store.resolve(manifest);
-    } catch (e) {
-      if (!isOvmsError(e, "NOT_FOUND")) throw e;
-      if (isDigest(manifest))
-        throw new OvmsError(
-          "ARTIFACT_NOT_FOUND",
-          `${manifest}: not in the store (a bare digest cannot be pulled: name its repository)`,
-        );
-      this.log.info("pulling", { reference: formatReference(ref) });
-      await this.pull(this.store, manifest);
-      desc = await this.store.resolve(manifest).catch((e2: unknown) => {
-        throw isOvmsError(e2, "NOT_FOUND")
-          ? new OvmsError("ARTIFACT_NOT_FOUND", `${manifest}: not in the store after the pull`)
-          : e2;
-      });
+    if (isPathLike(manifest)) {
+      const a = await importPath(this.store, manifest);
+      this.log.info("imported", { from: manifest, digest: a.descriptor.digest });
+      return a;
     }
-    return this.load(desc, manifest);
-  }
-
-  private async load(desc: Descriptor, reference: string): Promise<Artifact> {
-    try {
-      return await loadArtifactByDescriptor(this.store, desc, reference);
-    } catch (e) {
-      if (isOvmsError(e, "NOT_FOUND"))
-        throw new OvmsError("ARTIFACT_NOT_FOUND", `${reference}: ${e.message}`, { cause: e });
-      throw e;
-    }
-  }
-
-  /** importPath imports a layout folder, a tar of one, or a manifest.json into the store. */
-  private async importPath(given: string): Promise<Artifact> {
-    const path = isAbsolute(given) ? given : resolvePath(given);
-    let st = await stat(path).catch(() => undefined);
-    let pick: string | undefined;
-    let file = path;
-    if (!st) {
-      // PATH:REF names one artifact of a layout that holds several.
-      const colon = path.lastIndexOf(":");
-      const base = colon > 0 ? path.slice(0, colon) : "";
-      const baseSt = base ? await stat(base).catch(() => undefined) : undefined;
-      if (!baseSt) throw new OvmsError("ARTIFACT_NOT_FOUND", `${given}: no such file or folder`);
-      st = baseSt;
-      file = base;
-      pick = path.slice(colon + 1);
-    }
-    if (st.isDirectory()) return this.importLayout(file, given, pick);
-    if (!st.isFile()) throw new OvmsError("BAD_REQUEST", `${given}: not a file or a folder`);
-    if (await isTar(file)) {
-      await mkdir(this.store.workDir, { recursive: true });
-      const tmp = await mkdtemp(join(this.store.workDir, "import-"));
-      try {
-        await extractLayoutTar(file, tmp);
-        return await this.importLayout(tmp, given, pick);
-      } finally {
-        await rm(tmp, { recursive: true, force: true });
-      }
-    }
-    if (pick !== undefined) throw new OvmsError("ARTIFACT_NOT_FOUND", `${given}: no such file or folder`);
-    return this.importManifestFile(file, given);
-  }
-
-  /**
-   * importLayout copies one artifact of an OCI layout (and its referrers) into the store,
-   * untagged: an import never takes over a name of the store. The artifact is the one
-   * `pick` names, else the layout's only OVMS artifact.
-   */
-  private async importLayout(dir: string, given: string, pick?: string): Promise<Artifact> {
-    const src = await LayoutSource.open(dir);
-    let root: Descriptor;
-    if (pick !== undefined) {
-      root = await src.resolve(pick);
-    } else {
-      const found = await src.artifacts();
-      if (found.length === 0)
-        throw new OvmsError("MANIFEST_INVALID", `${given}: the OCI layout holds no OVMS artifact`);
-      if (found.length > 1) {
-        const names = found.map((d) => d.annotations?.[Annotation.RefName] ?? d.digest);
-        throw new OvmsError(
-          "BAD_REQUEST",
-          `${given}: the OCI layout holds ${found.length} artifacts (${names.join(", ")}); name one as ${given}:NAME`,
-        );
-      }
-      root = { mediaType: found[0].mediaType, digest: found[0].digest, size: found[0].size };
-    }
-    const { copy } = await import("../registry/copy.js");
-    await copy(src, root.digest, this.store, undefined, { referrers: true });
-    this.log.info("imported", { from: given, digest: root.digest });
-    return this.load(root, given);
-  }
-
-  /**
-   * importManifestFile starts from a manifest.json: an OCI image manifest whose blobs are in
-   * the store, or an OVMS manifest whose parts (by `ref`) are; the OCI manifest that carries
-   * it is made here the way `ovm build` makes one.
-   */
-  private async importManifestFile(file: string, given: string): Promise<Artifact> {
-    const st = await stat(file);
-    if (st.size > 4 << 20)
-      throw new OvmsError("MANIFEST_INVALID", `${given}: larger than a manifest can be (${st.size} bytes)`);
-    const bytes = await readFile(file);
-    let doc: unknown;
-    try {
-      doc = JSON.parse(bytes.toString("utf8"));
-    } catch {
-      // The parser's message quotes the file's first bytes: not for clients who may not read it.
-      throw new ValidationError(given, [
-        { path: "", message: "not valid JSON (nor a tar of an OCI layout)" },
-      ]);
-    }
-    const isOci =
-      typeof doc === "object" &&
-      doc !== null &&
-      (doc as { schemaVersion?: unknown }).schemaVersion === 2 &&
-      "config" in doc;
-    let desc: Descriptor;
-    if (isOci) {
-      const m = doc as ImageManifest;
-      for (const d of [m.config, ...(m.layers ?? [])]) {
-        if (!d || !isDigest(d.digest))
-          throw new OvmsError("MANIFEST_INVALID", `${given}: a descriptor has no valid digest`);
-        if (!(await this.store.exists(d)))
-          throw new OvmsError("ARTIFACT_NOT_FOUND", `${given}: blob ${d.digest} is not in the store`);
-      }
-      desc = await this.store.putManifest(m, bytes);
-    } else {
-      const problems = checkManifest(doc);
-      if (problems.length) throw new ValidationError(given, problems);
-      const ovms = doc as OvmsManifest;
-      const part = async (ref: string, what: string) => {
-        const size = await this.store.blobSize(ref as Digest);
-        if (size === undefined)
-          throw new OvmsError("ARTIFACT_NOT_FOUND", `${given}: ${what} ${ref} is not in the store`);
-        return { digest: ref as Digest, size };
-      };
-      const layers: Descriptor[] = [
-        layerDescriptor("kernel", await part(ovms.kernel.ref, "kernel"), "kernel"),
-      ];
-      if (ovms.initrd)
-        layers.push(layerDescriptor("initrd", await part(ovms.initrd.ref, "initrd"), "initrd"));
-      for (const [i, d] of (ovms.diskLayers ?? []).entries()) {
-        layers.push(
-          layerDescriptor("disk", await part(d.ref, `diskLayers[${i}]`), `disk-${i}.tar`, {
-            [Annotation.Format]: d.format,
-          }),
-        );
-      }
-      if (ovms.ramSnapshot)
-        layers.push(
-          layerDescriptor("ramsnap", await part(ovms.ramSnapshot.ref, "ramSnapshot"), "ramsnap.lz4"),
-        );
-      const config = await this.store.putBlob(bytes);
-      desc = await this.store.putManifest(ociManifestFor(config, layers, ovms));
-    }
-    await this.store.addUntagged(desc);
-    return this.load(desc, given);
-  }
-}
-
-/** isTar tells whether a file is a tar archive (ustar magic at offset 257). */
-async function isTar(file: string): Promise<boolean> {
-  const fh = await open(file, "r");
-  try {
-    const buf = Buffer.alloc(8);
-    const { bytesRead } = await fh.read(buf, 0, 8, 257);
-    return bytesRead >= 5 && buf.subarray(0, 5).toString("latin1") === "ustar";
-  } finally {
-    await fh.close();
-  }
-}
-
-/**
- * extractLayoutTar unpacks a tar of an OCI layout into `dir`, refusing anything but plain
- * files and folders (links, devices and paths that climb out are never written).
- */
-async function extractLayoutTar(file: string, dir: string): Promise<void> {
-  let refused: string | undefined;
-  try {
-    await tar.x({
-      file,
-      cwd: dir,
-      strict: true,
-      filter: (path, entry) => {
-        const type = (entry as tar.ReadEntry).type;
-        const ok = (type === "File" || type === "Directory") && !path.split("/").includes("..");
-        if (!ok) refused ??= path;
-        return ok;
-      },
+    return resolveReference(this.store, manifest, (store, reference) => {
+      this.log.info("pulling", { reference: formatReference(parseReference(reference)) });
+      return this.pull(store, reference);
     });
-  } catch (e) {
-    throw new OvmsError("MANIFEST_INVALID", `${file}: not a readable tar: ${(e as Error).message}`, {
-      cause: e,
-    });
-  }
-  if (refused !== undefined)
-    throw new OvmsError(
-      "MANIFEST_INVALID",
-      `${file}: the tar holds "${refused}", which is not a plain file or folder`,
-    );
-  // A tar made with `tar -C layout .` or of the folder itself: find the layout root.
-  const top = await stat(join(dir, "oci-layout")).catch(() => undefined);
-  if (!top) {
-    const entries = await readdir(dir);
-    if (entries.length === 1 && (await stat(join(dir, entries[0], "oci-layout")).catch(() => undefined))) {
-      const inner = join(dir, entries[0]);
-      for (const e of await readdir(inner)) await rename(join(inner, e), join(dir, e));
-    }
   }
 }
 

@@ -5,4 +5,3 @@ export * from "./routes.js";
 export * from "./errors.js";
 export * from "./log.js";
 export * from "./options.js";
-export * from "./layout-source.js";

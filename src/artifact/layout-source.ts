@@ -1,5 +1,5 @@
 import { createReadStream } from "node:fs";
-import { readFile, stat } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { Hasher, digestHex, isDigest, type Digest } from "../core/digest.js";
@@ -8,41 +8,73 @@ import { Annotation, MediaType } from "../core/media-types.js";
 import type { Descriptor, ImageIndex, ImageManifest } from "../core/oci.js";
 import type { ContentStore } from "../core/content.js";
 
+/** LayoutFiles are the files of an OCI image layout, wherever they lie: a folder, or ranges of a tar. */
+export interface LayoutFiles {
+  /** where names the layout in messages: the folder, or the tar file. */
+  readonly where: string;
+  /** size is the size of the plain file at `path` (relative to the layout's root), or undefined when there is none. */
+  size(path: string): Promise<number | undefined>;
+  /** open streams the file at `path`, as it is (callers verify what has a digest). */
+  open(path: string): Promise<Readable>;
+}
+
+/** folderFiles reads a layout that is a folder. */
+export function folderFiles(root: string): LayoutFiles {
+  return {
+    where: root,
+    size: async (path) => {
+      const st = await stat(join(root, path)).catch(() => undefined);
+      return st?.isFile() ? st.size : undefined;
+    },
+    open: async (path) => createReadStream(join(root, path)),
+  };
+}
+
 /**
- * LayoutSource reads an OCI image layout someone handed the daemon (a folder, or a tar
- * unpacked into a temp folder) without writing to it: the source side of `copy` when an
- * artifact is imported into the store. Blobs are verified while they stream, like the store's.
+ * LayoutSource reads an OCI image layout someone handed over (a folder, or a tar read in
+ * place) without writing to it: the source side of `copy` when an artifact is imported into
+ * the store. Blobs are verified while they stream, like the store's.
  * https://github.com/opencontainers/image-spec/blob/v1.1.0/image-layout.md
  */
 export class LayoutSource implements ContentStore {
   private constructor(
-    readonly root: string,
+    private readonly files: LayoutFiles,
     readonly index: ImageIndex,
   ) {}
 
-  /** open reads `root`'s oci-layout and index.json, or says why it is not a layout. */
+  /** root names the layout: its folder, or the tar it is read from. */
+  get root(): string {
+    return this.files.where;
+  }
+
+  /** open reads the layout in the folder `root`, or says why it is not one. */
   static async open(root: string): Promise<LayoutSource> {
-    const layout = await readFile(join(root, "oci-layout"), "utf8").catch(() => undefined);
-    if (layout === undefined) {
-      throw new OvmsError("MANIFEST_INVALID", `${root}: not an OCI image layout (no oci-layout file)`);
+    return LayoutSource.over(folderFiles(root));
+  }
+
+  /** over reads `files`' oci-layout and index.json, or says why they are not a layout. */
+  static async over(files: LayoutFiles): Promise<LayoutSource> {
+    const where = files.where;
+    if ((await files.size("oci-layout")) === undefined) {
+      throw new OvmsError("MANIFEST_INVALID", `${where}: not an OCI image layout (no oci-layout file)`);
     }
     let index: ImageIndex;
     try {
-      index = JSON.parse(await readFile(join(root, "index.json"), "utf8")) as ImageIndex;
+      index = JSON.parse((await readAll(await files.open("index.json"))).toString("utf8")) as ImageIndex;
     } catch (e) {
-      throw new OvmsError("MANIFEST_INVALID", `${root}/index.json: ${(e as Error).message}`);
+      throw new OvmsError("MANIFEST_INVALID", `${where}/index.json: ${(e as Error).message}`);
     }
-    if (!Array.isArray(index.manifests))
-      throw new OvmsError("MANIFEST_INVALID", `${root}/index.json: no manifests array`);
-    return new LayoutSource(root, index);
+    if (!Array.isArray(index?.manifests))
+      throw new OvmsError("MANIFEST_INVALID", `${where}/index.json: no manifests array`);
+    return new LayoutSource(files, index);
   }
 
   private blobPath(digest: Digest): string {
-    return join(this.root, "blobs", "sha256", digestHex(digest));
+    return join("blobs", "sha256", digestHex(digest));
   }
 
   async exists(desc: Pick<Descriptor, "digest">): Promise<boolean> {
-    return (await stat(this.blobPath(desc.digest)).catch(() => undefined)) !== undefined;
+    return isDigest(desc.digest) && (await this.files.size(this.blobPath(desc.digest))) !== undefined;
   }
 
   async fetch(desc: Pick<Descriptor, "digest" | "size">): Promise<Readable> {
@@ -59,7 +91,10 @@ export class LayoutSource implements ContentStore {
       size: desc.size,
       what: `${this.root}: blob ${desc.digest}`,
     });
-    return createReadStream(this.blobPath(desc.digest)).pipe(hasher);
+    const stream = await this.files.open(this.blobPath(desc.digest));
+    // A read error (the file went away) must fail the verified stream, not vanish.
+    stream.on("error", (e) => hasher.destroy(e));
+    return stream.pipe(hasher);
   }
 
   async push(): Promise<void> {
@@ -137,8 +172,12 @@ export class LayoutSource implements ContentStore {
   }
 
   private async readJson<T>(d: Pick<Descriptor, "digest" | "size">): Promise<T> {
-    const chunks: Buffer[] = [];
-    for await (const c of await this.fetch(d)) chunks.push(c as Buffer);
-    return JSON.parse(Buffer.concat(chunks).toString("utf8")) as T;
+    return JSON.parse((await readAll(await this.fetch(d))).toString("utf8")) as T;
   }
+}
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
 }
