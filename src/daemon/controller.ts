@@ -16,7 +16,7 @@ import {
   ociManifestFor,
   type Artifact,
 } from "../artifact/artifact.js";
-import { prepareArtifact } from "../artifact/prepare.js";
+import { PrepareCache, prepareArtifact } from "../artifact/prepare.js";
 import { packSnapshot } from "../artifact/snapshot.js";
 import { TERMINAL_STATES, type Runtime } from "../runtime/types.js";
 import type { PreparedArtifact } from "../artifact/prepare.js";
@@ -72,6 +72,8 @@ export class Controller {
   /** Paused QEMU processes kept per hot snapshot (0: no pool). */
   private readonly warmPool: number;
   private readonly warmPools: Map<string, number>;
+  /** What preparing remembers for the daemon's life: verified blobs, snapshot preloads in flight. */
+  private readonly prepareCache = new PrepareCache();
 
   constructor(opts: ControllerOptions) {
     this.store = opts.store;
@@ -123,7 +125,7 @@ export class Controller {
       }
       const artifact = await this.resolveArtifact(req.manifest);
       // A snapshot artifact is preloaded here (once per digest) and restored, never cold-booted.
-      const prepared = await prepareArtifact(this.store, artifact);
+      const prepared = await prepareArtifact(this.store, artifact, { cache: this.prepareCache });
       const info = await this.runtime.start(prepared, {
         ...(o.name !== undefined ? { name: o.name } : {}),
         ...(o.memory !== undefined ? { memory: o.memory } : {}),
