@@ -58,7 +58,7 @@ test("watchFirstOutput fires once the guest wrote something, and stops when told
   await new Promise((r) => setTimeout(r, 50));
   assert.equal(seen, 0);
   await writeFile(path, "x");
-  await new Promise((r) => setTimeout(r, 60));
+  for (let i = 0; i < 200 && seen === 0; i++) await new Promise((r) => setTimeout(r, 10));
   assert.equal(seen, 1);
   await writeFile(path, "xy");
   await new Promise((r) => setTimeout(r, 40));
