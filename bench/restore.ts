@@ -14,7 +14,7 @@ import { cpus } from "node:os";
 import { join } from "node:path";
 import { DEMO_CMDLINE, demoStore, percentile, writeResult } from "./bench-lib.js";
 import { loadArtifact } from "../src/artifact/artifact.js";
-import { prepareArtifact, type PreparedArtifact } from "../src/artifact/prepare.js";
+import { PrepareCache, prepareArtifact, type PreparedArtifact } from "../src/artifact/prepare.js";
 import { packSnapshot } from "../src/artifact/snapshot.js";
 import { QemuRuntime } from "../src/runtime/qemu/qemu-runtime.js";
 import { QmpClient } from "../src/runtime/qemu/qmp-client.js";
@@ -95,7 +95,8 @@ async function main() {
   const a = args(process.argv.slice(2));
   const { dir, store } = await demoStore("ovms-bench-restore-", CMDLINE, MEMORY);
   const source = await loadArtifact(store, "bench/vm:1");
-  const cold = await prepareArtifact(store, source);
+  const cache = new PrepareCache();
+  const cold = await prepareArtifact(store, source, { cache });
   const rt = await QemuRuntime.create({ stateDir: store.workDir });
 
   // The snapshot: a counting guest, paused after a few counts.
@@ -105,7 +106,7 @@ async function main() {
   const snap = await rt.snapshot(src.id, { stop: true }, (c) =>
     packSnapshot(store, source, c, "bench/vm:snap"),
   );
-  const restorable = await prepareArtifact(store, await loadArtifact(store, "bench/vm:snap"));
+  const restorable = await prepareArtifact(store, await loadArtifact(store, "bench/vm:snap"), { cache });
   process.stderr.write(
     `snapshot ${snap.descriptor.digest}: ${snap.ramsnap.metadata.memory.bytes} of ${MEMORY} bytes non-zero, blob ${snap.ramsnap.size} bytes\n`,
   );

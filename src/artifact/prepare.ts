@@ -33,25 +33,69 @@ export function layersDir(store: Store): string {
   return join(store.workDir, "layers", "sha256");
 }
 
-// Blobs already hashed by this process, keyed by digest + size + mtime: a kernel is verified
-// once, not at every start (a restore must not spend its budget re-hashing 14 MB).
-const verified = new Set<string>();
+/**
+ * PrepareCache is what preparing remembers between calls, held by whoever prepares (the
+ * daemon's controller holds one for its life; tests and benchmarks make their own): the blobs
+ * already hashed, keyed by digest + size + mtime, so a kernel is verified once and not at every
+ * start (a restore must not spend its budget re-hashing 14 MB), and the snapshot preloads in
+ * flight, so concurrent starts of one snapshot share the work.
+ */
+export class PrepareCache {
+  private readonly verified = new Set<string>();
+  private readonly preloads = new Map<string, Promise<{ memoryFile: string; deviceStateFile: string }>>();
 
-/** verifyBlob hashes a blob of the store once per process and content, or throws DIGEST_MISMATCH. */
-async function verifyBlob(store: Store, digest: Digest, size: number): Promise<string> {
-  const path = store.blobPath(digest);
-  const st = await stat(path).catch(() => undefined);
-  if (!st)
-    throw new OvmsError(
-      "ARTIFACT_INCOMPLETE",
-      `blob ${digest} is missing from the store (pull the artifact again)`,
-    );
-  const key = `${digest}:${st.size}:${st.mtimeMs}`;
-  if (verified.has(key)) return path;
-  const h = new Hasher({ digest, size, what: `blob ${digest}` });
-  await pipeline(createReadStream(path), h, new Writable({ write: (_c, _e, cb) => cb() }));
-  verified.add(key);
-  return path;
+  /** verifyBlob hashes a blob of the store once per cache and content, or throws DIGEST_MISMATCH. */
+  async verifyBlob(store: Store, digest: Digest, size: number): Promise<string> {
+    const path = store.blobPath(digest);
+    const st = await stat(path).catch(() => undefined);
+    if (!st)
+      throw new OvmsError(
+        "ARTIFACT_INCOMPLETE",
+        `blob ${digest} is missing from the store (pull the artifact again)`,
+      );
+    const key = `${digest}:${st.size}:${st.mtimeMs}`;
+    if (this.verified.has(key)) return path;
+    const h = new Hasher({ digest, size, what: `blob ${digest}` });
+    await pipeline(createReadStream(path), h, new Writable({ write: (_c, _e, cb) => cb() }));
+    this.verified.add(key);
+    return path;
+  }
+
+  /**
+   * preloadOnce decompresses a snapshot into `dir` once per digest and keeps it (a cache every
+   * restore of that snapshot maps privately); concurrent callers share the work, and a
+   * half-written preload is never used (temp folder + rename).
+   */
+  preloadOnce(
+    blob: string,
+    header: Awaited<ReturnType<typeof readRamsnapHeader>>,
+    dir: string,
+  ): Promise<{ memoryFile: string; deviceStateFile: string }> {
+    const files = { memoryFile: join(dir, "memory"), deviceStateFile: join(dir, "device-state") };
+    if (existsSync(join(dir, "complete"))) return Promise.resolve(files);
+    let p = this.preloads.get(dir);
+    if (!p) {
+      p = (async () => {
+        await mkdir(dirname(dir), { recursive: true, mode: 0o755 });
+        const tmp = await mkdtemp(`${dir}.tmp-`);
+        try {
+          await chmod(tmp, 0o755);
+          await preloadRamsnap(blob, header, join(tmp, "memory"), join(tmp, "device-state"));
+          // Read-only: restores map it privately (copy-on-write) and never write it.
+          await chmod(join(tmp, "memory"), 0o444);
+          await writeFile(join(tmp, "complete"), new Date().toISOString());
+          await rm(dir, { recursive: true, force: true });
+          await rename(tmp, dir);
+        } catch (e) {
+          await rm(tmp, { recursive: true, force: true });
+          throw e;
+        }
+        return files;
+      })().finally(() => this.preloads.delete(dir));
+      this.preloads.set(dir, p);
+    }
+    return p;
+  }
 }
 
 /**
@@ -59,18 +103,24 @@ async function verifyBlob(store: Store, digest: Digest, size: number): Promise<s
  * disk layer extracted once (verified while streaming) into a read-only folder keyed by its
  * digest, and each diff rebased (`qemu-img rebase -u`) from its parent's digest onto the
  * parent's local path. Extraction goes to a temp folder renamed into place, so two
- * instances preparing the same layer at once never see half a disk.
+ * instances preparing the same layer at once never see half a disk. What it remembers between
+ * calls lives in `opts.cache`; without one, nothing is remembered (every blob is hashed).
  */
 export async function prepareArtifact(
   store: Store,
   a: Artifact,
-  opts: { snapshotCacheDir?: string } = {},
+  opts: { snapshotCacheDir?: string; cache?: PrepareCache } = {},
 ): Promise<PreparedArtifact> {
+  const cache = opts.cache ?? new PrepareCache();
   const layerSize = new Map(a.oci.layers.map((l) => [l.digest, l.size]));
   const m = a.ovms;
-  const kernelPath = await verifyBlob(store, m.kernel.ref as Digest, layerSize.get(m.kernel.ref as Digest)!);
+  const kernelPath = await cache.verifyBlob(
+    store,
+    m.kernel.ref as Digest,
+    layerSize.get(m.kernel.ref as Digest)!,
+  );
   const initrdPath = m.initrd
-    ? await verifyBlob(store, m.initrd.ref as Digest, layerSize.get(m.initrd.ref as Digest)!)
+    ? await cache.verifyBlob(store, m.initrd.ref as Digest, layerSize.get(m.initrd.ref as Digest)!)
     : undefined;
   const disks: PreparedArtifact["disks"] = [];
   await mkdir(layersDir(store), { recursive: true });
@@ -122,7 +172,7 @@ export async function prepareArtifact(
         `ramSnapshot.compression ${m.ramSnapshot.compression} is not supported by this runtime (lz4 only)`,
       );
     }
-    const blob = await verifyBlob(store, ref, layerSize.get(ref)!);
+    const blob = await cache.verifyBlob(store, ref, layerSize.get(ref)!);
     const header = await readRamsnapHeader(blob);
     const problems = snapshotMismatches(header.metadata, m);
     if (problems.length) {
@@ -131,12 +181,16 @@ export async function prepareArtifact(
         `RAM snapshot ${ref} does not fit its artifact: ${problems.join("; ")}`,
       );
     }
-    const cache = opts.snapshotCacheDir ?? defaultSnapshotCache(store);
-    await mkdir(cache, { recursive: true, mode: 0o755 });
-    if (!existsSync(join(cache, "store-path")))
-      await writeFile(join(cache, "store-path"), resolve(store.root));
-    const dir = join(cache, digestHex(ref));
-    out.ramSnapshot = { ...(await preloadOnce(blob, header, dir)), metadata: header.metadata, digest: ref };
+    const preloaded = opts.snapshotCacheDir ?? defaultSnapshotCache(store);
+    await mkdir(preloaded, { recursive: true, mode: 0o755 });
+    if (!existsSync(join(preloaded, "store-path")))
+      await writeFile(join(preloaded, "store-path"), resolve(store.root));
+    const dir = join(preloaded, digestHex(ref));
+    out.ramSnapshot = {
+      ...(await cache.preloadOnce(blob, header, dir)),
+      metadata: header.metadata,
+      digest: ref,
+    };
   }
   return out;
 }
@@ -205,38 +259,4 @@ async function du(path: string): Promise<number> {
   let n = 0;
   for (const f of await readdir(path)) n += await du(join(path, f));
   return n;
-}
-
-const preloads = new Map<string, Promise<{ memoryFile: string; deviceStateFile: string }>>();
-
-/**
- * preloadOnce decompresses a snapshot into `dir` once per digest and keeps it (a cache every
- * restore of that snapshot maps privately); concurrent callers share the work, and a
- * half-written preload is never used (temp folder + rename).
- */
-async function preloadOnce(blob: string, header: Awaited<ReturnType<typeof readRamsnapHeader>>, dir: string) {
-  const files = { memoryFile: join(dir, "memory"), deviceStateFile: join(dir, "device-state") };
-  if (existsSync(join(dir, "complete"))) return files;
-  let p = preloads.get(dir);
-  if (!p) {
-    p = (async () => {
-      await mkdir(dirname(dir), { recursive: true, mode: 0o755 });
-      const tmp = await mkdtemp(`${dir}.tmp-`);
-      try {
-        await chmod(tmp, 0o755);
-        await preloadRamsnap(blob, header, join(tmp, "memory"), join(tmp, "device-state"));
-        // Read-only: restores map it privately (copy-on-write) and never write it.
-        await chmod(join(tmp, "memory"), 0o444);
-        await writeFile(join(tmp, "complete"), new Date().toISOString());
-        await rm(dir, { recursive: true, force: true });
-        await rename(tmp, dir);
-      } catch (e) {
-        await rm(tmp, { recursive: true, force: true });
-        throw e;
-      }
-      return files;
-    })().finally(() => preloads.delete(dir));
-    preloads.set(dir, p);
-  }
-  return p;
 }

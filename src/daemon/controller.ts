@@ -1,14 +1,14 @@
 import type { Readable } from "node:stream";
 import { isDigest } from "../core/digest.js";
-import { OvmsError, isOvmsError } from "../core/errors.js";
+import { OvmsError } from "../core/errors.js";
 import { formatReference, normalizeReference as normalizeRef, parseReference } from "../core/reference.js";
 import type { Store } from "../store/store.js";
 import { loadArtifactByDescriptor, type Artifact } from "../artifact/artifact.js";
 import { importPath } from "../artifact/import.js";
-import { prepareArtifact } from "../artifact/prepare.js";
+import { PrepareCache, prepareArtifact } from "../artifact/prepare.js";
 import { resolveReference } from "../artifact/resolve.js";
 import { packSnapshot } from "../artifact/snapshot.js";
-import { TERMINAL_STATES, type Runtime } from "../runtime/types.js";
+import { TERMINAL_STATES, type Injection, type Runtime } from "../runtime/types.js";
 import type { PreparedArtifact } from "../artifact/prepare.js";
 import type {
   InstanceInfo,
@@ -61,6 +61,8 @@ export class Controller {
   /** Paused QEMU processes kept per hot snapshot (0: no pool). */
   private readonly warmPool: number;
   private readonly warmPools: Map<string, number>;
+  /** What preparing remembers for the daemon's life: verified blobs, snapshot preloads in flight. */
+  private readonly prepareCache = new PrepareCache();
 
   constructor(opts: ControllerOptions) {
     this.store = opts.store;
@@ -112,7 +114,7 @@ export class Controller {
       }
       const artifact = await this.resolveArtifact(req.manifest);
       // A snapshot artifact is preloaded here (once per digest) and restored, never cold-booted.
-      const prepared = await prepareArtifact(this.store, artifact);
+      const prepared = await prepareArtifact(this.store, artifact, { cache: this.prepareCache });
       const info = await this.runtime.start(prepared, {
         ...(o.name !== undefined ? { name: o.name } : {}),
         ...(o.memory !== undefined ? { memory: o.memory } : {}),
@@ -136,34 +138,11 @@ export class Controller {
     }
   }
 
-  /**
-   * idOf resolves what a client named (id, name, or an id prefix as `ovm ps` shows it,
-   * with or without the dashes) into an instance id, or NOT_FOUND.
-   */
-  async idOf(ref: string): Promise<string> {
-    try {
-      return (await this.runtime.status(ref)).id;
-    } catch (e) {
-      if (!isOvmsError(e, "NOT_FOUND") || !/^[0-9a-f-]{6,36}$/.test(ref)) throw e;
-      const want = ref.replace(/-/g, "");
-      const hits = (await this.runtime.list({ all: true })).filter((i) =>
-        i.id.replace(/-/g, "").startsWith(want),
-      );
-      if (hits.length === 1) return hits[0].id;
-      if (hits.length > 1)
-        throw new OvmsError(
-          "NOT_FOUND",
-          `"${ref}" is the start of ${hits.length} instance ids; give more of it`,
-        );
-      throw e;
-    }
-  }
-
   async stop(req: StopRequest): Promise<StopResponse> {
     const opts: { timeoutMs?: number; force?: boolean } = {};
     if (req.timeout_ms !== undefined) opts.timeoutMs = req.timeout_ms;
     if (req.force !== undefined) opts.force = req.force;
-    const info = await this.runtime.stop(await this.idOf(req.instance_id), opts);
+    const info = await this.runtime.stop(req.instance_id, opts);
     this.log.info("instance stopped", { id: info.id, state: info.state });
     return { status: TERMINAL_STATES.has(info.state) ? "exited" : "stopping" };
   }
@@ -174,13 +153,13 @@ export class Controller {
    * are packed while the guest is still paused.
    */
   async snapshot(req: SnapshotRequest): Promise<SnapshotResponse> {
-    const id = await this.idOf(req.instance_id);
+    const info = await this.runtime.status(req.instance_id);
+    const id = info.id;
     if (!this.runtime.snapshot)
       throw new OvmsError(
         "NOT_IMPLEMENTED",
         `snapshot: runtime ${this.runtime.name} does not take snapshots`,
       );
-    const info = await this.runtime.status(id);
     const source = await loadArtifactByDescriptor(
       this.store,
       await this.store.resolve(info.artifact.digest),
@@ -230,8 +209,9 @@ export class Controller {
   }
 
   /**
-   * inject decodes the data and writes it into an ivshmem region. Device, encoding and
-   * bounds are checked here so a bad request is a 400 whatever the runtime would say.
+   * inject decodes the data and has the runtime write it into an ivshmem region. Bad base64
+   * is refused here; the runtime refuses an unknown device or bytes that do not fit
+   * (INVALID_ARGUMENT, a 400 like any bad request).
    */
   async inject(req: InjectRequest): Promise<InjectResponse> {
     const mmio = req.content.mmio;
@@ -246,36 +226,21 @@ export class Controller {
     } else {
       data = Buffer.from(mmio.data, "utf8");
     }
-    const info = await this.runtime.status(await this.idOf(req.instance_id));
-    const dev =
-      mmio.device === undefined ? info.devices[0] : info.devices.find((d) => d.name === mmio.device);
-    if (!dev) {
-      const has = info.devices.map((d) => d.name).join(", ") || "none";
-      throw badRequest("POST /inject", [
-        mmio.device === undefined
-          ? { path: "/content/mmio", message: `instance ${info.id} has no ivshmem device` }
-          : {
-              path: "/content/mmio/device",
-              message: `instance ${info.id} has no device "${mmio.device}" (has: ${has})`,
-            },
-      ]);
-    }
-    const offset = mmio.offset ?? 0;
-    if (offset + data.length > dev.size) {
-      throw badRequest("POST /inject", [
-        {
-          path: "/content/mmio",
-          message: `${data.length} bytes at offset ${offset} do not fit device ${dev.name} (${dev.size} bytes)`,
-        },
-      ]);
-    }
-    const bytes = await this.runtime.inject(info.id, { device: dev.name, offset, data });
-    this.log.debug("injected", { id: info.id, device: dev.name, offset, bytes });
+    const injection: Injection = { data };
+    if (mmio.device !== undefined) injection.device = mmio.device;
+    if (mmio.offset !== undefined) injection.offset = mmio.offset;
+    const bytes = await this.runtime.inject(req.instance_id, injection);
+    this.log.debug("injected", {
+      instance: req.instance_id,
+      device: mmio.device,
+      offset: mmio.offset ?? 0,
+      bytes,
+    });
     return { status: "ok", bytes };
   }
 
   async status(id: string): Promise<InstanceInfo> {
-    return toInstanceInfo(this.runtime.name, await this.runtime.status(await this.idOf(id)));
+    return toInstanceInfo(this.runtime.name, await this.runtime.status(id));
   }
 
   async list(all: boolean): Promise<InstanceList> {
@@ -284,16 +249,15 @@ export class Controller {
   }
 
   async remove(id: string, force: boolean): Promise<RemoveResponse> {
-    const info = await this.runtime.status(await this.idOf(id));
+    const info = await this.runtime.status(id);
     await this.runtime.remove(info.id, { force });
     this.log.info("instance removed", { id: info.id, name: info.name });
     return { status: "removed" };
   }
 
   async logs(ref: string, opts: { follow: boolean; tail?: number }): Promise<Readable> {
-    const id = await this.idOf(ref);
     return this.runtime.logs(
-      id,
+      ref,
       opts.tail === undefined ? { follow: opts.follow } : { follow: opts.follow, tail: opts.tail },
     );
   }

@@ -110,7 +110,9 @@ export interface WarmPool {
 
 /**
  * Runtime is the adapter contract of spec/runtimes/README.md. The QEMU adapter is the
- * reference implementation; another VMM plugs in by implementing this.
+ * reference implementation; another VMM plugs in by implementing this. Every method taking
+ * an instance `id` takes what a client named: the id, the name, or an id prefix, resolved by
+ * the runtime alone (resolveInstanceRef), NOT_FOUND when it names no one instance.
  */
 export interface Runtime {
   /** name is the VMM family, as recorded in RAM snapshot metadata (e.g. `qemu`). */

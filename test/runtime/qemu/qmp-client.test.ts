@@ -2,8 +2,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Socket } from "node:net";
 import { join } from "node:path";
-import { QmpClient } from "../../src/runtime/qemu/qmp-client.js";
-import { tempDir } from "../helpers.js";
+import { QmpClient } from "../../../src/runtime/qemu/qmp-client.js";
+import { tempDir } from "../../helpers.js";
 
 /** scriptedPeer is a QMP peer on a UNIX socket that answers with `reply` (a fault QEMU won't make on demand). */
 async function scriptedPeer(

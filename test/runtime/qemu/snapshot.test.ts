@@ -4,15 +4,15 @@ import { createHash } from "node:crypto";
 import { copyFile, mkdtemp, readFile, rm, writeFile, chmod } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Store } from "../../src/store/store.js";
-import { loadArtifact, type Artifact } from "../../src/artifact/artifact.js";
-import { prepareArtifact } from "../../src/artifact/prepare.js";
-import { packSnapshot, type SnapshotResult } from "../../src/artifact/snapshot.js";
-import { readRamsnapHeader } from "../../src/artifact/ramsnap.js";
-import { QemuRuntime } from "../../src/runtime/qemu/qemu-runtime.js";
-import { MediaType } from "../../src/core/media-types.js";
-import { buildDemo, exec, ovm } from "../helpers.js";
-import { startRegistry } from "../registry-server.js";
+import { Store } from "../../../src/store/store.js";
+import { loadArtifact, type Artifact } from "../../../src/artifact/artifact.js";
+import { PrepareCache, prepareArtifact } from "../../../src/artifact/prepare.js";
+import { packSnapshot, type SnapshotResult } from "../../../src/artifact/snapshot.js";
+import { readRamsnapHeader } from "../../../src/artifact/ramsnap.js";
+import { QemuRuntime } from "../../../src/runtime/qemu/qemu-runtime.js";
+import { MediaType } from "../../../src/core/media-types.js";
+import { buildDemo, exec, ovm } from "../../helpers.js";
+import { startRegistry } from "../../registry-server.js";
 
 let dir: string;
 let store: Store;
@@ -21,6 +21,8 @@ let source: Artifact;
 let snap: SnapshotResult;
 let lastBefore = -1;
 let cacheDir: string;
+// What preparing remembers across this file's starts, as the daemon's controller keeps one.
+const cache = new PrepareCache();
 
 async function lines(id: string, re: RegExp): Promise<string[]> {
   const out: string[] = [];
@@ -50,7 +52,7 @@ before(async () => {
   source = await loadArtifact(store, "demo/vm:1.0");
   rt = await QemuRuntime.create({ stateDir: store.workDir });
   // One snapshot of a counting guest serves every test below.
-  const info = await rt.start(await prepareArtifact(store, source), {
+  const info = await rt.start(await prepareArtifact(store, source, { cache }), {
     cmdline: "ovms.mode=counter",
     accel: "tcg",
     name: "source",
@@ -132,6 +134,7 @@ test("the ramsnap blob decodes with the lz4 CLI and its index independently", as
 test("restore: the counter continues from where it was, and the disk holds what was written", async () => {
   const prepared = await prepareArtifact(store, await loadArtifact(store, "demo/vm:snap"), {
     snapshotCacheDir: cacheDir,
+    cache,
   });
   const info = await rt.start(prepared, { name: "restored" });
   assert.equal(info.state, "running");
@@ -152,6 +155,7 @@ test("restore: the counter continues from where it was, and the disk holds what 
 test("three clones run at once and diverge; the preloaded memory is never written", async () => {
   const prepared = await prepareArtifact(store, await loadArtifact(store, "demo/vm:snap"), {
     snapshotCacheDir: cacheDir,
+    cache,
   });
   const memSum = createHash("sha256")
     .update(await readFile(prepared.ramSnapshot!.memoryFile))
@@ -179,6 +183,7 @@ test("three clones run at once and diverge; the preloaded memory is never writte
 test("warm pool: starts are served by paused processes and the pool refills", async () => {
   const prepared = await prepareArtifact(store, await loadArtifact(store, "demo/vm:snap"), {
     snapshotCacheDir: cacheDir,
+    cache,
   });
   await rt.configurePool(prepared, 2);
   assert.deepEqual(
@@ -212,7 +217,7 @@ test("snapshot → push → pull into a fresh store → restore", async () => {
     const other = await Store.open(fresh);
     const a = await loadArtifact(other, ref);
     assert.equal(a.descriptor.digest, snap.descriptor.digest, "the same artifact, digest for digest");
-    const prepared = await prepareArtifact(other, a, { snapshotCacheDir: join(dir, "fresh-preload") });
+    const prepared = await prepareArtifact(other, a, { snapshotCacheDir: join(dir, "fresh-preload"), cache });
     const info = await rt.start(prepared, { name: "pulled-clone" });
     assert.equal(info.state, "running");
     const first = await waitFor(async () => (await counters(info.id))[0]);
@@ -226,7 +231,7 @@ test("snapshot → push → pull into a fresh store → restore", async () => {
 test("mlock_required: refused naming RLIMIT_MEMLOCK when the limit cannot hold the memory", async () => {
   const a = await loadArtifact(store, "demo/vm:snap");
   const locked = { ...a, ovms: { ...a.ovms, ramSnapshot: { ...a.ovms.ramSnapshot!, mlock_required: true } } };
-  const prepared = await prepareArtifact(store, locked, { snapshotCacheDir: cacheDir });
+  const prepared = await prepareArtifact(store, locked, { snapshotCacheDir: cacheDir, cache });
   const limits = await readFile("/proc/self/limits", "utf8");
   const m = /Max locked memory\s+(\S+)/.exec(limits)!;
   const limit = m[1] === "unlimited" ? Infinity : Number(m[1]);
@@ -254,11 +259,11 @@ test("bad snapshots are refused before QEMU starts: flipped byte, truncated blob
   // Other machine shape: the same blob under a manifest that claims another memory size.
   const other = { ...snapArt.ovms, resources: { memory: 256 << 20, vcpus: 1 } };
   await assert.rejects(
-    prepareArtifact(store, { ...snapArt, ovms: other }, { snapshotCacheDir: join(dir, "c2") }),
+    prepareArtifact(store, { ...snapArt, ovms: other }, { snapshotCacheDir: join(dir, "c2"), cache }),
     (e: any) =>
       e.code === "MANIFEST_INVALID" && /memory: snapshot 201326592, manifest 268435456/.test(e.message),
   );
-  const prepared = await prepareArtifact(store, snapArt, { snapshotCacheDir: cacheDir });
+  const prepared = await prepareArtifact(store, snapArt, { snapshotCacheDir: cacheDir, cache });
   await assert.rejects(
     rt.start(prepared, { memory: 256 << 20 }),
     (e: any) => e.code === "MANIFEST_INVALID" && /memory: snapshot/.test(e.message),
@@ -273,7 +278,7 @@ test("bad snapshots are refused before QEMU starts: flipped byte, truncated blob
   flipped[Math.floor(flipped.length / 2)] ^= 0xff;
   await writeFile(p, flipped);
   await assert.rejects(
-    prepareArtifact(store, snapArt, { snapshotCacheDir: join(dir, "c3") }),
+    prepareArtifact(store, snapArt, { snapshotCacheDir: join(dir, "c3"), cache }),
     (e: any) => e.code === "DIGEST_MISMATCH" && e.message.includes(snap.ramsnap.digest),
   );
   await copyFile(saved, p);

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { qemuArgv, sandboxOption, type QemuConfig } from "../../src/runtime/qemu/argv.js";
+import { qemuArgv, sandboxOption, type QemuConfig } from "../../../src/runtime/qemu/argv.js";
 
 const base: QemuConfig = {
   id: "abc",

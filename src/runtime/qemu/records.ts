@@ -1,0 +1,334 @@
+import { randomUUID } from "node:crypto";
+import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { PreparedArtifact } from "../../artifact/prepare.js";
+import { createOverlay } from "../../artifact/qemu-img.js";
+import { resolveInstanceRef } from "../instance-ref.js";
+import { transition } from "../lifecycle.js";
+import { RuntimeError } from "../runtime-error.js";
+import {
+  TERMINAL_STATES,
+  type Accel,
+  type Instance,
+  type InstanceState,
+  type Machine,
+  type SnapshotCapture,
+} from "../types.js";
+import { defaultCpuModel, type QemuConfig } from "./argv.js";
+import type { Plan } from "./plan.js";
+import { exitReason } from "./supervisor.js";
+
+/** InstanceRecord is an instance's state.json: what survives a daemon restart. */
+export interface InstanceRecord {
+  instance_id: string;
+  name: string;
+  state: InstanceState;
+  reason?: string;
+  artifact: { reference: string; digest: `sha256:${string}` };
+  accel: Accel;
+  machine: Machine;
+  pid?: number;
+  created_at: string;
+  started_at?: string;
+  exited_at?: string;
+  exit_code?: number;
+  memory_bytes: number;
+  vcpus: number;
+  boot_ms?: number;
+  start_ms?: number;
+  cold_start_target_ms?: number;
+  devices: { type: "ivshmem"; name: string; size: number; path: string }[];
+  ram_file: string;
+  shm_dir: string;
+  argv: string[];
+  cpu_model?: string;
+  cmdline?: string;
+  /** Digest of the ramsnap this instance was restored from. */
+  restored_from?: string;
+  /** A warm-pool process, not yet handed out (hidden from list, killed on recovery). */
+  pool?: boolean;
+  /** Handed out from the warm pool. */
+  pooled?: boolean;
+}
+
+/** Recovery is what recovering a record needs from process supervision. */
+export interface Recovery {
+  /** isOurs tells whether the record's pid is still its QEMU (not a recycled pid). */
+  isOurs(rec: InstanceRecord): boolean;
+  /** kill ends a left-over process. */
+  kill(rec: InstanceRecord): void;
+  /** reattach watches a live QEMU again and reads its state; it saves the record. */
+  reattach(rec: InstanceRecord): Promise<void>;
+}
+
+/**
+ * InstanceRecords holds every instance's record, one folder per instance under
+ * `<stateDir>/instances/<id>`, and keeps its state.json current: written atomically on every
+ * transition, read back by `recover` after a daemon restart.
+ */
+export class InstanceRecords {
+  private readonly byId = new Map<string, InstanceRecord>();
+
+  constructor(readonly stateDir: string) {}
+
+  /** dir is the folder of instance `id`. */
+  dir(id: string): string {
+    return join(this.stateDir, "instances", id);
+  }
+
+  get(id: string): InstanceRecord | undefined {
+    return this.byId.get(id);
+  }
+
+  add(rec: InstanceRecord): void {
+    this.byId.set(rec.instance_id, rec);
+  }
+
+  /** all is every record, warm-pool processes included. */
+  all(): IterableIterator<InstanceRecord> {
+    return this.byId.values();
+  }
+
+  /** named is the record called `name`, if any (a warm-pool process's name is taken too). */
+  named(name: string): InstanceRecord | undefined {
+    for (const r of this.byId.values()) if (r.name === name) return r;
+    return undefined;
+  }
+
+  /**
+   * find resolves what a client named (resolveInstanceRef: id, name, id prefix). Warm-pool
+   * processes are found by their exact id only: they are not instances yet.
+   */
+  find(ref: string): InstanceRecord {
+    return (
+      this.byId.get(ref) ??
+      resolveInstanceRef(
+        ref,
+        [...this.byId.values()].filter((r) => !r.pool).map((r) => ({ id: r.instance_id, name: r.name, r })),
+      ).r
+    );
+  }
+
+  /**
+   * createFiles makes an instance's folders (`cfg`'s state folder and `shmDir` on tmpfs), its
+   * overlay on the artifact's top disk layer and an empty serial log, and lets the QEMU user
+   * (`grant`) have them; when that fails, the folders are removed again.
+   */
+  async createFiles(
+    a: PreparedArtifact,
+    cfg: QemuConfig,
+    shmDir: string,
+    grant: (paths: string[]) => Promise<void>,
+  ): Promise<void> {
+    const dir = this.dir(cfg.id);
+    await mkdir(dir, { recursive: true, mode: 0o711 });
+    await mkdir(shmDir, { recursive: true, mode: 0o711 });
+    try {
+      if (cfg.disk) {
+        const top = a.disks[a.disks.length - 1];
+        await createOverlay(cfg.disk, top.path, top.format);
+      }
+      await writeFile(cfg.serialLog, "");
+      const mine = [dir, shmDir, cfg.serialLog, ...(cfg.disk ? [cfg.disk] : [])];
+      // A private (share=off) mapping still opens the file read-write, so the QEMU user must own it.
+      if (a.ramSnapshot) mine.push(a.ramSnapshot.memoryFile);
+      await grant(mine);
+    } catch (e) {
+      await rm(dir, { recursive: true, force: true });
+      await rm(shmDir, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  /** save writes state.json atomically (temp + rename) on every transition. */
+  async save(rec: InstanceRecord): Promise<void> {
+    const dir = this.dir(rec.instance_id);
+    const tmp = join(dir, `.state.json.${process.pid}.${randomUUID().slice(0, 8)}`);
+    await writeFile(tmp, JSON.stringify(rec, null, 2) + "\n");
+    await rename(tmp, join(dir, "state.json"));
+  }
+
+  /** load reads an instance's state.json; undefined when there is none to read. */
+  async load(id: string): Promise<InstanceRecord | undefined> {
+    try {
+      return JSON.parse(await readFile(join(this.dir(id), "state.json"), "utf8")) as InstanceRecord;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * recordExit records how QEMU ended: a clean guest poweroff or an asked-for stop is
+   * `exited`, anything else `failed` with the end of QEMU's own log as the reason.
+   */
+  async recordExit(rec: InstanceRecord, code: number | null, signal: NodeJS.Signals | null, asked: boolean) {
+    if (TERMINAL_STATES.has(rec.state)) return;
+    rec.exited_at = new Date().toISOString();
+    if (code !== null) rec.exit_code = code;
+    if (code === 0 || asked) transition(rec, "exited");
+    else {
+      transition(rec, "failed");
+      rec.reason = exitReason(code, signal);
+      const log = await readFile(join(this.dir(rec.instance_id), "qemu.log"), "utf8").catch(() => "");
+      if (log.trim()) rec.reason += `: ${log.trim().split("\n").slice(-2).join(" ")}`;
+    }
+    if (asked && !rec.reason) rec.reason = "stopped";
+    delete rec.pid;
+    await this.save(rec).catch(() => undefined);
+  }
+
+  /**
+   * recordStartFailure records why an instance did not start, once its QEMU is gone: QEMU's
+   * last log lines, or the error. Its exit has normally been recorded (`failed`) already, and
+   * an instance never leaves `exited` either.
+   */
+  async recordStartFailure(rec: InstanceRecord, e: unknown): Promise<void> {
+    const log = await readFile(join(this.dir(rec.instance_id), "qemu.log"), "utf8").catch(() => "");
+    if (!TERMINAL_STATES.has(rec.state)) transition(rec, "failed");
+    rec.reason = `QEMU did not start: ${log.trim().split("\n").slice(-3).join(" ") || (e as Error).message}`;
+    if (e instanceof RuntimeError && e.code === "RESTORE_FAILED")
+      rec.reason = `restore failed: ${e.message}; ${log.trim().split("\n").slice(-2).join(" ")}`;
+    await this.save(rec);
+  }
+
+  /**
+   * recordEvent follows the pauses and resumes QEMU reports (QMP STOP, RESUME) of an instance
+   * that runs; a stopping or ended one is left alone.
+   */
+  async recordEvent(rec: InstanceRecord, event: string): Promise<void> {
+    if (TERMINAL_STATES.has(rec.state) || rec.state === "stopping") return;
+    if (event === "STOP" && rec.state === "running") transition(rec, "paused");
+    else if (event === "RESUME" && rec.state === "paused") transition(rec, "running");
+    else return;
+    await this.save(rec).catch(() => undefined);
+  }
+
+  /** remove forgets an instance and deletes its folder and its memory files. */
+  async remove(rec: InstanceRecord): Promise<void> {
+    this.byId.delete(rec.instance_id);
+    await rm(this.dir(rec.instance_id), { recursive: true, force: true });
+    await rm(rec.shm_dir, { recursive: true, force: true });
+  }
+
+  /**
+   * recover loads the records of an earlier daemon: terminal ones as they are, live ones
+   * re-attached when their QEMU still runs, else marked exited. Warm-pool processes belong to
+   * the daemon that made them: they are killed and removed.
+   */
+  async recover(how: Recovery): Promise<void> {
+    const ids = await readdir(join(this.stateDir, "instances")).catch(() => [] as string[]);
+    for (const id of ids) {
+      const rec = await this.load(id);
+      if (!rec) continue; // a folder without a readable state.json was never started
+      if (rec.pool) {
+        if (rec.pid && how.isOurs(rec)) how.kill(rec);
+        await rm(this.dir(id), { recursive: true, force: true });
+        await rm(rec.shm_dir, { recursive: true, force: true });
+        continue;
+      }
+      this.byId.set(id, rec);
+      if (TERMINAL_STATES.has(rec.state)) continue;
+      if (rec.pid && how.isOurs(rec)) {
+        await how.reattach(rec);
+        continue;
+      }
+      transition(rec, "exited");
+      rec.reason = "the QEMU process ended while ovmd was not running";
+      rec.exited_at ??= new Date().toISOString();
+      delete rec.pid;
+      await this.save(rec);
+      await rm(rec.shm_dir, { recursive: true, force: true });
+    }
+  }
+}
+
+/**
+ * newRecord is the record of an instance about to be launched (state `created`): what it runs,
+ * its shape, and the files and command line a restarted daemon needs to find it again.
+ */
+export function newRecord(
+  a: PreparedArtifact,
+  plan: Plan,
+  cfg: QemuConfig,
+  at: { shmDir: string; argv: string[]; pool: boolean },
+): InstanceRecord {
+  const rec: InstanceRecord = {
+    instance_id: cfg.id,
+    name: plan.name,
+    state: "created",
+    artifact: { reference: a.reference, digest: a.digest },
+    accel: plan.accel,
+    machine: plan.machine,
+    created_at: new Date().toISOString(),
+    memory_bytes: plan.memory,
+    vcpus: plan.vcpus,
+    cpu_model: cfg.cpuModel!,
+    cmdline: cfg.cmdline,
+    devices: cfg.devices,
+    ram_file: cfg.ramFile,
+    shm_dir: at.shmDir,
+    argv: at.argv,
+  };
+  if (a.ramSnapshot) rec.restored_from = a.ramSnapshot.digest;
+  if (at.pool) rec.pool = true;
+  if (a.manifest.runtimeHints?.coldStartTargetMs !== undefined)
+    rec.cold_start_target_ms = a.manifest.runtimeHints.coldStartTargetMs;
+  return rec;
+}
+
+/**
+ * toCapture is what a snapshot hands its sink: the record's shape, as the ramsnap metadata
+ * records it, with the captured device state, the memory file and the overlay (if any).
+ */
+export function toCapture(
+  rec: InstanceRecord,
+  runtime: { name: string; version: string },
+  deviceState: Buffer,
+  overlay?: string,
+): SnapshotCapture {
+  return {
+    instanceId: rec.instance_id,
+    runtime,
+    machine: rec.machine,
+    accel: rec.accel,
+    cpuModel: rec.cpu_model ?? defaultCpuModel(rec.accel),
+    memoryBytes: rec.memory_bytes,
+    vcpus: rec.vcpus,
+    cmdline: rec.cmdline ?? "",
+    devices: rec.devices.map((d) => ({ type: d.type, name: d.name, size: d.size })),
+    deviceState,
+    memoryFile: rec.ram_file,
+    ...(overlay ? { overlay } : {}),
+    artifact: rec.artifact,
+  };
+}
+
+/** toInstance turns a record into the runtime's Instance (metrics of the live process aside). */
+export function toInstance(r: InstanceRecord, now = Date.now()): Instance {
+  const started = r.started_at ? Date.parse(r.started_at) : undefined;
+  const ended = r.exited_at ? Date.parse(r.exited_at) : now;
+  const info: Instance = {
+    id: r.instance_id,
+    name: r.name,
+    state: r.state,
+    artifact: r.artifact,
+    accel: r.accel,
+    machine: r.machine,
+    createdAt: r.created_at,
+    metrics: {
+      uptimeMs: started ? Math.max(0, ended - started) : 0,
+      memoryBytes: r.memory_bytes,
+      vcpus: r.vcpus,
+    },
+    devices: r.devices.map((d) => ({ type: d.type, name: d.name, size: d.size })),
+  };
+  if (r.reason) info.reason = r.reason;
+  if (r.pid && !TERMINAL_STATES.has(r.state)) info.pid = r.pid;
+  if (r.started_at) info.startedAt = r.started_at;
+  if (r.exited_at) info.exitedAt = r.exited_at;
+  if (r.exit_code !== undefined) info.exitCode = r.exit_code;
+  if (r.boot_ms !== undefined) info.metrics.bootMs = r.boot_ms;
+  if (r.start_ms !== undefined) info.metrics.startMs = r.start_ms;
+  if (r.cold_start_target_ms !== undefined) info.coldStartTargetMs = r.cold_start_target_ms;
+  return info;
+}

@@ -1,0 +1,82 @@
+import { open, stat } from "node:fs/promises";
+import { PassThrough, type Readable } from "node:stream";
+import type { LogRecord } from "../types.js";
+
+/**
+ * serialLog streams the serial console file `path` as LogRecords, one per line. With `tail`
+ * it starts with the last lines only (complete ones, when following). With `follow` and
+ * `ended` (the instance still runs) it keeps polling the file for new lines until `ended`
+ * resolves or the stream is destroyed; a last line without a newline is given at the end.
+ */
+export async function serialLog(
+  path: string,
+  opts: { follow?: boolean; tail?: number; ended?: Promise<void> } = {},
+): Promise<Readable> {
+  const out = new PassThrough({ objectMode: true });
+  let offset = 0;
+  let partial = "";
+  const emit = (text: string, final: boolean): LogRecord[] => {
+    partial += text;
+    const lines = partial.split(/\r?\n/);
+    partial = final ? "" : lines.pop()!;
+    if (final && lines[lines.length - 1] === "") lines.pop();
+    const ts = new Date().toISOString();
+    return lines.map((line) => ({ ts, stream: "serial" as const, line }));
+  };
+  const readMore = async (): Promise<string> => {
+    const st = await stat(path).catch(() => undefined);
+    if (!st || st.size <= offset) return "";
+    const fh = await open(path, "r");
+    try {
+      const buf = Buffer.alloc(st.size - offset);
+      const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
+      offset += bytesRead;
+      return buf.subarray(0, bytesRead).toString("utf8");
+    } finally {
+      await fh.close();
+    }
+  };
+  let records = emit(await readMore(), !opts.follow);
+  if (opts.tail !== undefined) records = opts.tail === 0 ? [] : records.slice(-opts.tail);
+  for (const r of records) out.write(r);
+  if (!opts.follow || !opts.ended) {
+    for (const r of emit("", true)) out.write(r);
+    out.end();
+    return out;
+  }
+  let done = false;
+  const poll = setInterval(async () => {
+    if (done) return;
+    for (const r of emit(await readMore(), false)) out.write(r);
+  }, 50);
+  const finish = async () => {
+    if (done) return;
+    done = true;
+    clearInterval(poll);
+    for (const r of emit(await readMore(), true)) out.write(r);
+    out.end();
+  };
+  void opts.ended.then(finish);
+  out.on("close", () => {
+    done = true;
+    clearInterval(poll);
+  });
+  return out;
+}
+
+/**
+ * watchFirstOutput polls the serial console file `path` until the guest has written to it,
+ * then calls `onOutput` once (boot_ms: start request to first console output). It stops early
+ * when `booting` says the instance is gone. Returns the function that stops it.
+ */
+export function watchFirstOutput(path: string, booting: () => boolean, onOutput: () => void): () => void {
+  const t = setInterval(async () => {
+    const st = await stat(path).catch(() => undefined);
+    if (!booting()) return clearInterval(t);
+    if (st && st.size > 0) {
+      clearInterval(t);
+      onOutput();
+    }
+  }, 10);
+  return () => clearInterval(t);
+}

@@ -1,0 +1,103 @@
+import type { PreparedArtifact } from "../../artifact/prepare.js";
+import { RuntimeError } from "../runtime-error.js";
+import type { WarmPool } from "../types.js";
+
+/** PoolProcesses is how the warm pool has processes made and unmade (by the runtime). */
+export interface PoolProcesses {
+  /** launch starts one QEMU paused at `-incoming defer` for a snapshot; resolves with its id. */
+  launch(a: PreparedArtifact): Promise<string>;
+  /** usable tells whether a ready process can still be handed out (it may have died). */
+  usable(id: string): boolean;
+  /** discard stops a ready process and removes it. */
+  discard(id: string): Promise<void>;
+}
+
+/** Pool is the warm pool of one snapshot artifact. */
+interface Pool {
+  artifact: PreparedArtifact;
+  size: number;
+  ready: string[];
+  filling: number;
+}
+
+/**
+ * QemuWarmPool keeps paused QEMU processes ready per snapshot artifact, so a start only loads
+ * device state and continues. Pools refill in the background and never hold more guest memory
+ * than `memoryCapBytes` across all snapshots; a pool that cannot fill is only a slower start.
+ */
+export class QemuWarmPool implements WarmPool {
+  /** memoryCapBytes caps the guest memory all warm pools together may hold. */
+  memoryCapBytes = 2 * 1024 ** 3;
+  private readonly pools = new Map<string, Pool>();
+
+  constructor(private readonly procs: PoolProcesses) {}
+
+  /** configure keeps `size` ready processes for a snapshot artifact (0 empties its pool). */
+  async configure(a: PreparedArtifact, size: number): Promise<void> {
+    if (!a.ramSnapshot)
+      throw new RuntimeError(
+        "INVALID_ARGUMENT",
+        `${a.reference} has no RAM snapshot: a warm pool only serves restores`,
+      );
+    const p = this.pools.get(a.digest) ?? { artifact: a, size: 0, ready: [], filling: 0 };
+    p.size = size;
+    p.artifact = a;
+    this.pools.set(a.digest, p);
+    while (p.ready.length > size) await this.procs.discard(p.ready.pop()!);
+    await this.fill(a);
+  }
+
+  /** status tells how many ready processes each pooled snapshot has. */
+  status(): { digest: string; size: number; ready: number }[] {
+    return [...this.pools.entries()].map(([digest, p]) => ({ digest, size: p.size, ready: p.ready.length }));
+  }
+
+  /**
+   * take hands out a ready process for a snapshot artifact, or undefined when there is none.
+   * It is on the hot path of a restore: no I/O, no await.
+   */
+  take(a: PreparedArtifact): string | undefined {
+    const p = this.pools.get(a.digest);
+    for (;;) {
+      const id = p?.ready.shift();
+      if (id === undefined) return undefined;
+      if (this.procs.usable(id)) return id;
+    }
+  }
+
+  /** refillSoon refills a pool once the caller has answered: spawning QEMU blocks the event loop for a few ms. */
+  refillSoon(a: PreparedArtifact): void {
+    setTimeout(() => void this.fill(a), 50).unref();
+  }
+
+  /** fill starts processes until the pool has its size, within the memory cap. */
+  async fill(a: PreparedArtifact): Promise<void> {
+    const p = this.pools.get(a.digest);
+    if (!p) return;
+    while (p.ready.length + p.filling < p.size) {
+      const mem = a.ramSnapshot!.metadata.memoryBytes;
+      if (this.pooledBytes() + mem > this.memoryCapBytes) return;
+      p.filling++;
+      try {
+        p.ready.push(await this.procs.launch(a));
+      } catch {
+        return; // a pool that cannot fill is only a slower start, never an error
+      } finally {
+        p.filling--;
+      }
+    }
+  }
+
+  /** close discards every ready process and forgets the pools (daemon shutdown). */
+  async close(): Promise<void> {
+    for (const p of this.pools.values()) for (const id of p.ready.splice(0)) await this.procs.discard(id);
+    this.pools.clear();
+  }
+
+  private pooledBytes(): number {
+    let n = 0;
+    for (const p of this.pools.values())
+      n += (p.ready.length + p.filling) * (p.artifact.ramSnapshot?.metadata.memoryBytes ?? 0);
+    return n;
+  }
+}
