@@ -8,7 +8,7 @@ import { cancelled, onAbort } from "./cancel.js";
 import { RegistryError } from "./registry-error.js";
 import type { SerializedError, TransferCommand, TransferJob, TransferMessage } from "./transfer-worker.js";
 
-/** TransferWorkers.workerCount is how many threads a copy of `concurrency` blobs gets: no more than the cores. */
+/** workerCount is how many threads a copy of `concurrency` blobs gets: no more than the cores. */
 export function workerCount(concurrency: number): number {
   return Math.max(1, Math.min(concurrency, availableParallelism()));
 }

@@ -27,7 +27,7 @@ export function answer(
   return { statusCode, headers, body: body(text), url };
 }
 
-/** Answer is what the fake sends back for the n-th request (1-based): a response, or a thrown error. */
+/** Answerer is what the fake sends back for the n-th request (1-based): a response, or a thrown error. */
 export type Answerer = (req: TransportRequest, n: number) => TransportResponse | Promise<TransportResponse>;
 
 /** FakeTransport is an inner transport that records every request and answers as told. */
