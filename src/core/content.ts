@@ -1,6 +1,59 @@
 import type { Readable } from "node:stream";
 import type { Descriptor } from "./oci.js";
 
+/** SignalOptions carry the AbortSignal that cancels an operation (Ctrl-C in `ovm`). */
+export interface SignalOptions {
+  signal?: AbortSignal;
+}
+
+/** ContentFetchOptions tune one read of a ContentStore. */
+export interface ContentFetchOptions extends SignalOptions {
+  /**
+   * verify checks size and digest while streaming (default true). A copy turns it off when
+   * the destination verifies what it is given, so the bytes are hashed once; a store may
+   * verify anyway.
+   */
+  verify?: boolean;
+}
+
+/**
+ * StoreHandoff describes a ContentStore as plain data that can cross to a worker thread,
+ * which opens the same store again there; `kind` says which opener reads the rest.
+ */
+export interface StoreHandoff {
+  readonly kind: string;
+}
+
+/**
+ * ContentCapabilities are what a ContentStore can do beyond the common role. A store declares
+ * them, so that copy() decides on what each side can do and never asks what class it has.
+ */
+export interface ContentCapabilities {
+  /**
+   * verifiesOnPush: push checks size and digest itself (a store's ingest hashes, a registry
+   * checks every upload), so the source of a copy need not hash the same bytes again.
+   */
+  readonly verifiesOnPush: boolean;
+  /**
+   * local: the content is on this machine, so moving it costs this process CPU (hashing and
+   * writing): large blobs to or from it move in worker threads when both sides have a handoff.
+   */
+  readonly local?: boolean;
+  /**
+   * pushBlob stores a blob whose content is opened only when it is needed, and may make it
+   * present without moving bytes (a cross-repository mount from `from`); it says which.
+   */
+  pushBlob?(
+    desc: Descriptor,
+    open: () => Promise<Readable>,
+    opts?: SignalOptions & { from?: ContentStore },
+  ): Promise<"transferred" | "mounted">;
+  /** addUntagged keeps a manifest that has no name (a pulled referrer, a pull by digest). */
+  addUntagged?(desc: Descriptor): Promise<void>;
+  /** handoff describes the store for a worker thread (see StoreHandoff). */
+  handoff?(): Promise<StoreHandoff>;
+}
+
 /**
  * ContentStore is the one role both the local store and a registry repository play, so
  * copy/pull/push is a single function that does not care which side is local
@@ -8,15 +61,17 @@ import type { Descriptor } from "./oci.js";
  */
 export interface ContentStore {
   /** exists tells whether the blob or manifest of `desc` is present. */
-  exists(desc: Descriptor): Promise<boolean>;
+  exists(desc: Descriptor, opts?: SignalOptions): Promise<boolean>;
   /** fetch streams the content of `desc`; the stream fails at its end when digest or size is wrong. */
-  fetch(desc: Descriptor): Promise<Readable>;
+  fetch(desc: Descriptor, opts?: ContentFetchOptions): Promise<Readable>;
   /** push stores `content`, which must match `desc` exactly; it is not visible until verified. */
-  push(desc: Descriptor, content: Readable): Promise<void>;
+  push(desc: Descriptor, content: Readable, opts?: SignalOptions): Promise<void>;
   /** resolve turns a tag or digest reference into the descriptor of its manifest. */
-  resolve(reference: string): Promise<Descriptor>;
+  resolve(reference: string, opts?: SignalOptions): Promise<Descriptor>;
   /** tag names the manifest `desc` with `reference`. */
-  tag(desc: Descriptor, reference: string): Promise<void>;
+  tag(desc: Descriptor, reference: string, opts?: SignalOptions): Promise<void>;
   /** referrers lists the manifests whose `subject` is `subject`, optionally of one artifactType. */
-  referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[]>;
+  referrers(subject: Descriptor, artifactType?: string, opts?: SignalOptions): Promise<Descriptor[]>;
+  /** capabilities says what the store can do beyond this role; absent means none of it. */
+  readonly capabilities?: ContentCapabilities;
 }

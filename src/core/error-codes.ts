@@ -94,7 +94,9 @@ export type ErrorCode =
   | "CONTRACT_MISSING"
   | "DAEMON_UNAVAILABLE"
   | "DAEMON_TIMEOUT"
-  | "DAEMON_PROTOCOL";
+  | "DAEMON_PROTOCOL"
+  // Any long operation.
+  | "CANCELLED";
 
 /** ErrorSpec is one row of the table: what a code becomes at each edge. */
 export interface ErrorSpec {
@@ -201,6 +203,9 @@ export const ERRORS: Readonly<Record<ErrorCode, ErrorSpec>> = {
   DAEMON_UNAVAILABLE: row("RUNTIME_UNAVAILABLE", { retryable: true }),
   DAEMON_TIMEOUT: row("RUNTIME_UNAVAILABLE", { retryable: true }),
   DAEMON_PROTOCOL: row("INTERNAL"),
+
+  // Someone asked it to stop (Ctrl-C, a daemon shutting down): never retried by OVMS itself.
+  CANCELLED: row("RUNTIME_UNAVAILABLE"),
 };
 
 /** isErrorCode tells whether `s` is one of the codes of the table. */

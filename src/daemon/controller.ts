@@ -284,9 +284,13 @@ export class Controller {
  * pullFromRegistry is the default PullFn: registry/copy from the reference's registry into
  * the store (referrers too, this host's platform when it is an index), named by the full
  * reference. A registry that has no such artifact, refuses access or cannot be reached is
- * ARTIFACT_NOT_FOUND, saying which.
+ * ARTIFACT_NOT_FOUND, saying which. `signal` stops the pull (CANCELLED), leaving nothing half-written.
  */
-export async function pullFromRegistry(store: Store, reference: string): Promise<void> {
+export async function pullFromRegistry(
+  store: Store,
+  reference: string,
+  opts: { signal?: AbortSignal } = {},
+): Promise<void> {
   const [{ RegistryClient }, { copy }, { hostPlatform }, { RegistryError }] = await Promise.all([
     import("../registry/client.js"),
     import("../registry/copy.js"),
@@ -300,6 +304,7 @@ export async function pullFromRegistry(store: Store, reference: string): Promise
     await copy(client.repository(r), r.digest ?? r.tag!, store, name, {
       referrers: true,
       platform: hostPlatform(),
+      signal: opts.signal,
     });
   } catch (e) {
     if (e instanceof RegistryError) {

@@ -1,14 +1,14 @@
 import { Readable, Transform, pipeline } from "node:stream";
-import { setTimeout as sleep } from "node:timers/promises";
 import { type Digest } from "../core/digest.js";
 import { isOvmsError } from "../core/errors.js";
 import { MediaType } from "../core/media-types.js";
 import type { Descriptor, ImageIndex, ImageManifest, Platform } from "../core/oci.js";
 import type { ContentStore } from "../core/content.js";
-import { Store } from "../store/store.js";
+import { cancelled, isCancelled, sleep, throwIfCancelled } from "./cancel.js";
+import { MAX_MANIFEST, isManifestMediaType, readAll } from "./manifest-bytes.js";
 import { parsePlatform, selectPlatform } from "./platform.js";
-import { Repository, isManifestMediaType, readAll } from "./repository.js";
 import { RegistryError } from "./registry-error.js";
+import { DEFAULT_RETRY_POLICY, backoff } from "./retry-policy.js";
 import { TransferWorkers, workerCount } from "./transfer-workers.js";
 
 /** CopyProgress is told what happens to each blob, for progress bars. */
@@ -38,6 +38,12 @@ export interface CopyOptions {
    */
   workers?: boolean;
   workerThreshold?: number;
+  /**
+   * signal stops the copy: transfers in flight are abandoned (the store's ingest removes its
+   * temp files, uploads are cancelled), nothing more is started, no name is written, and the
+   * copy rejects with CANCELLED once everything it started has stopped.
+   */
+  signal?: AbortSignal;
 }
 
 /** CopyResult says what a copy did. */
@@ -59,17 +65,6 @@ export interface CopyResult {
   seconds: number;
 }
 
-/** UntaggedRecorder is a destination that keeps untagged manifests by name-less entries (the local Store). */
-interface UntaggedRecorder {
-  addUntagged(desc: Descriptor): Promise<void>;
-}
-
-function recordsUntagged(s: unknown): s is UntaggedRecorder {
-  return typeof (s as Partial<UntaggedRecorder>).addUntagged === "function";
-}
-
-const MAX_MANIFEST = 4 << 20;
-
 /**
  * copy copies an artifact graph — the manifest `srcRef` names, its config and layers (or the
  * manifests of an index), and the manifests that refer to it — from any ContentStore to any
@@ -81,6 +76,9 @@ const MAX_MANIFEST = 4 << 20;
  * of a new version transfer only its new layers); between two repositories of one registry it
  * is mounted. Bytes are verified once, by whichever side verifies: the store's ingest, or the
  * destination registry (which checks the digest of every upload).
+ *
+ * What each side can do beyond the ContentStore role (verify on push, mount, keep untagged
+ * manifests, be opened in a worker thread) comes from its declared capabilities.
  */
 export async function copy(
   src: ContentStore,
@@ -106,20 +104,14 @@ export async function copy(
     referrers: 0,
     seconds: 0,
   };
-  // The sink checks digests itself: the store's ingest hashes, a registry verifies uploads.
-  const sinkVerifies = dst instanceof Store || dst instanceof Repository;
-  const mountFrom =
-    src instanceof Repository &&
-    dst instanceof Repository &&
-    src.registry === dst.registry &&
-    src.name !== dst.name &&
-    src.client === dst.client
-      ? src.name
-      : undefined;
+  const signal = opts.signal;
+  const srcCan = src.capabilities;
+  const dstCan = dst.capabilities;
+  // The sink checks digests itself (a store's ingest hashes, a registry verifies uploads): the source need not.
+  const verify = !dstCan?.verifiesOnPush;
 
   const open = async (desc: Descriptor): Promise<Readable> => {
-    const s =
-      src instanceof Repository ? await src.fetch(desc, { verify: !sinkVerifies }) : await src.fetch(desc);
+    const s = await src.fetch(desc, { verify, signal });
     if (!progress.bytes) return s;
     const count = new Transform({
       transform(chunk: Buffer, _e, cb) {
@@ -130,11 +122,9 @@ export async function copy(
     return pipeline(s, count, () => undefined);
   };
 
-  // Large blobs between a registry and the store move in worker threads (one hash per core).
+  // Large blobs to or from this machine move in worker threads (one hash per core).
   const offload =
-    (opts.workers ?? true) &&
-    ((src instanceof Repository && dst instanceof Store) ||
-      (src instanceof Store && dst instanceof Repository));
+    (opts.workers ?? true) && !!srcCan?.handoff && !!dstCan?.handoff && !!(srcCan.local || dstCan.local);
   const threshold = opts.workerThreshold ?? 4 << 20;
   let pool: TransferWorkers | undefined;
   const workers = () => (pool ??= new TransferWorkers(workerCount(opts.concurrency ?? 4)));
@@ -150,7 +140,8 @@ export async function copy(
         if (failure) throw failure;
         for (let attempt = 1; ; attempt++) {
           try {
-            if (await dst.exists(desc)) {
+            throwIfCancelled(signal, `blob ${desc.digest}`);
+            if (await dst.exists(desc, { signal })) {
               result.blobsSkipped++;
               result.bytesSkipped += desc.size;
               progress.done?.(desc, "skipped");
@@ -160,17 +151,11 @@ export async function copy(
             let how: "transferred" | "mounted" = "transferred";
             const onBytes = progress.bytes ? (n: number) => progress.bytes!(desc, n) : undefined;
             if (offload && desc.size >= threshold) {
-              how =
-                src instanceof Repository
-                  ? await workers().pull(src, dst as Store, desc, onBytes)
-                  : await workers().push(src as Store, dst as Repository, desc, onBytes);
-            } else if (dst instanceof Repository) {
-              how =
-                (await dst.pushBlob(desc, () => open(desc), { mountFrom })) === "mounted"
-                  ? "mounted"
-                  : "transferred";
+              how = await workers().move(src, dst, desc, { progress: onBytes, signal });
+            } else if (dstCan?.pushBlob) {
+              how = await dstCan.pushBlob(desc, () => open(desc), { from: src, signal });
             } else {
-              await dst.push(desc, await open(desc));
+              await dst.push(desc, await open(desc), { signal });
             }
             if (how === "mounted") {
               result.blobsMounted++;
@@ -185,8 +170,8 @@ export async function copy(
             // A connection lost half-way (after the download's own resumes), or a transient
             // failure of a write that is never resent blindly (an upload's PATCH or PUT),
             // starts the blob over from the HEAD: content-addressed, so nothing applies twice.
-            if (attempt < attempts && retryBlob(e)) {
-              await sleep(200 * attempt);
+            if (attempt < attempts && retryBlob(e) && !signal?.aborted) {
+              await sleep(backoff(DEFAULT_RETRY_POLICY, attempt), signal);
               continue;
             }
             failure ??= e;
@@ -204,8 +189,8 @@ export async function copy(
     let p = manifests.get(desc.digest);
     if (!p) {
       p = (async () => {
-        if (await dst.exists(desc)) return;
-        const bytes = known ?? (await readAll(await src.fetch(desc), MAX_MANIFEST));
+        if (await dst.exists(desc, { signal })) return;
+        const bytes = known ?? (await readAll(await src.fetch(desc, { signal }), MAX_MANIFEST));
         const m = JSON.parse(bytes.toString("utf8")) as ImageManifest & ImageIndex;
         const children: Promise<void>[] = [];
         if (m.config) children.push(copyBlob(m.config));
@@ -215,8 +200,8 @@ export async function copy(
           children.push(isManifestMediaType(c.mediaType) ? copyManifest(c) : copyBlob(c));
         }
         await settleAll(children);
-        if (dst instanceof Repository) await dst.pushManifest(desc, bytes);
-        else await dst.push(desc, Readable.from([bytes]));
+        throwIfCancelled(signal, `manifest ${desc.digest}`);
+        await dst.push(desc, Readable.from([bytes]), { signal });
         result.manifests++;
         result.bytesTransferred += bytes.length;
       })();
@@ -227,14 +212,15 @@ export async function copy(
 
   const seen = new Set<string>();
   const copyReferrers = async (subject: Descriptor): Promise<void> => {
-    const list = (await src.referrers(subject)).filter((r) => !seen.has(r.digest));
+    const list = (await src.referrers(subject, undefined, { signal })).filter((r) => !seen.has(r.digest));
     for (const r of list) seen.add(r.digest);
     await settleAll(
       list.map(async (r) => {
         const desc: Descriptor = { mediaType: r.mediaType, digest: r.digest, size: r.size };
         if (r.artifactType) desc.artifactType = r.artifactType;
         await copyManifest(desc);
-        if (recordsUntagged(dst)) await dst.addUntagged(desc);
+        throwIfCancelled(signal, `manifest ${desc.digest}`);
+        await dstCan?.addUntagged?.(desc);
         result.referrers++;
         await copyReferrers(desc);
       }),
@@ -242,8 +228,8 @@ export async function copy(
   };
 
   try {
-    let root = await src.resolve(srcRef);
-    let rootBytes = await readAll(await src.fetch(root), MAX_MANIFEST);
+    let root = await src.resolve(srcRef, { signal });
+    let rootBytes = await readAll(await src.fetch(root, { signal }), MAX_MANIFEST);
     if (
       opts.platform &&
       (root.mediaType === MediaType.OciIndex || root.mediaType === MediaType.DockerManifestList)
@@ -252,7 +238,7 @@ export async function copy(
       const pick = selectPlatform(JSON.parse(rootBytes.toString("utf8")) as ImageIndex, want, srcRef);
       root = { mediaType: pick.mediaType, digest: pick.digest, size: pick.size };
       if (pick.artifactType) root.artifactType = pick.artifactType;
-      rootBytes = await readAll(await src.fetch(root), MAX_MANIFEST);
+      rootBytes = await readAll(await src.fetch(root, { signal }), MAX_MANIFEST);
     }
     result.digest = root.digest;
     result.mediaType = root.mediaType;
@@ -264,10 +250,16 @@ export async function copy(
 
     await copyManifest(root, rootBytes);
     if (opts.referrers ?? true) await copyReferrers(root);
-    if (dstRef) await dst.tag(root, dstRef);
-    else if (recordsUntagged(dst)) await dst.addUntagged(root);
+    // The name goes last, and never after a cancel: a name always means a complete artifact.
+    throwIfCancelled(signal, srcRef);
+    if (dstRef) await dst.tag(root, dstRef, { signal });
+    else await dstCan?.addUntagged?.(root);
     result.seconds = (performance.now() - started) / 1000;
     return result;
+  } catch (e) {
+    // Whatever broke first after a cancel (a destroyed stream, a closed socket) broke because of it.
+    if (signal?.aborted && !isCancelled(e)) throw cancelled(srcRef, signal);
+    throw e;
   } finally {
     await pool?.close();
   }

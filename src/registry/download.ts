@@ -1,6 +1,6 @@
 import { Readable } from "node:stream";
-import { setTimeout as sleep } from "node:timers/promises";
 import { OvmsError } from "../core/errors.js";
+import { cancelled, onAbort, sleep } from "./cancel.js";
 import { RegistryError, isNetworkFailure, networkError } from "./registry-error.js";
 
 /** COALESCE is the size downloads are passed on in (see ResumableBody.flushPending). */
@@ -26,8 +26,11 @@ export interface DownloadOptions {
   maxResumes?: number;
   /** onResume is told each time the download goes on from `offset` after a drop. */
   onResume?(offset: number): void;
+  /** backoff is the wait before resume number `attempt` (see retry-policy.ts). */
   backoff(attempt: number): number;
   highWaterMark?: number;
+  /** signal ends the stream with CANCELLED, its response closed. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -54,9 +57,11 @@ class ResumableBody extends Readable {
   private opening = false;
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  private stopListening: () => void = () => undefined;
 
   constructor(private readonly o: DownloadOptions) {
     super({ highWaterMark: o.highWaterMark ?? 1 << 20 });
+    this.stopListening = onAbort(o.signal, () => this.destroy(cancelled(o.what, o.signal)));
   }
 
   override _read(): void {
@@ -65,6 +70,7 @@ class ResumableBody extends Readable {
   }
 
   override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
+    this.stopListening();
     this.body?.destroy();
     this.body = undefined;
     cb(err);
@@ -184,7 +190,12 @@ class ResumableBody extends Readable {
     }
     this.resumes++;
     this.o.onResume?.(this.offset);
-    await sleep(this.o.backoff(this.resumes));
+    try {
+      await sleep(this.o.backoff(this.resumes), this.o.signal);
+    } catch {
+      // Cancelled while waiting: the abort listener has ended the stream already.
+      return;
+    }
     if (!this.destroyed) await this.openAt();
   }
 }

@@ -1,4 +1,5 @@
 import { connect, type Socket } from "node:net";
+import { cancelled, onAbort } from "./cancel.js";
 
 /**
  * fastGetInto is a minimal HTTP/1.1 GET for blob bodies over plain HTTP (loopback and
@@ -14,7 +15,8 @@ import { connect, type Socket } from "node:net";
  * or a connection that fails before the response head, it resolves `false` before any body
  * byte is delivered, and the caller repeats the request on the general path (undici, with
  * authentication, redirects and retries). A connection lost in the body rejects with a
- * network error code (the caller resumes with Range). One request per connection.
+ * network error code (the caller resumes with Range). One request per connection. When
+ * `signal` fires, the socket is closed at once and the promise rejects with CANCELLED.
  */
 
 /** FastGetTarget receives a response: `accept` decides on its head, `data` gets the body in order. */
@@ -32,24 +34,30 @@ export interface FastGetTarget {
 const READ_BUFFER = 128 << 10;
 const MAX_HEAD = 64 << 10;
 
+/** fastGetInto: see above. `timeoutMs` (default 60 s) bounds the wait for each read. */
 export function fastGetInto(
   url: URL,
   headers: Record<string, string>,
   target: FastGetTarget,
-  timeoutMs = 60_000,
+  opts: { timeoutMs?: number; signal?: AbortSignal } = {},
 ): Promise<boolean> {
+  const timeoutMs = opts.timeoutMs ?? 60_000;
+  const what = `GET "${url.origin}${url.pathname}"`;
+  if (opts.signal?.aborted) return Promise.reject(cancelled(what, opts.signal));
   return new Promise((resolve, reject) => {
     let head: Buffer | undefined = Buffer.alloc(0);
     let left = 0;
     let state: "head" | "body" | "done" = "head";
-    const finish = (e?: Error, result = true) => {
+    /** finish settles once; `final` errors (the target's, a cancel) are never handed to the general path. */
+    const finish = (e?: Error, result = true, final = false) => {
       if (state === "done") return;
       const before = state === "head";
       state = "done";
+      stopListening();
       socket.destroy();
       if (!e) resolve(result);
       // Before the head nothing was delivered: the general path can do it all again.
-      else if (before && !(e as { fromTarget?: boolean }).fromTarget) resolve(false);
+      else if (before && !final) resolve(false);
       else reject(e);
     };
     const deliver = (b: Buffer) => {
@@ -58,7 +66,7 @@ export function fastGetInto(
       try {
         if (view.length) target.data(view);
       } catch (e) {
-        finish(Object.assign(e as Error, { fromTarget: true }));
+        finish(e as Error, true, true);
         return;
       }
       if (left === 0) finish();
@@ -95,7 +103,7 @@ export function fastGetInto(
               !parsed.headers["transfer-encoding"] &&
               target.accept(parsed.statusCode, parsed.headers);
           } catch (e) {
-            finish(Object.assign(e as Error, { fromTarget: true }));
+            finish(e as Error, true, true);
             return false;
           }
           if (!take) {
@@ -110,6 +118,7 @@ export function fastGetInto(
         },
       },
     });
+    const stopListening = onAbort(opts.signal, () => finish(cancelled(what, opts.signal), true, true));
     socket.setNoDelay(true);
     socket.setTimeout(timeoutMs, () =>
       finish(Object.assign(new Error(`no data for ${timeoutMs} ms`), { code: "UND_ERR_BODY_TIMEOUT" })),

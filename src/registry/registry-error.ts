@@ -1,5 +1,6 @@
 import { OvmsError } from "../core/errors.js";
-import { isRegistryErrorCode, type ErrorCode } from "../core/error-codes.js";
+import { isTransientStatus } from "./retry-policy.js";
+import { ERRORS, isRegistryErrorCode, type ErrorCode } from "../core/error-codes.js";
 
 /** RegistryErrorEntry is one entry of the `errors` array a registry answers with (distribution spec §error codes). */
 export interface RegistryErrorEntry {
@@ -19,7 +20,10 @@ export class RegistryError extends OvmsError {
   readonly url?: string;
   readonly status?: number;
   readonly errors: RegistryErrorEntry[];
-  /** transient tells whether doing the same thing again later may succeed (network drops, 5xx, 429). */
+  /**
+   * transient tells whether doing the same thing again later may succeed (network drops, 5xx,
+   * 429): the answer's status when there was one, else the `retryable` column of the error table.
+   */
   readonly transient: boolean;
   /** attempts is how many times the request was sent before this error (1: it was not retried). */
   attempts = 1;
@@ -44,7 +48,7 @@ export class RegistryError extends OvmsError {
     this.url = opts.url;
     this.status = opts.status;
     this.errors = opts.errors ?? [];
-    this.transient = opts.transient ?? false;
+    this.transient = opts.transient ?? ERRORS[code].retryable;
   }
 }
 
@@ -150,7 +154,7 @@ export function responseError(
     url: redactUrl(url),
     status,
     errors,
-    transient: status === 429 || status >= 500,
+    transient: isTransientStatus(status),
   });
 }
 

@@ -2,13 +2,13 @@ import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { OvmsError } from "../core/errors.js";
 import { isErrorCode } from "../core/error-codes.js";
+import type { ContentStore } from "../core/content.js";
 import type { Descriptor } from "../core/oci.js";
-import type { Store } from "../store/store.js";
+import { cancelled, onAbort } from "./cancel.js";
 import { RegistryError } from "./registry-error.js";
-import type { Repository } from "./repository.js";
-import type { SerializedError, TransferJob, TransferMessage } from "./transfer-worker.js";
+import type { SerializedError, TransferCommand, TransferJob, TransferMessage } from "./transfer-worker.js";
 
-/** TransferWorkers.workerCount is how many threads a copy of `concurrency` blobs gets: no more than the cores. */
+/** workerCount is how many threads a copy of `concurrency` blobs gets: no more than the cores. */
 export function workerCount(concurrency: number): number {
   return Math.max(1, Math.min(concurrency, availableParallelism()));
 }
@@ -18,7 +18,8 @@ export function workerCount(concurrency: number): number {
  * and the local store. In one thread, sha256 (about 1 GB/s) and the stream machinery of every
  * blob share one core; spread over threads, the blobs of a pull are hashed and written in
  * parallel, which is what lets a pull go at the speed of the network on a multi-core machine.
- * Threads start on first use and end with `close()`.
+ * The stores travel as their handoffs (ContentCapabilities.handoff). Threads start on first
+ * use and end with `close()`.
  */
 export class TransferWorkers {
   private readonly workers: { w: Worker; load: number }[] = [];
@@ -62,53 +63,35 @@ export class TransferWorkers {
     return this.workers.reduce((a, b) => (b.load < a.load ? b : a));
   }
 
-  /** pull downloads `desc` from `repo` into `store` in a worker; the store verifies it. */
-  pull(
-    repo: Repository,
-    store: Store,
+  /**
+   * move copies the blob `desc` from `src` to `dst` in a worker; both must declare a handoff.
+   * When `signal` fires the worker is told to stop, and the promise settles once it has
+   * cleaned up (no temp file left), with CANCELLED.
+   */
+  async move(
+    src: ContentStore,
+    dst: ContentStore,
     desc: Descriptor,
-    progress?: (n: number) => void,
+    opts: { progress?: (n: number) => void; signal?: AbortSignal } = {},
   ): Promise<"transferred" | "mounted"> {
-    return this.run("pull", repo, store, desc, progress);
-  }
-
-  /** push uploads `desc` from `store` to `repo` in a worker; the registry verifies it. */
-  push(
-    store: Store,
-    repo: Repository,
-    desc: Descriptor,
-    progress?: (n: number) => void,
-  ): Promise<"transferred" | "mounted"> {
-    return this.run("push", repo, store, desc, progress);
-  }
-
-  private async run(
-    kind: "pull" | "push",
-    repo: Repository,
-    store: Store,
-    desc: Descriptor,
-    progress?: (n: number) => void,
-  ): Promise<"transferred" | "mounted"> {
-    const client = repo.client;
-    const scheme = client.scheme(repo.registry);
-    const job: TransferJob = {
-      id: this.nextId++,
-      kind,
-      registry: repo.registry,
-      name: repo.name,
-      client: { ...client.options, plainHttp: client.options.plainHttp || scheme === "http" },
-      auth: await client.authorizer(repo.registry).snapshot(),
-      desc,
-      storeRoot: store.root,
-      progress: !!progress,
-    };
+    const [from, to] = await Promise.all([src.capabilities?.handoff?.(), dst.capabilities?.handoff?.()]);
+    if (!from || !to) throw new OvmsError("INTERNAL", "transfer workers: a store without a handoff");
+    if (opts.signal?.aborted) throw cancelled(`blob ${desc.digest}`, opts.signal);
+    const job: TransferJob = { id: this.nextId++, src: from, dst: to, desc, progress: !!opts.progress };
     const worker = this.pick();
     // Load is counted in bytes: a thread busy with one large blob is busier than one with two small ones.
     worker.load += desc.size + 1;
-    return new Promise((resolve, reject) => {
-      this.jobs.set(job.id, { resolve, reject, progress, worker, size: desc.size + 1 });
-      worker.w.postMessage(job);
-    });
+    const stop = onAbort(opts.signal, () =>
+      worker.w.postMessage({ type: "cancel", id: job.id } satisfies TransferCommand),
+    );
+    try {
+      return await new Promise((resolve, reject) => {
+        this.jobs.set(job.id, { resolve, reject, progress: opts.progress, worker, size: desc.size + 1 });
+        worker.w.postMessage({ type: "run", job } satisfies TransferCommand);
+      });
+    } finally {
+      stop();
+    }
   }
 
   private onMessage(m: TransferMessage): void {

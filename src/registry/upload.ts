@@ -2,10 +2,31 @@ import { Readable } from "node:stream";
 import type { Descriptor } from "../core/oci.js";
 import { RegistryError } from "./registry-error.js";
 import { repositoryScope } from "./auth.js";
-import type { Repository } from "./repository.js";
+import type { TransportRequest, TransportResponse } from "./transport.js";
 
 /** UploadResult says how a blob got into the repository. */
 export type UploadResult = "uploaded" | "mounted";
+
+/** UploadTarget is the repository an upload goes to: its name, its URLs and its requests. */
+export interface UploadTarget {
+  /** name is the repository path, e.g. `demo/vm`. */
+  readonly name: string;
+  url(path: string): URL;
+  pushScopes(): string[];
+  send(req: TransportRequest): Promise<TransportResponse>;
+}
+
+/** UploadOptions tune one upload. */
+export interface UploadOptions {
+  /** mountFrom names another repository of the same registry that may hold the blob. */
+  mountFrom?: string;
+  /** chunkSize: larger blobs go in PATCH chunks of this size. */
+  chunkSize: number;
+  signal?: AbortSignal;
+}
+
+/** CANCEL_DELETE_MS bounds the DELETE of a cancelled upload: Ctrl-C must not wait on a slow registry. */
+const CANCEL_DELETE_MS = 2_000;
 
 /**
  * uploadBlob puts one blob into a repository (distribution spec "Pushing blobs"):
@@ -13,16 +34,17 @@ export type UploadResult = "uploaded" | "mounted";
  *   repository of the same registry: a 201 means it was mounted and nothing is sent;
  * - otherwise the session the POST opened takes the bytes: one streamed `PUT ?digest=` for
  *   blobs up to `chunkSize`, else `PATCH` chunks with `Content-Range` and a closing `PUT`.
- * The content is opened only when it is needed. A failed upload is cancelled (DELETE) and
- * never resent from here: the copy that called this starts over from a HEAD, so no write is
- * applied twice.
+ * The content is opened only when it is needed. A failed or cancelled upload is abandoned
+ * (DELETE) and never resent from here: the copy that called this starts over from a HEAD,
+ * so no write is applied twice.
  */
 export async function uploadBlob(
-  repo: Repository,
+  repo: UploadTarget,
   desc: Descriptor,
   open: () => Promise<Readable>,
-  opts: { mountFrom?: string; chunkSize: number },
+  opts: UploadOptions,
 ): Promise<UploadResult> {
+  const signal = opts.signal;
   const what = `blob ${desc.digest}`;
   const post = repo.url("blobs/uploads/");
   const scopes = repo.pushScopes();
@@ -40,6 +62,7 @@ export async function uploadBlob(
     ok: [201, 202],
     retry: true,
     context: what,
+    signal,
   });
   await started.body.dump();
   if (started.statusCode === 201 && opts.mountFrom) return "mounted";
@@ -58,6 +81,7 @@ export async function uploadBlob(
         ok: [201],
         retry: false,
         context: what,
+        signal,
       });
       await put.body.dump();
       checkDigest(put.headers["docker-content-digest"], desc, what);
@@ -79,6 +103,7 @@ export async function uploadBlob(
         ok: [202],
         retry: false,
         context: what,
+        signal,
       });
       await patch.body.dump();
       offset += n;
@@ -100,15 +125,23 @@ export async function uploadBlob(
       ok: [201],
       retry: false,
       context: what,
+      signal,
     });
     await put.body.dump();
     checkDigest(put.headers["docker-content-digest"], desc, what);
     return "uploaded";
   } catch (e) {
     content.destroy();
-    // Best effort: free the registry's half-written session.
+    // Best effort: free the registry's half-written session (briefly, when cancelled).
     await repo
-      .send({ method: "DELETE", url: location, scopes, ok: [204, 404], retry: false })
+      .send({
+        method: "DELETE",
+        url: location,
+        scopes,
+        ok: [204, 404],
+        retry: false,
+        signal: signal?.aborted ? AbortSignal.timeout(CANCEL_DELETE_MS) : undefined,
+      })
       .then((r) => r.body.dump())
       .catch(() => undefined);
     throw e;

@@ -9,7 +9,7 @@ import { Hasher, digestHex, digestMismatch, isDigest, sha256, type Digest } from
 import { Annotation, MediaType } from "../core/media-types.js";
 import type { Descriptor, ImageIndex, ImageManifest } from "../core/oci.js";
 import { formatReference, parseReference } from "../core/reference.js";
-import type { ContentStore } from "../core/content.js";
+import type { ContentCapabilities, ContentStore } from "../core/content.js";
 import { StoreError } from "./store-error.js";
 
 /** LAYOUT_VERSION is the `imageLayoutVersion` of oci-layout (image-spec v1.1 image-layout.md). */
@@ -36,6 +36,14 @@ export interface GcResult {
  * which the layout spec leaves alone.
  */
 export class Store implements ContentStore {
+  /** capabilities: ingest verifies, untagged manifests are kept, a worker thread reopens the store by its root. */
+  readonly capabilities: ContentCapabilities = {
+    verifiesOnPush: true,
+    local: true,
+    addUntagged: (desc) => this.addUntagged(desc),
+    handoff: async () => ({ kind: "layout", root: this.root }),
+  };
+
   private constructor(readonly root: string) {}
 
   /** open opens the store at `root`, creating an empty layout when there is none. */

@@ -3,7 +3,7 @@ import { createServer, request, type IncomingMessage, type Server, type ServerRe
 /**
  * FaultProxy is an HTTP proxy in front of a real registry that produces, on demand, the faults
  * a real registry does not: a flipped byte in a blob, a connection cut in the middle of a
- * blob, 429/503 answers. It also serves `tags/list?n=&last=` pages with a `Link` header the
+ * blob, a blob that stalls half-way, 429/503 answers. It also serves `tags/list?n=&last=` pages with a `Link` header the
  * way the distribution spec describes, which registry v2.8 does not implement (it ignores `n`).
  * Everything else goes through unchanged (the Host header too, so the registry's Location
  * headers point back at the proxy).
@@ -13,6 +13,7 @@ export class FaultProxy {
   readonly requests: { method: string; path: string; range?: string; status?: number }[] = [];
   private flips = new Map<string, number | undefined>();
   private cuts = new Map<string, number>();
+  private stalls = new Map<string, { after: number; reached: () => void }>();
   private failures: {
     match: (method: string, path: string) => boolean;
     status: number;
@@ -46,6 +47,15 @@ export class FaultProxy {
     this.cuts.set(digest, after);
   }
 
+  /**
+   * stallOnce sends the first `after` bytes of the next GET of blob `digest`, then nothing
+   * more (the connection stays open, as with a registry that hangs); the promise resolves
+   * when those bytes are sent, so a test can interrupt the download right in the middle.
+   */
+  stallOnce(digest: string, after: number): Promise<void> {
+    return new Promise((reached) => this.stalls.set(digest, { after, reached }));
+  }
+
   /** fail answers `status` to the next `times` requests `match` accepts (then lets them through). */
   fail(
     match: (method: string, path: string) => boolean,
@@ -60,6 +70,7 @@ export class FaultProxy {
   reset(): void {
     this.flips.clear();
     this.cuts.clear();
+    this.stalls.clear();
     this.failures = [];
     this.requests.length = 0;
   }
@@ -119,8 +130,14 @@ export class FaultProxy {
         const flipAt = this.flips.has(blob) ? (this.flips.get(blob) ?? Math.floor(total / 2)) : -1;
         const cutAt = this.cuts.get(blob);
         if (cutAt !== undefined) this.cuts.delete(blob);
+        const stall = this.stalls.get(blob);
+        if (stall) this.stalls.delete(blob);
+        let stalled = false;
+        // A client that goes away ends the upstream request too.
+        res.on("close", () => ur.destroy());
         let sent = 0;
         ur.on("data", (chunk: Buffer) => {
+          if (stalled) return;
           let c = chunk;
           if (flipAt >= pos && flipAt < pos + c.length) {
             c = Buffer.from(c);
@@ -134,13 +151,22 @@ export class FaultProxy {
             setImmediate(() => res.socket?.destroy());
             return;
           }
+          if (stall && sent + c.length >= stall.after) {
+            res.write(c.subarray(0, stall.after - sent));
+            stalled = true;
+            ur.pause();
+            stall.reached();
+            return;
+          }
           sent += c.length;
           if (!res.write(c)) {
             ur.pause();
             res.once("drain", () => ur.resume());
           }
         });
-        ur.on("end", () => res.end());
+        ur.on("end", () => {
+          if (!stalled) res.end();
+        });
       },
     );
     up.on("error", () => res.destroy());

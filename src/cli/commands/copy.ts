@@ -58,6 +58,49 @@ export async function makeClient(flags: RegistryFlags): Promise<RegistryClient> 
   });
 }
 
+/** EXIT_ON_SIGNAL is the exit status of a transfer stopped by a signal: 128 + its number, as shells report it. */
+const EXIT_ON_SIGNAL = { SIGINT: 130, SIGTERM: 143 } as const;
+
+/**
+ * interruptible runs a transfer with an AbortSignal that SIGINT (Ctrl-C) and SIGTERM fire.
+ * The transfer then stops cleanly (no partial blob, no name written: see copy()), and `ovm`
+ * exits 130 or 143 with one line instead of a stack of errors from every transfer it stopped.
+ * A second signal exits at once, for a registry that does not let go. `view` (the progress
+ * bars) is stopped before that line is written.
+ */
+export async function interruptible<T>(
+  g: GlobalOptions,
+  what: string,
+  view: { stop(): void },
+  run: (signal: AbortSignal) => Promise<T>,
+): Promise<{ done: true; value: T } | { done: false }> {
+  const controller = new AbortController();
+  let got: keyof typeof EXIT_ON_SIGNAL | undefined;
+  const handlers = (Object.keys(EXIT_ON_SIGNAL) as (keyof typeof EXIT_ON_SIGNAL)[]).map((sig) => {
+    const handler = () => {
+      if (got) process.exit(EXIT_ON_SIGNAL[got]);
+      got = sig;
+      controller.abort(new Error(sig));
+    };
+    process.on(sig, handler);
+    return () => process.off(sig, handler);
+  });
+  try {
+    return { done: true, value: await run(controller.signal) };
+  } catch (e) {
+    if (!got) throw e;
+    view.stop();
+    const message = `${what} interrupted (${got}); nothing half-written was kept`;
+    process.stderr.write(
+      g.json ? JSON.stringify({ error: { code: "CANCELLED", message } }) + "\n" : `ovm: ${message}\n`,
+    );
+    process.exitCode = EXIT_ON_SIGNAL[got];
+    return { done: false };
+  } finally {
+    for (const off of handlers) off();
+  }
+}
+
 /** ProgressView draws one bar per blob on stderr while a copy runs. */
 export interface ProgressView {
   progress?: CopyProgress;
@@ -190,20 +233,17 @@ export function register(program: Command): void {
       const client = await makeClient(opts);
       const view = await progressView(globals(c));
       try {
-        const r = await copy(
-          client.repository(s),
-          s.digest ?? s.tag!,
-          client.repository(d, { push: true }),
-          d.tag,
-          {
+        const r = await interruptible(globals(c), `copy to ${formatReference(d)}`, view, (signal) =>
+          copy(client.repository(s), s.digest ?? s.tag!, client.repository(d, { push: true }), d.tag, {
             concurrency: opts.concurrency,
             referrers: opts.referrers,
             platform: opts.platform,
             progress: view.progress,
-          },
+            signal,
+          }),
         );
         view.stop();
-        printSummary(c, "Copied", formatReference(d), r);
+        if (r.done) printSummary(c, "Copied", formatReference(d), r.value);
       } finally {
         view.stop();
         await client.close();

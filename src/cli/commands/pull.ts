@@ -3,6 +3,7 @@ import { formatReference, parseReference } from "../../core/reference.js";
 import { globals, openStore } from "../context.js";
 import {
   addRegistryFlags,
+  interruptible,
   makeClient,
   parseBool,
   printSummary,
@@ -35,14 +36,17 @@ export function register(program: Command): void {
       // The store names what it pulled by the full reference (tag kept, digest dropped).
       const name = r.tag ? formatReference({ ...r, digest: undefined }) : undefined;
       try {
-        const result = await copy(client.repository(r), r.digest ?? r.tag!, store, name, {
-          concurrency: opts.concurrency,
-          referrers: opts.referrers,
-          platform,
-          progress: view.progress,
-        });
+        const result = await interruptible(globals(c), `pull of ${formatReference(r)}`, view, (signal) =>
+          copy(client.repository(r), r.digest ?? r.tag!, store, name, {
+            concurrency: opts.concurrency,
+            referrers: opts.referrers,
+            platform,
+            progress: view.progress,
+            signal,
+          }),
+        );
         view.stop();
-        printSummary(c, "Pulled", name ?? formatReference(r), result);
+        if (result.done) printSummary(c, "Pulled", name ?? formatReference(r), result.value);
       } finally {
         view.stop();
         await client.close();

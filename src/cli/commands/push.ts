@@ -3,6 +3,7 @@ import { formatReference, parseReference } from "../../core/reference.js";
 import { globals, openStore } from "../context.js";
 import {
   addRegistryFlags,
+  interruptible,
   makeClient,
   parseBool,
   printSummary,
@@ -30,13 +31,16 @@ export function register(program: Command): void {
       const client = await makeClient(opts);
       const view = await progressView(globals(c));
       try {
-        const result = await copy(store, ref, client.repository(r, { push: true }), r.tag, {
-          concurrency: opts.concurrency,
-          referrers: opts.referrers,
-          progress: view.progress,
-        });
+        const result = await interruptible(globals(c), `push of ${formatReference(r)}`, view, (signal) =>
+          copy(store, ref, client.repository(r, { push: true }), r.tag, {
+            concurrency: opts.concurrency,
+            referrers: opts.referrers,
+            progress: view.progress,
+            signal,
+          }),
+        );
         view.stop();
-        printSummary(c, "Pushed", formatReference(r), result);
+        if (result.done) printSummary(c, "Pushed", formatReference(r), result.value);
       } finally {
         view.stop();
         await client.close();
