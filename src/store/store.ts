@@ -1,16 +1,20 @@
-import { closeSync, createReadStream, createWriteStream, fsyncSync, openSync, writeSync } from "node:fs";
-import { chmod, mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import { createReadStream, createWriteStream } from "node:fs";
+import { chmod, mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import lockfile from "proper-lockfile";
-import { Hasher, digestHex, digestMismatch, isDigest, sha256, type Digest } from "../core/digest.js";
+import { Hasher, digestHex, isDigest, sha256, type Digest } from "../core/digest.js";
 import { Annotation, MediaType } from "../core/media-types.js";
 import type { Descriptor, ImageIndex, ImageManifest } from "../core/oci.js";
 import { formatReference, parseReference } from "../core/reference.js";
 import type { ContentCapabilities, ContentStore } from "../core/content.js";
 import { StoreError } from "./store-error.js";
+import { collectGarbage, type GcResult } from "./gc.js";
+import { fsyncDir, openBlobWriter, type BlobWriter } from "./blob-writer.js";
+
+export type { GcResult, BlobWriter };
 
 /** LAYOUT_VERSION is the `imageLayoutVersion` of oci-layout (image-spec v1.1 image-layout.md). */
 const LAYOUT_VERSION = "1.0.0";
@@ -19,13 +23,6 @@ const LAYOUT_VERSION = "1.0.0";
 export interface StoreEntry {
   reference?: string;
   descriptor: Descriptor;
-}
-
-/** GcResult reports what `gc` removed. */
-export interface GcResult {
-  blobsRemoved: number;
-  bytesFreed: number;
-  manifestsDropped: number;
 }
 
 /**
@@ -64,7 +61,8 @@ export class Store implements ContentStore {
     return join(this.root, ".ovms");
   }
 
-  private get ingestDir(): string {
+  /** ingestDir holds blobs being written (temp files renamed into blobs/ once verified). */
+  get ingestDir(): string {
     return join(this.workDir, "ingest");
   }
 
@@ -288,75 +286,11 @@ export class Store implements ContentStore {
   }
 
   /**
-   * gc removes every blob that no named manifest reaches: named manifests are roots,
-   * untagged entries are kept only while their subject is kept (a signature of a removed
-   * artifact goes with it), and a manifest keeps its config, layers and child manifests.
+   * gc removes every blob that no named manifest reaches (see store/gc.ts for the rules) and
+   * ingest files of writers that died.
    */
-  async gc(): Promise<GcResult> {
-    const result: GcResult = { blobsRemoved: 0, bytesFreed: 0, manifestsDropped: 0 };
-    await this.updateIndex(async (index) => {
-      const manifests = new Map<string, ImageManifest | ImageIndex>();
-      for (const d of index.manifests) {
-        try {
-          manifests.set(d.digest, await this.readJson(d.digest));
-        } catch {
-          // A manifest that is gone or corrupt keeps nothing alive; its entry is dropped below.
-        }
-      }
-      const live = new Set<string>();
-      for (const d of index.manifests) {
-        const m = manifests.get(d.digest);
-        if (m && (d.annotations?.[Annotation.RefName] || !m.subject)) live.add(d.digest);
-      }
-      // Referrers of live manifests are live, transitively (a signature of a snapshot …).
-      for (let grew = true; grew;) {
-        grew = false;
-        for (const d of index.manifests) {
-          const m = manifests.get(d.digest);
-          if (m && !live.has(d.digest) && m.subject && live.has(m.subject.digest)) {
-            live.add(d.digest);
-            grew = true;
-          }
-        }
-      }
-      const before = index.manifests.length;
-      index.manifests = index.manifests.filter((d) => live.has(d.digest));
-      result.manifestsDropped = before - index.manifests.length;
-
-      const reachable = new Set<string>();
-      const visit = async (digest: Digest): Promise<void> => {
-        if (reachable.has(digest)) return;
-        reachable.add(digest);
-        const m =
-          manifests.get(digest) ??
-          (await this.readJson<ImageManifest | ImageIndex>(digest).catch(() => undefined));
-        if (!m) return;
-        if ("config" in m && m.config) reachable.add(m.config.digest);
-        if ("layers" in m) for (const l of m.layers ?? []) reachable.add(l.digest);
-        if ("manifests" in m) for (const c of m.manifests ?? []) await visit(c.digest);
-      };
-      for (const d of live) await visit(d as Digest);
-
-      const dir = join(this.root, "blobs", "sha256");
-      for (const hex of await readdir(dir)) {
-        if (reachable.has(`sha256:${hex}`)) continue;
-        const p = join(dir, hex);
-        const st = await stat(p);
-        await rm(p, { force: true });
-        result.blobsRemoved++;
-        result.bytesFreed += st.size;
-      }
-      // Ingest files older than an hour belong to writers that died.
-      for (const f of await readdir(this.ingestDir)) {
-        const p = join(this.ingestDir, f);
-        const st = await stat(p).catch(() => undefined);
-        if (st && Date.now() - st.mtimeMs > 3600_000) {
-          await rm(p, { force: true });
-          result.bytesFreed += st.size;
-        }
-      }
-    });
-    return result;
+  gc(): Promise<GcResult> {
+    return collectGarbage(this);
   }
 
   /** readIndex reads index.json as it is now (no lock: writers replace it atomically). */
@@ -403,67 +337,18 @@ export class Store implements ContentStore {
 
   /**
    * openIngest is `ingest` for a writer that hands over bytes itself, synchronously and in
-   * order (a download reading into one reused buffer, which must be free again when `write`
-   * returns): same temp file under `.ovms/ingest`, same verification, fsync, read-only, rename.
-   * The temp file and the running hash survive a dropped connection, so the writer resumes
-   * at `bytes`. `commit` checks size and digest and moves the blob into place; `abort` (or
-   * any failure of `commit`) removes the temp file. Undefined when the blob is already here.
+   * order (a download reading into one reused buffer): same temp file under `.ovms/ingest`,
+   * same verification, fsync, read-only, rename (store/blob-writer.ts). Undefined when the
+   * blob is already here.
    */
   async openIngest(expect: { digest: Digest; size: number }): Promise<BlobWriter | undefined> {
     if ((await this.blobSize(expect.digest)) !== undefined) return undefined;
-    const tmp = join(this.ingestDir, `${process.pid}-${randomBytes(8).toString("hex")}`);
-    const fd = openSync(tmp, "w", 0o600);
-    const hash = createHash("sha256");
-    const what = `blob ${expect.digest}`;
-    let closed = false;
-    const close = () => {
-      if (!closed) closeSync(fd);
-      closed = true;
-    };
-    const abort = async () => {
-      close();
-      await rm(tmp, { force: true });
-    };
-    const w: BlobWriter = {
-      bytes: 0,
-      write: (chunk) => {
-        if (w.bytes + chunk.length > expect.size) {
-          throw new StoreError("DIGEST_MISMATCH", `${what}: more than the declared ${expect.size} bytes`);
-        }
-        hash.update(chunk);
-        for (let off = 0; off < chunk.length;) off += writeSync(fd, chunk, off, chunk.length - off);
-        w.bytes += chunk.length;
-      },
-      commit: async () => {
-        try {
-          if (w.bytes !== expect.size)
-            throw new StoreError("DIGEST_MISMATCH", `${what}: got ${w.bytes} bytes, want ${expect.size}`);
-          const got: Digest = `sha256:${hash.digest("hex")}`;
-          if (got !== expect.digest) throw digestMismatch(what, got, expect.digest, w.bytes);
-          fsyncSync(fd);
-          close();
-          await chmod(tmp, 0o444);
-          await rename(tmp, this.blobPath(expect.digest));
-          await fsyncDir(join(this.root, "blobs", "sha256"));
-        } catch (e) {
-          await abort();
-          throw e;
-        }
-      },
-      abort,
-    };
-    return w;
+    return openBlobWriter(
+      join(this.ingestDir, `${process.pid}-${randomBytes(8).toString("hex")}`),
+      this.blobPath(expect.digest),
+      expect,
+    );
   }
-}
-
-/** BlobWriter is an open ingest (see Store.openIngest). */
-export interface BlobWriter {
-  /** bytes is how many bytes were written so far: where a resumed download goes on. */
-  bytes: number;
-  /** write hashes and appends `chunk` before it returns (the caller may reuse the buffer). */
-  write(chunk: Uint8Array): void;
-  commit(): Promise<void>;
-  abort(): Promise<void>;
 }
 
 /** normalizeName returns the index.json name of a tag reference. */
@@ -487,14 +372,5 @@ async function writeIfMissing(path: string, text: string): Promise<void> {
     await writeFile(path, text + "\n", { flag: "wx" });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-  }
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
   }
 }

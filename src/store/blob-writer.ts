@@ -1,0 +1,81 @@
+import { closeSync, fsyncSync, openSync, writeSync } from "node:fs";
+import { chmod, open, rename, rm } from "node:fs/promises";
+import { dirname } from "node:path";
+import { createHash } from "node:crypto";
+import { digestMismatch, type Digest } from "../core/digest.js";
+import { StoreError } from "./store-error.js";
+
+/** BlobWriter is an open ingest (see Store.openIngest). */
+export interface BlobWriter {
+  /** bytes is how many bytes were written so far: where a resumed download goes on. */
+  bytes: number;
+  /** write hashes and appends `chunk` before it returns (the caller may reuse the buffer). */
+  write(chunk: Uint8Array): void;
+  commit(): Promise<void>;
+  abort(): Promise<void>;
+}
+
+/**
+ * openBlobWriter opens `tmp` for a writer that hands over bytes synchronously and in order.
+ * The temp file and the running hash survive a dropped connection, so the writer resumes at
+ * `bytes`. `commit` checks size and digest, fsyncs, makes the file read-only and renames it to
+ * `dest` (then fsyncs the folder, so the name survives a crash); `abort`, or any failure of
+ * `commit`, removes the temp file.
+ */
+export function openBlobWriter(
+  tmp: string,
+  dest: string,
+  expect: { digest: Digest; size: number },
+): BlobWriter {
+  const fd = openSync(tmp, "w", 0o600);
+  const hash = createHash("sha256");
+  const what = `blob ${expect.digest}`;
+  let closed = false;
+  const close = () => {
+    if (!closed) closeSync(fd);
+    closed = true;
+  };
+  const abort = async () => {
+    close();
+    await rm(tmp, { force: true });
+  };
+  const w: BlobWriter = {
+    bytes: 0,
+    write: (chunk) => {
+      if (w.bytes + chunk.length > expect.size) {
+        throw new StoreError("DIGEST_MISMATCH", `${what}: more than the declared ${expect.size} bytes`);
+      }
+      hash.update(chunk);
+      for (let off = 0; off < chunk.length;) off += writeSync(fd, chunk, off, chunk.length - off);
+      w.bytes += chunk.length;
+    },
+    commit: async () => {
+      try {
+        if (w.bytes !== expect.size)
+          throw new StoreError("DIGEST_MISMATCH", `${what}: got ${w.bytes} bytes, want ${expect.size}`);
+        const got: Digest = `sha256:${hash.digest("hex")}`;
+        if (got !== expect.digest) throw digestMismatch(what, got, expect.digest, w.bytes);
+        fsyncSync(fd);
+        close();
+        await chmod(tmp, 0o444);
+        await rename(tmp, dest);
+        await fsyncDir(dirname(dest));
+      } catch (e) {
+        await abort();
+        throw e;
+      }
+    },
+    abort,
+  };
+  return w;
+}
+
+/** fsyncDir makes a rename in `dir` durable. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
