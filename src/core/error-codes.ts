@@ -70,6 +70,9 @@ export type ErrorCode =
   | "DISK_INVALID"
   | "RAMSNAP_INVALID"
   | "STORE_CORRUPT"
+  // Signatures and keys.
+  | "KEY_INVALID"
+  | "SIGNATURE_INVALID"
   // Host tools.
   | "TOOL_MISSING"
   | "TOOL_FAILED"
@@ -177,6 +180,11 @@ export const ERRORS: Readonly<Record<ErrorCode, ErrorSpec>> = {
   DISK_INVALID: row("MANIFEST_INVALID"),
   RAMSNAP_INVALID: row("MANIFEST_INVALID"),
   STORE_CORRUPT: row("INTERNAL"),
+
+  // A key the user named cannot be used (wrong passphrase, not a P-256 key, not a key at all).
+  KEY_INVALID: row("BAD_REQUEST"),
+  // No signature verifies with the trusted keys: the same answer a policy gives at admission.
+  SIGNATURE_INVALID: row("POLICY_DENIED"),
 
   TOOL_MISSING: row("RUNTIME_UNAVAILABLE"),
   TOOL_FAILED: row("INTERNAL"),

@@ -40,6 +40,12 @@ export const Annotation = {
   Title: "org.opencontainers.image.title",
   Created: "org.opencontainers.image.created",
   Version: "org.opencontainers.image.version",
+  /**
+   * Origin is set by a pull on the store's index.json entry of what it named: the registry
+   * repository the artifact came from (`127.0.0.1:5000/demo/vm`). A store entry without it was
+   * made on this host (built, snapshotted, imported): what a policy's `local` rule decides on.
+   */
+  Origin: "ovms.origin",
 } as const;
 
 /** ManifestMediaTypes is what a client accepts when it fetches a manifest. */

@@ -2,7 +2,7 @@ import { Ajv2020, type ErrorObject } from "ajv/dist/2020.js";
 import * as ajvFormats from "ajv-formats";
 import schema from "../../schemas/manifest.v1.json" with { type: "json" };
 import type { Digest } from "./digest.js";
-import { ValidationError, type ValidationProblem } from "./errors.js";
+import { OvmsError, ValidationError, type ValidationProblem } from "./errors.js";
 import { Annotation, LayerMediaType, type LayerRole } from "./media-types.js";
 import type { OvmsManifest } from "./manifest.generated.js";
 import type { ImageManifest } from "./oci.js";
@@ -126,6 +126,18 @@ function semanticProblems(m: OvmsManifest): ValidationProblem[] {
       }
     }
   });
+  // S7 (rfc §2.4): a snapshot restores only into the memory and vCPUs it was taken with, so
+  // both must be stated; their equality with the blob's metadata is checked at restore time.
+  if (m.ramSnapshot) {
+    for (const k of ["memory", "vcpus"] as const) {
+      if (m.resources?.[k] === undefined)
+        out.push({
+          path: `resources.${k}`,
+          message: "is required when ramSnapshot is present (rule S7: the snapshot's memory size and vCPUs)",
+        });
+    }
+  }
+  if (m.metadata?.platform?.uefi === true) out.push({ path: UEFI_PATH, message: UEFI_MESSAGE });
   const seen = new Set<string>();
   (m.devices ?? []).forEach((d, i) => {
     if (seen.has(d.name))
@@ -139,6 +151,22 @@ function semanticProblems(m: OvmsManifest): ValidationProblem[] {
     }
   });
   return out;
+}
+
+const UEFI_PATH = "metadata.platform.uefi";
+const UEFI_MESSAGE = "UEFI boot is not defined in OVMS v0.1 (direct kernel boot only): NOT_IMPLEMENTED";
+
+/**
+ * refuseUnimplemented throws NOT_IMPLEMENTED when the only thing wrong with a manifest is a
+ * feature v0.1 reserves (rfc §2.2: `platform.uefi: true` is refused with NOT_IMPLEMENTED,
+ * not as an invalid manifest): the runtime cannot do it, the artifact is not broken.
+ */
+function refuseUnimplemented(problems: ValidationProblem[], subject: string): void {
+  if (problems.length > 0 && problems.every((p) => p.path === UEFI_PATH && p.message === UEFI_MESSAGE)) {
+    throw new OvmsError("NOT_IMPLEMENTED", `${subject}: ${UEFI_PATH} is true: ${UEFI_MESSAGE}`, {
+      details: { problems },
+    });
+  }
 }
 
 /** checkManifest returns every problem of `doc` as an OVMS manifest (empty when valid). */
@@ -160,6 +188,7 @@ export function checkManifest(doc: unknown): ValidationProblem[] {
 /** validateManifest returns `doc` typed as OvmsManifest, or throws ValidationError with all problems. */
 export function validateManifest(doc: unknown, subject = "manifest"): OvmsManifest {
   const problems = checkManifest(doc);
+  refuseUnimplemented(problems, subject);
   if (problems.length > 0) throw new ValidationError(subject, problems);
   return doc as OvmsManifest;
 }
@@ -212,6 +241,7 @@ export function checkArtifact(oci: ImageManifest, ovms: OvmsManifest): Validatio
 export function validateArtifact(oci: ImageManifest, doc: unknown, subject = "artifact"): OvmsManifest {
   const problems = checkManifest(doc);
   if (problems.length === 0) problems.push(...checkArtifact(oci, doc as OvmsManifest));
+  refuseUnimplemented(problems, subject);
   if (problems.length > 0) throw new ValidationError(subject, problems);
   return doc as OvmsManifest;
 }
