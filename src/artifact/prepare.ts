@@ -10,6 +10,7 @@ import type { OvmsManifest } from "../core/manifest.generated.js";
 import type { Artifact } from "./artifact.js";
 import { unpackDiskLayer } from "./disk-layer.js";
 import { imageInfo, rebaseUnsafe } from "./qemu-img.js";
+import { checkDiskImage } from "./qcow2-header.js";
 import { preloadRamsnap, readRamsnapHeader, type RamsnapMetadata } from "./ramsnap.js";
 
 /**
@@ -134,6 +135,8 @@ export async function prepareArtifact(
         const stream = await store.fetch({ digest: ref, size: layerSize.get(ref)! });
         const out = await unpackDiskLayer(stream, d.format, tmp);
         const parent = disks[i - 1];
+        // Before qemu-img or QEMU opens it: no backing file but the parent's digest, no data file.
+        await checkDiskImage(out, d.format, parent?.ref, `diskLayers[${i}] ${ref}`);
         if (parent) {
           const info = await imageInfo(out);
           if (info.backingFilename !== parent.ref) {
@@ -164,35 +167,48 @@ export async function prepareArtifact(
     disks,
   };
   if (initrdPath) out.initrdPath = initrdPath;
-  if (m.ramSnapshot) {
-    const ref = m.ramSnapshot.ref as Digest;
-    if (m.ramSnapshot.compression !== "lz4") {
-      throw new OvmsError(
-        "NOT_IMPLEMENTED",
-        `ramSnapshot.compression ${m.ramSnapshot.compression} is not supported by this runtime (lz4 only)`,
-      );
-    }
-    const blob = await cache.verifyBlob(store, ref, layerSize.get(ref)!);
-    const header = await readRamsnapHeader(blob);
-    const problems = snapshotMismatches(header.metadata, m);
-    if (problems.length) {
-      throw new OvmsError(
-        "MANIFEST_INVALID",
-        `RAM snapshot ${ref} does not fit its artifact: ${problems.join("; ")}`,
-      );
-    }
-    const preloaded = opts.snapshotCacheDir ?? defaultSnapshotCache(store);
-    await mkdir(preloaded, { recursive: true, mode: 0o755 });
-    if (!existsSync(join(preloaded, "store-path")))
-      await writeFile(join(preloaded, "store-path"), resolve(store.root));
-    const dir = join(preloaded, digestHex(ref));
-    out.ramSnapshot = {
-      ...(await cache.preloadOnce(blob, header, dir)),
-      metadata: header.metadata,
-      digest: ref,
-    };
-  }
+  if (m.ramSnapshot) out.ramSnapshot = await preloadSnapshot(store, a, { ...opts, cache });
   return out;
+}
+
+/**
+ * preloadSnapshot readies an artifact's RAM snapshot for restores (rfc §5.7 step 4): the blob
+ * verified, its structure and its fit with the manifest checked (§5.5, §5.6), the memory
+ * decompressed once per digest into the store's snapshot cache on tmpfs, where every later
+ * start (of any process using this store) finds it. Used by prepareArtifact and by `ovm pull`
+ * when the manifest sets `preload_hint`.
+ */
+export async function preloadSnapshot(
+  store: Store,
+  a: Artifact,
+  opts: { snapshotCacheDir?: string; cache?: PrepareCache } = {},
+): Promise<NonNullable<PreparedArtifact["ramSnapshot"]>> {
+  const cache = opts.cache ?? new PrepareCache();
+  const m = a.ovms;
+  if (!m.ramSnapshot) throw new OvmsError("INTERNAL", `${a.reference}: no RAM snapshot to preload`);
+  const layerSize = new Map(a.oci.layers.map((l) => [l.digest, l.size]));
+  const ref = m.ramSnapshot.ref as Digest;
+  if (m.ramSnapshot.compression !== "lz4") {
+    throw new OvmsError(
+      "NOT_IMPLEMENTED",
+      `ramSnapshot.compression ${m.ramSnapshot.compression} is not supported by this runtime (lz4 only)`,
+    );
+  }
+  const blob = await cache.verifyBlob(store, ref, layerSize.get(ref)!);
+  const header = await readRamsnapHeader(blob);
+  const problems = snapshotMismatches(header.metadata, m);
+  if (problems.length) {
+    throw new OvmsError(
+      "MANIFEST_INVALID",
+      `RAM snapshot ${ref} does not fit its artifact: ${problems.join("; ")}`,
+    );
+  }
+  const preloaded = opts.snapshotCacheDir ?? defaultSnapshotCache(store);
+  await mkdir(preloaded, { recursive: true, mode: 0o755 });
+  if (!existsSync(join(preloaded, "store-path")))
+    await writeFile(join(preloaded, "store-path"), resolve(store.root));
+  const dir = join(preloaded, digestHex(ref));
+  return { ...(await cache.preloadOnce(blob, header, dir)), metadata: header.metadata, digest: ref };
 }
 
 /** snapshotMismatches compares a ramsnap's metadata with the manifest that carries it (§5.6). */

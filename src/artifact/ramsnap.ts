@@ -192,6 +192,58 @@ async function inflate(buf: Buffer, what: string): Promise<Buffer> {
   }
 }
 
+/** MAX_METADATA bounds frame M, decompressed (a metadata of a 1 TiB guest's extents is far below it). */
+const MAX_METADATA = 64 << 20;
+/** MAX_BLOCK_SIZE bounds `blockSize` (v0.1 writers use 2 MiB). */
+const MAX_BLOCK_SIZE = 64 << 20;
+
+const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+
+/**
+ * checkIndexShape refuses an index JSON that is not the shape of §5.5 before anything is read
+ * by its numbers: every frame reference two non-negative integers inside the frames' span,
+ * so a hostile index cannot ask for a read (and an allocation) of any size it likes.
+ */
+function checkIndexShape(index: RamsnapIndex, frameX: number, path: string): void {
+  const frame = (f: unknown, what: string) => {
+    const r = f as Partial<FrameRef> | null;
+    if (typeof r !== "object" || r === null || !isCount(r.frameOffset) || !isCount(r.frameLength))
+      throw bad(path, `index ${what} is not {frameOffset, frameLength}`);
+    if (r.frameOffset + r.frameLength > frameX) throw bad(path, `index ${what} lies past the frames`);
+  };
+  if (typeof index !== "object" || index === null || !Array.isArray(index.blocks))
+    throw bad(path, "index is not {blocks, metadata, deviceState}");
+  frame(index.metadata, "metadata");
+  frame(index.deviceState, "deviceState");
+  index.blocks.forEach((b, i) => {
+    frame(b, `blocks[${i}]`);
+    if (!isCount(b.guestOffset) || !isCount(b.length) || b.length === 0)
+      throw bad(path, `index blocks[${i}] has no valid guestOffset/length`);
+  });
+}
+
+/** checkMetadataShape refuses metadata whose numbers a reader would trust blindly (§5.3). */
+function checkMetadataShape(m: RamsnapMetadata, path: string): void {
+  if (typeof m !== "object" || m === null) throw bad(path, "metadata is not an object");
+  if (!isCount(m.memoryBytes) || m.memoryBytes === 0) throw bad(path, "metadata.memoryBytes is not a size");
+  if (!isCount(m.vcpus) || m.vcpus === 0) throw bad(path, "metadata.vcpus is not a count");
+  if (!isCount(m.blockSize) || m.blockSize === 0 || m.blockSize > MAX_BLOCK_SIZE)
+    throw bad(path, `metadata.blockSize ${String(m.blockSize)} is not in 1..${MAX_BLOCK_SIZE}`);
+  if (!Array.isArray(m.diskLayers) || m.diskLayers.some((d) => typeof d !== "string"))
+    throw bad(path, "metadata.diskLayers is not a list of digests");
+  if (typeof m.deviceState !== "object" || m.deviceState === null || !isCount(m.deviceState.size))
+    throw bad(path, "metadata.deviceState is not {size, sha256}");
+  if (!Array.isArray(m.extents)) throw bad(path, "metadata.extents is not a list");
+  let end = 0;
+  for (const [i, e] of m.extents.entries()) {
+    if (typeof e !== "object" || e === null || !isCount(e.offset) || !isCount(e.length) || e.length === 0)
+      throw bad(path, `metadata.extents[${i}] is not {offset, length > 0}`);
+    if (e.offset < end) throw bad(path, `metadata.extents[${i}] overlaps or is out of order`);
+    end = e.offset + e.length;
+    if (end > m.memoryBytes) throw bad(path, `metadata.extents[${i}] ends past memoryBytes`);
+  }
+}
+
 /**
  * readRamsnapHeader reads a blob's trailer, index and metadata and runs every structural
  * check of §5.5, so a truncated or altered blob is refused before anything starts.
@@ -208,16 +260,25 @@ export async function readRamsnapHeader(path: string): Promise<RamsnapHeader> {
     const head = await readAt(fh, x, 8);
     if (head.readUInt32LE(0) !== SKIPPABLE_MAGIC) throw bad(path, "frame X is not a skippable frame");
     if (x + 8 + head.readUInt32LE(4) !== size) throw bad(path, "frame X does not end the blob");
+    if (size - 24 - x > MAX_METADATA * 4) throw bad(path, `index of ${size - 24 - x} bytes`);
     let index: RamsnapIndex;
     try {
       index = JSON.parse((await readAt(fh, x + 8, size - 16 - x - 8)).toString("utf8")) as RamsnapIndex;
     } catch (e) {
       throw bad(path, `index is not JSON: ${(e as Error).message}`);
     }
+    checkIndexShape(index, x, path);
     const m = await inflate(await readAt(fh, 0, index.metadata.frameLength), "metadata frame");
+    if (m.length > MAX_METADATA) throw bad(path, `metadata of ${m.length} bytes`);
     const text = m.toString("utf8");
     if (!text.startsWith(RAMSNAP_FIRST_LINE)) throw bad(path, `first line is not "OVMS-RAMSNAP 1"`);
-    const metadata = JSON.parse(text.slice(RAMSNAP_FIRST_LINE.length)) as RamsnapMetadata;
+    let metadata: RamsnapMetadata;
+    try {
+      metadata = JSON.parse(text.slice(RAMSNAP_FIRST_LINE.length)) as RamsnapMetadata;
+    } catch (e) {
+      throw bad(path, `metadata is not JSON: ${(e as Error).message}`);
+    }
+    checkMetadataShape(metadata, path);
     // Frames follow each other with no gap, and the blocks are exactly the cut of the extents.
     let at = 0;
     for (const f of [index.metadata, index.deviceState, ...index.blocks]) {

@@ -18,6 +18,8 @@ import { register as registerStatus } from "./commands/status.js";
 import { register as registerInject } from "./commands/inject.js";
 import { register as registerSnapshot } from "./commands/snapshot.js";
 import { register as registerServe } from "./commands/serve.js";
+import { register as registerKey } from "./commands/key.js";
+import { register as registerSign } from "./commands/sign.js";
 import { VERSION } from "../version.js";
 
 /** program builds the `ovm` command tree. */
@@ -51,6 +53,8 @@ export function program(): Command {
   registerStatus(p);
   registerInject(p);
   registerSnapshot(p);
+  registerKey(p);
+  registerSign(p);
   registerServe(p);
   return p;
 }

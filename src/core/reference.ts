@@ -100,6 +100,18 @@ export function normalizeReference(s: string): string {
   return formatReference(parseReference(s));
 }
 
+/**
+ * namesRegistry tells whether a reference as typed names its registry (`127.0.0.1:5000/demo/vm`,
+ * `registry.example.com/vm`, `localhost/vm`) rather than leaving it to the docker.io default:
+ * the same first-component rule as parseReference.
+ */
+export function namesRegistry(input: string): boolean {
+  const first = input.split("@")[0].indexOf("/");
+  if (first < 0) return false;
+  const head = input.slice(0, first);
+  return head.includes(".") || head.includes(":") || head === "localhost" || head.startsWith("[");
+}
+
 /** repositoryOf is `registry/repository`, the name without tag or digest. */
 export function repositoryOf(r: Reference): string {
   return `${r.registry}/${r.repository}`;

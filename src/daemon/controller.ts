@@ -1,7 +1,14 @@
+import { resolve as resolvePath } from "node:path";
 import type { Readable } from "node:stream";
 import { isDigest } from "../core/digest.js";
 import { OvmsError } from "../core/errors.js";
-import { formatReference, normalizeReference as normalizeRef, parseReference } from "../core/reference.js";
+import { Annotation } from "../core/media-types.js";
+import {
+  formatReference,
+  normalizeReference as normalizeRef,
+  parseReference,
+  repositoryOf,
+} from "../core/reference.js";
 import type { Store } from "../store/store.js";
 import { loadArtifactByDescriptor, type Artifact } from "../artifact/artifact.js";
 import { importPath } from "../artifact/import.js";
@@ -26,6 +33,7 @@ import type {
 } from "../api/types.generated.js";
 import { isPathLike } from "../api/paths.js";
 import { VERSION } from "../version.js";
+import type { Policy } from "../sign/policy.js";
 import { badRequest } from "./contract.js";
 import type { Logger } from "./log.js";
 import { toInstanceInfo } from "./wire.js";
@@ -44,6 +52,8 @@ export interface ControllerOptions {
   warmPool?: number;
   /** Per-snapshot pool sizes, keyed by reference or manifest digest; they override `warmPool`. */
   warmPools?: Record<string, number>;
+  /** policy admits or refuses every start (rfc §8.3); without one nothing is checked. */
+  policy?: Policy;
 }
 
 /**
@@ -63,8 +73,10 @@ export class Controller {
   private readonly warmPools: Map<string, number>;
   /** What preparing remembers for the daemon's life: verified blobs, snapshot preloads in flight. */
   private readonly prepareCache = new PrepareCache();
+  private readonly policy?: Policy;
 
   constructor(opts: ControllerOptions) {
+    if (opts.policy) this.policy = opts.policy;
     this.store = opts.store;
     this.runtime = opts.runtime;
     this.log = opts.log;
@@ -113,6 +125,9 @@ export class Controller {
         );
       }
       const artifact = await this.resolveArtifact(req.manifest);
+      // Admission: after the artifact is resolved and verified as an artifact, before anything
+      // of it is unpacked, preloaded or started.
+      if (this.policy) await this.admit(req.manifest, artifact);
       // A snapshot artifact is preloaded here (once per digest) and restored, never cold-booted.
       const prepared = await prepareArtifact(this.store, artifact, { cache: this.prepareCache });
       const info = await this.runtime.start(prepared, {
@@ -135,6 +150,36 @@ export class Controller {
       return { instance_id: info.id, status: "starting", name: info.name };
     } finally {
       if (name !== undefined) this.reserved.delete(name);
+    }
+  }
+
+  /**
+   * admit applies the policy to an artifact about to start: judged by where it came from (the
+   * registry repository its pull recorded, `file://PATH` for a path, this host otherwise), its
+   * signatures read from the store. A refusal is POLICY_DENIED (403) naming the rule and why.
+   */
+  private async admit(asked: string, a: Artifact): Promise<void> {
+    const { enforce, originOf } = await import("../sign/admission.js");
+    const from = isPathLike(asked) ? { repository: `file://${resolvePath(asked)}` } : originOf(a.descriptor);
+    try {
+      const d = await enforce(
+        this.policy!,
+        { reference: asked, descriptor: a.descriptor, ramSnapshot: !!a.ovms.ramSnapshot, from },
+        this.store,
+      );
+      this.log.info("admitted", {
+        reference: asked,
+        digest: a.descriptor.digest,
+        rule: d.rule,
+        why: d.reason,
+      });
+    } catch (e) {
+      this.log.info("refused by policy", {
+        reference: asked,
+        digest: a.descriptor.digest,
+        error: (e as Error).message,
+      });
+      throw e;
     }
   }
 
@@ -305,6 +350,8 @@ export async function pullFromRegistry(
       referrers: true,
       platform: hostPlatform(),
       signal: opts.signal,
+      // Where it came from goes on its name, for the policy's admission (sign/admission originOf).
+      nameAnnotations: { [Annotation.Origin]: repositoryOf(r) },
     });
   } catch (e) {
     if (e instanceof RegistryError) {

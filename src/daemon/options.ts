@@ -14,6 +14,7 @@ export interface DaemonFlags {
   logLevel?: LogLevel;
   warmPool?: number;
   warmPoolFor?: Record<string, number>;
+  policy?: string;
 }
 
 /**
@@ -35,6 +36,10 @@ export function addDaemonOptions(cmd: Command, withStore = true): Command {
     .option("--group <name>", "give this group access to the socket (mode 0660 instead of 0600)")
     .option("--listen <host:port>", "also listen on TCP (requires --token)")
     .option("--token <token>", "bearer token TCP requests must carry (default: $OVMD_TOKEN)")
+    .option(
+      "--policy <file>",
+      "trust policy every POST /start is admitted by (default: $OVM_POLICY; none: no signature checks)",
+    )
     .option(
       "--warm-pool <n>",
       "paused QEMU processes kept ready per hot snapshot artifact (0: off)",
@@ -69,5 +74,6 @@ export function serveOptions(flags: DaemonFlags): ServeOptions {
   if (flags.logLevel) o.logLevel = flags.logLevel;
   if (flags.warmPool !== undefined && Number.isInteger(flags.warmPool)) o.warmPool = flags.warmPool;
   if (flags.warmPoolFor) o.warmPools = flags.warmPoolFor;
+  if (flags.policy) o.policy = flags.policy;
   return o;
 }

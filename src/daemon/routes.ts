@@ -106,7 +106,7 @@ export function requestHandler(
         }
         throw new OvmsError("NOT_FOUND", `${method} ${url.pathname}: no such endpoint`);
       }
-      const text = await readBody(req);
+      const text = await readBody(req, res);
       let body: unknown;
       if (text.length) {
         try {
@@ -133,8 +133,11 @@ export function requestHandler(
           code: body.error.code,
           stack: (e as Error)?.stack?.split("\n").slice(1, 4).join(" |"),
         });
-      if (!res.headersSent) send(res, s, body);
-      else res.destroy();
+      if (!res.headersSent) {
+        send(res, s, body);
+        // A refused oversized body is not drained: the connection goes once the answer is out.
+        if (res.getHeader("connection") === "close") res.on("finish", () => req.destroy());
+      } else res.destroy();
       done(s);
     }
   };
@@ -179,12 +182,30 @@ async function streamRecords(res: ServerResponse, status: number, records: Reada
   }
 }
 
-async function readBody(req: IncomingMessage): Promise<string> {
+/**
+ * readBody reads a request body of at most MAX_BODY bytes: a larger declared Content-Length
+ * is refused before a byte is read, and a body that grows past the limit (chunked) is refused
+ * as soon as it does. Either way the connection is closed after the answer, so the rest of
+ * the body is never read.
+ */
+async function readBody(req: IncomingMessage, res: ServerResponse): Promise<string> {
+  const tooLarge = (n: string) => {
+    res.setHeader("connection", "close");
+    return new OvmsError(
+      "BAD_REQUEST",
+      `request body of ${n} bytes is larger than the limit of ${MAX_BODY} bytes`,
+      {
+        details: { problems: [{ path: "", message: `larger than ${MAX_BODY} bytes` }] },
+      },
+    );
+  };
+  const declared = Number(req.headers["content-length"] ?? 0);
+  if (declared > MAX_BODY) throw tooLarge(String(declared));
   const chunks: Buffer[] = [];
   let n = 0;
   for await (const c of req as AsyncIterable<Buffer>) {
     n += c.length;
-    if (n > MAX_BODY) throw new OvmsError("BAD_REQUEST", `request body larger than ${MAX_BODY} bytes`);
+    if (n > MAX_BODY) throw tooLarge(`more than ${MAX_BODY}`);
     chunks.push(c);
   }
   return Buffer.concat(chunks).toString("utf8");

@@ -38,6 +38,8 @@ export interface ServeOptions {
   /** runtime replaces the QEMU runtime (embedding, tests). */
   runtime?: Runtime;
   pull?: PullFn;
+  /** policy is the trust policy file every start is admitted by (default: OVM_POLICY; none: no checks). */
+  policy?: string;
   /** signals installs SIGTERM/SIGINT handlers that close the daemon (default true). */
   signals?: boolean;
 }
@@ -71,6 +73,9 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
     );
   const tcpAddr = opts.listen ? parseHostPort(opts.listen) : undefined;
   const gid = opts.group ? groupId(opts.group) : undefined;
+  // A policy that cannot be read stops the daemon: it never falls back to "no policy".
+  const policyFile = opts.policy ?? process.env.OVM_POLICY;
+  const policy = policyFile ? await (await import("../sign/policy.js")).loadPolicy(policyFile) : undefined;
 
   const storeDir = resolveStoreDir(opts.store);
   const store = await Store.open(storeDir);
@@ -100,6 +105,7 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
       ...(opts.pull ? { pull: opts.pull } : {}),
       ...(opts.warmPool !== undefined ? { warmPool: opts.warmPool } : {}),
       ...(opts.warmPools ? { warmPools: opts.warmPools } : {}),
+      ...(policy ? { policy } : {}),
     });
     const table = routes(controller);
 
@@ -112,7 +118,12 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
       await closeServer(unix);
       await rm(socketPath, { force: true });
     });
-    log.info("listening", { socket: socketPath, mode: gid === undefined ? "0600" : "0660", store: storeDir });
+    log.info("listening", {
+      socket: socketPath,
+      mode: gid === undefined ? "0600" : "0660",
+      store: storeDir,
+      policy: policy?.file ?? "none",
+    });
 
     let tcp: string | undefined;
     if (tcpAddr) {

@@ -44,6 +44,14 @@ export interface CopyOptions {
    * copy rejects with CANCELLED once everything it started has stopped.
    */
   signal?: AbortSignal;
+  /**
+   * beforeName runs once everything is in the destination (manifests, blobs, referrers) and
+   * before the root is named: a pull's policy check, which may refuse (throw) so that nothing
+   * is named.
+   */
+  beforeName?: (root: Descriptor) => Promise<void>;
+  /** nameAnnotations are recorded on the root's name where the destination keeps them (a store's index.json entry: `ovms.origin`). */
+  nameAnnotations?: Record<string, string>;
 }
 
 /** CopyResult says what a copy did. */
@@ -252,8 +260,13 @@ export async function copy(
     if (opts.referrers ?? true) await copyReferrers(root);
     // The name goes last, and never after a cancel: a name always means a complete artifact.
     throwIfCancelled(signal, srcRef);
-    if (dstRef) await dst.tag(root, dstRef, { signal });
-    else await dstCan?.addUntagged?.(root);
+    await opts.beforeName?.(root);
+    throwIfCancelled(signal, srcRef);
+    const named = opts.nameAnnotations
+      ? { ...root, annotations: { ...(root.annotations ?? {}), ...opts.nameAnnotations } }
+      : root;
+    if (dstRef) await dst.tag(named, dstRef, { signal });
+    else await dstCan?.addUntagged?.(named);
     result.seconds = (performance.now() - started) / 1000;
     return result;
   } catch (e) {

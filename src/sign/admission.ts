@@ -1,6 +1,7 @@
 import type { ContentStore } from "../core/content.js";
-import { Annotation } from "../core/media-types.js";
-import type { Descriptor } from "../core/oci.js";
+import { Annotation, MediaType } from "../core/media-types.js";
+import type { Descriptor, ImageManifest } from "../core/oci.js";
+import { MAX_MANIFEST, readAll } from "../registry/manifest-bytes.js";
 import type { TrustedKey } from "./keys.js";
 import { ruleFor, type Policy } from "./policy.js";
 import { SignError } from "./sign-error.js";
@@ -45,6 +46,23 @@ export interface Decision {
 export function originOf(entry: Descriptor): Origin {
   const o = entry.annotations?.[Annotation.Origin];
   return o ? { repository: o } : { local: true };
+}
+
+/**
+ * carriesRamSnapshot reads the manifest `desc` from `source` and tells whether it has a RAM
+ * snapshot layer. The layer list decides, not the OVMS config: rule S6 makes a ramSnapshot
+ * part a layer of that media type, so an artifact cannot carry one without showing it here.
+ */
+export async function carriesRamSnapshot(source: ContentStore, desc: Descriptor): Promise<boolean> {
+  const m = JSON.parse(
+    (
+      await readAll(
+        await source.fetch({ mediaType: desc.mediaType, digest: desc.digest, size: desc.size }),
+        MAX_MANIFEST,
+      )
+    ).toString("utf8"),
+  ) as Partial<ImageManifest>;
+  return Array.isArray(m.layers) && m.layers.some((l) => l?.mediaType === MediaType.RamSnapshot);
 }
 
 function keyNames(keys: TrustedKey[]): string {

@@ -175,10 +175,20 @@ export interface CopySummary {
   blobsMounted: number;
   referrers: number;
   seconds: number;
+  /** policy says why the policy admitted a pull. */
+  policy?: string;
+  /** preloaded is where a pull put a RAM snapshot that asked to be preloaded. */
+  preloaded?: string;
 }
 
 /** printSummary prints the outcome of a copy: JSON, the digest with -q, a sentence otherwise. */
-export function printSummary(cmd: Command, verb: string, reference: string, r: CopyResult): void {
+export function printSummary(
+  cmd: Command,
+  verb: string,
+  reference: string,
+  r: CopyResult,
+  extra: { policy?: string; preloaded?: string } = {},
+): void {
   const g = globals(cmd);
   const out = new Printer(g);
   const summary: CopySummary = {
@@ -192,15 +202,20 @@ export function printSummary(cmd: Command, verb: string, reference: string, r: C
     blobsMounted: r.blobsMounted,
     referrers: r.referrers,
     seconds: Math.round(r.seconds * 1000) / 1000,
+    ...extra,
   };
   out.result(summary, () => {
     if (g.quiet) return r.digest;
+    const notes =
+      (extra.policy ? `\n  policy: ${extra.policy}` : "") +
+      (extra.preloaded ? `\n  RAM snapshot preloaded into ${extra.preloaded} (preload_hint)` : "");
     const skipped = r.blobsSkipped + r.blobsMounted;
     const rate = r.seconds > 0 ? `, ${formatSize(r.bytesTransferred / r.seconds)}/s` : "";
     return (
       `${verb} ${reference} ${r.digest}\n` +
       `  ${r.blobsTransferred} blob(s) transferred (${formatSize(r.bytesTransferred)}), ${skipped} already there${r.blobsMounted ? ` or mounted (${r.blobsMounted})` : ""} (${formatSize(r.bytesSkipped)}), ` +
-      `${r.referrers} referrer(s), ${r.seconds.toFixed(2)} s${rate}`
+      `${r.referrers} referrer(s), ${r.seconds.toFixed(2)} s${rate}` +
+      notes
     );
   });
 }
