@@ -110,8 +110,15 @@ export async function unpackDiskLayer(
         return ok;
       },
     });
-    stream.on("error", reject);
-    x.on("error", reject);
+    // A tar the parser cannot read is the layer's fault: ARTIFACT_INVALID, saying what broke.
+    const fail = (e: unknown) =>
+      reject(
+        e instanceof OvmsError
+          ? e
+          : new OvmsError("ARTIFACT_INVALID", `disk layer tar is not a valid tar: ${(e as Error).message}`, { cause: e }),
+      );
+    stream.on("error", fail);
+    x.on("error", fail);
     x.on("close", () => resolve());
     stream.pipe(x);
   });
