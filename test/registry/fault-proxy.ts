@@ -20,6 +20,11 @@ export class FaultProxy {
     left: number;
     headers: Record<string, string>;
   }[] = [];
+  private custom: {
+    match: (method: string, path: string) => boolean;
+    left: number;
+    handle: (req: IncomingMessage, res: ServerResponse, upstream: number) => void;
+  }[] = [];
   private server!: Server;
   port = 0;
 
@@ -66,8 +71,22 @@ export class FaultProxy {
     this.failures.push({ match, status, left: times, headers });
   }
 
+  /**
+   * answer lets `handle` answer the next `times` requests `match` accepts (default: all of
+   * them), for faults that need a response of their own: a wrong Content-Length, an endless
+   * body, an oversized manifest, a redirect loop. `upstream` is the real registry's port.
+   */
+  answer(
+    match: (method: string, path: string) => boolean,
+    handle: (req: IncomingMessage, res: ServerResponse, upstream: number) => void,
+    times = Infinity,
+  ): void {
+    this.custom.push({ match, handle, left: times });
+  }
+
   /** reset forgets every fault and the request log. */
   reset(): void {
+    this.custom = [];
     this.flips.clear();
     this.cuts.clear();
     this.stalls.clear();
@@ -86,6 +105,13 @@ export class FaultProxy {
     const entry: FaultProxy["requests"][number] = { method, path };
     if (req.headers.range) entry.range = String(req.headers.range);
     this.requests.push(entry);
+
+    const c = this.custom.find((x) => x.left > 0 && x.match(method, path));
+    if (c) {
+      c.left--;
+      c.handle(req, res, this.upstream);
+      return;
+    }
 
     const f = this.failures.find((x) => x.left > 0 && x.match(method, path));
     if (f) {
