@@ -115,7 +115,9 @@ export async function unpackDiskLayer(
       reject(
         e instanceof OvmsError
           ? e
-          : new OvmsError("ARTIFACT_INVALID", `disk layer tar is not a valid tar: ${(e as Error).message}`, { cause: e }),
+          : new OvmsError("ARTIFACT_INVALID", `disk layer tar is not a valid tar: ${(e as Error).message}`, {
+              cause: e,
+            }),
       );
     stream.on("error", fail);
     x.on("error", fail);
