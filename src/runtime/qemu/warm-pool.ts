@@ -29,6 +29,9 @@ export class QemuWarmPool implements WarmPool {
   /** memoryCapBytes caps the guest memory all warm pools together may hold. */
   memoryCapBytes = 2 * 1024 ** 3;
   private readonly pools = new Map<string, Pool>();
+  /** Fills in progress: close waits for them, so no process is launched after it returned. */
+  private readonly filling = new Set<Promise<void>>();
+  private closed = false;
 
   constructor(private readonly procs: PoolProcesses) {}
 
@@ -71,15 +74,24 @@ export class QemuWarmPool implements WarmPool {
   }
 
   /** fill starts processes until the pool has its size, within the memory cap. */
-  async fill(a: PreparedArtifact): Promise<void> {
+  fill(a: PreparedArtifact): Promise<void> {
+    const run = this.fillLoop(a).finally(() => this.filling.delete(run));
+    this.filling.add(run);
+    return run;
+  }
+
+  private async fillLoop(a: PreparedArtifact): Promise<void> {
     const p = this.pools.get(a.digest);
     if (!p) return;
-    while (p.ready.length + p.filling < p.size) {
+    while (!this.closed && p.ready.length + p.filling < p.size) {
       const mem = a.ramSnapshot!.metadata.memoryBytes;
       if (this.pooledBytes() + mem > this.memoryCapBytes) return;
       p.filling++;
       try {
-        p.ready.push(await this.procs.launch(a));
+        const id = await this.procs.launch(a);
+        // Closed while this one started: nobody will hand it out, so it must not outlive the pool.
+        if (this.closed) await this.procs.discard(id);
+        else p.ready.push(id);
       } catch {
         return; // a pool that cannot fill is only a slower start, never an error
       } finally {
@@ -88,8 +100,13 @@ export class QemuWarmPool implements WarmPool {
     }
   }
 
-  /** close discards every ready process and forgets the pools (daemon shutdown). */
+  /**
+   * close discards every ready process and forgets the pools (daemon shutdown). It waits for
+   * fills in progress, which discard what they started: nothing pooled outlives the daemon.
+   */
   async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all([...this.filling]);
     for (const p of this.pools.values()) for (const id of p.ready.splice(0)) await this.procs.discard(id);
     this.pools.clear();
   }

@@ -107,3 +107,30 @@ test("close discards every ready process and forgets the pools", async () => {
   assert.deepEqual(procs.discarded.sort(), ["sha256:a-0", "sha256:a-1", "sha256:b-2"]);
   assert.deepEqual(pool.status(), []);
 });
+
+test("close while a process is being launched waits for it and discards it: nothing pooled outlives the daemon", async () => {
+  const procs = new FakeProcesses();
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const slow: PoolProcesses = {
+    launch: async (a) => {
+      await gate;
+      return procs.launch(a);
+    },
+    usable: (id) => procs.usable(id),
+    discard: (id) => procs.discard(id),
+  };
+  const pool = new QemuWarmPool(slow);
+  const a = snapshot("sha256:a", 100 << 20);
+  const configured = pool.configure(a, 1);
+  await new Promise((r) => setImmediate(r));
+  let closed = false;
+  const closing = pool.close().then(() => (closed = true));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(closed, false, "close waits for the launch in progress");
+  release();
+  await Promise.all([configured, closing]);
+  assert.deepEqual(procs.discarded, procs.launched, "the process launched during close was discarded");
+  assert.equal(procs.launched.length, 1);
+  assert.equal(pool.take(a), undefined);
+});
