@@ -1,4 +1,4 @@
-import { execFile, spawn } from "node:child_process";
+import { execFile, execFileSync, spawn } from "node:child_process";
 import { randomFillSync } from "node:crypto";
 import { mkdir, open, rm, writeFile } from "node:fs/promises";
 import { cpus, totalmem } from "node:os";
@@ -183,9 +183,15 @@ export async function report(
 
 export { DEMO_CMDLINE } from "../scripts/demo-guest.js";
 
+/** demoAssetsDir builds the demo VM's parts once (scripts/demo-assets.sh) and returns their folder. */
+export function demoAssetsDir(): string {
+  const out = execFileSync("bash", [join(ROOT, "scripts/demo-assets.sh")], { encoding: "utf8" }).trim();
+  return out.split("\n").pop()!;
+}
+
 /**
  * demoStore makes a temp folder QEMU's unprivileged user can reach, with a store holding the
- * demo VM (from .cache/demo-assets) as `bench/vm:1`.
+ * demo VM (from scripts/demo-assets.sh) as `bench/vm:1`.
  */
 export async function demoStore(
   prefix: string,
@@ -197,7 +203,7 @@ export async function demoStore(
   const { Store } = await import("../src/store/store.js");
   const dir = await mkdtemp(join(tmpdir(), prefix));
   await chmod(dir, 0o755);
-  const assets = join(ROOT, ".cache", "demo-assets");
+  const assets = demoAssetsDir();
   const store = await Store.open(join(dir, "store"));
   await build(
     store,

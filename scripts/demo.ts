@@ -5,7 +5,7 @@
  * snapshot it → push/pull the snapshot → restore it (the guest's counter goes on) → stop,
  * and a timing summary. Everything runs in a temp folder that is removed at the end.
  */
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { chmod, mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,7 +15,11 @@ import { DEMO_CMDLINE } from "./demo-guest.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const OVM = join(ROOT, "dist/src/cli/ovm.js");
-const ASSETS = join(ROOT, ".cache/demo-assets");
+// The demo VM's parts, built once by scripts/demo-assets.sh, which prints their folder last.
+const ASSETS = execFileSync("bash", [join(ROOT, "scripts/demo-assets.sh")], { encoding: "utf8" })
+  .trim()
+  .split("\n")
+  .pop()!;
 const CMDLINE = DEMO_CMDLINE;
 
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
