@@ -220,6 +220,31 @@ export async function demoStore(
   return { dir, store };
 }
 
+/** networkFlag reads `--network off|on|both` into the settings to run, off first. */
+export function networkFlag(v: string | undefined): ("off" | "on")[] {
+  if (v === "off" || v === "on") return [v];
+  if (v === "both") return ["off", "on"];
+  throw new Error(`--network takes off, on or both, not ${v}`);
+}
+
+/**
+ * httpAnswer polls `http://127.0.0.1:PORT/cgi-bin/state` (the demo guest's httpd, through a
+ * published port) every 5 ms until it answers 200, and returns the ms since `t0`.
+ */
+export async function httpAnswer(port: number, t0: number, timeoutMs = 120_000): Promise<number> {
+  for (;;) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}/cgi-bin/state`, { signal: AbortSignal.timeout(5000) });
+      await r.arrayBuffer();
+      if (r.status === 200) return performance.now() - t0;
+    } catch {
+      // not listening yet: SLIRP resets the connection while nothing listens in the guest
+    }
+    if (performance.now() - t0 > timeoutMs) throw new Error(`no HTTP answer on port ${port}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 /** percentile of a list of numbers (nearest rank). */
 export function percentile(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
