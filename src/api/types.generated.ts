@@ -103,7 +103,7 @@ export interface NetworkInfo {
   mode: NetworkMode;
   mac?: MacAddress;
   /**
-   * Published ports, host side first.
+   * The published ports, as bound, while the instance holds them (empty once it has ended).
    */
   ports: PortMapping[];
 }

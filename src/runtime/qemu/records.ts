@@ -327,7 +327,10 @@ export function toInstance(r: InstanceRecord, now = Date.now()): Instance {
       vcpus: r.vcpus,
     },
     devices: r.devices.map((d) => ({ type: d.type, name: d.name, size: d.size })),
-    network: r.network ? { ...r.network, ports: [...r.network.ports] } : { mode: "none", ports: [] },
+    // Ports are reported while the instance holds them: an ended QEMU has let them go.
+    network: r.network
+      ? { ...r.network, ports: TERMINAL_STATES.has(r.state) ? [] : [...r.network.ports] }
+      : { mode: "none", ports: [] },
   };
   if (r.reason) info.reason = r.reason;
   if (r.pid && !TERMINAL_STATES.has(r.state)) info.pid = r.pid;

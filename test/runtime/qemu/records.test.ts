@@ -204,6 +204,7 @@ test("toInstance: the record as an Instance; the pid only while the instance liv
     mac: "52:54:00:12:34:56",
     ports,
   });
+  assert.deepEqual(toInstance({ ...r, state: "exited", network: { mode: "user", ports } }).network.ports, []);
   const ended = toInstance({
     ...r,
     state: "exited",
