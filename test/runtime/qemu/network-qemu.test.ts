@@ -169,8 +169,32 @@ test("the pool does not serve what its processes cannot become: restricted, or a
   await rt.stop(priv.id, { force: true });
 });
 
+test("after a daemon restart, a re-attached instance keeps its ports, and they stay taken", async () => {
+  const info = await rt.start(snap, { name: "kept", ports: [{ guestPort: 80 }] });
+  const port = info.network.ports[0].hostPort;
+  await rt.close(); // the daemon goes away; QEMU does not
+  rt = await QemuRuntime.create({ stateDir: store.workDir });
+  await rt.recover();
+  const again = await rt.status("kept");
+  assert.equal(again.state, "running");
+  assert.deepEqual(again.network.ports, info.network.ports);
+  assert.equal((await state(port)).mac, snapMac, "still served through the same port");
+  await assert.rejects(
+    rt.start(snap, { ports: [{ hostPort: port, guestPort: 80 }] }),
+    (e: any) => e.code === "CONFLICT" && /already published by instance kept/.test(e.message),
+  );
+  await rt.stop("kept", { force: true });
+});
+
 test("a port taken after the probe: QEMU cannot bind it, the start is CONFLICT and nothing is left", async (t) => {
   const held = await holdPort();
+  await rt.close();
+  rt = await QemuRuntime.create({
+    stateDir: store.workDir,
+    portProbe: (protocol, ip, port) => (lie ? Promise.resolve(port) : bindProbe(protocol, ip, port)),
+  });
+  await rt.recover();
+  await rt.configurePool(snap, 1);
   lie = true;
   t.after(async () => {
     lie = false;
