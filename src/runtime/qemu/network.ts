@@ -1,9 +1,11 @@
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { run } from "../../artifact/exec.js";
 import type { PreparedArtifact } from "../../artifact/prepare.js";
 import { checkMac, formatPort } from "../../core/ports.js";
 import { RuntimeError } from "../runtime-error.js";
 import type { Machine, PortRequest, PublishedPort, StartOptions } from "../types.js";
+import { QEMU_BINARY } from "./accel.js";
 import type { QmpClient } from "./qmp-client.js";
 
 /**
@@ -231,4 +233,28 @@ export async function publishPooled<
   }
   pooled.rec.network!.ports = ports;
   return pooled;
+}
+
+let userNetdev: Promise<boolean> | undefined;
+
+/**
+ * hasUserNetworking tells, once per process, whether this QEMU has user-mode networking
+ * (`-netdev help` lists `user`): since 7.2 QEMU no longer bundles SLIRP, and a build without
+ * libslirp has none.
+ */
+export function hasUserNetworking(): Promise<boolean> {
+  userNetdev ??= run(QEMU_BINARY, ["-netdev", "help"]).then(
+    (out) => /^user$/m.test(out),
+    () => false,
+  );
+  return userNetdev;
+}
+
+/** requireUserNetworking refuses, with NOT_IMPLEMENTED, a NIC this QEMU cannot give. */
+export async function requireUserNetworking(): Promise<void> {
+  if (!(await hasUserNetworking()))
+    throw new RuntimeError(
+      "NOT_IMPLEMENTED",
+      `${QEMU_BINARY} has no user-mode networking (-netdev user; QEMU 7.2 and later have it only when built with libslirp): run with network none, or install a QEMU built with libslirp (Debian: qemu-system-x86)`,
+    );
 }

@@ -31,7 +31,7 @@ import { Supervisor, connectQmp, isOurQemu, kill, procMetrics, type Live } from 
 import { trace } from "./trace.js";
 import { QemuWarmPool } from "./warm-pool.js";
 import { PortBook, type Probe } from "../ports.js";
-import { forwardFailure, lostPortError, poolServes, portHolders, publishPooled } from "./network.js";
+import * as net from "./network.js";
 
 /**
  * QemuRuntime is the reference Runtime: one QEMU process per instance, each with its own
@@ -87,6 +87,7 @@ export class QemuRuntime implements Runtime {
     const shm = opts.shmDir ?? (existsSync("/dev/shm") ? "/dev/shm/ovms" : join(opts.stateDir, "shm"));
     const user = new QemuUser(runAs);
     const rt = new QemuRuntime(opts.stateDir, shm, user, new PortBook(opts.portProbe));
+    void net.hasUserNetworking(); // asked now, so that no start waits for the answer
     await mkdir(join(opts.stateDir, "instances"), { recursive: true, mode: 0o755 });
     await user.checkReachable(join(opts.stateDir, "instances"));
     await mkdir(shm, { recursive: true });
@@ -136,13 +137,14 @@ export class QemuRuntime implements Runtime {
     await this.version();
     const plan = await this.plan(a, opts);
     trace("start: planned");
+    if (plan.network) await net.requireUserNetworking();
     // Host ports are claimed before anything is created: one in use refuses the start (rfc §6.6).
-    const claim = await this.ports.claim(plan.network?.ports ?? [], portHolders(this.records.all()));
+    const claim = await this.ports.claim(plan.network?.ports ?? [], net.portHolders(this.records.all()));
     if (plan.network) plan.network.published = claim.ports;
     const pooled = a.ramSnapshot ? this.takeFromPool(a, plan) : undefined;
     const { rec, live } = await (
       pooled
-        ? publishPooled(pooled, plan.network?.published, async () => {
+        ? net.publishPooled(pooled, plan.network?.published, async () => {
             await this.discard(pooled.rec.instance_id);
             this.warm.refillSoon(a);
           })
@@ -195,7 +197,8 @@ export class QemuRuntime implements Runtime {
    */
   private takeFromPool(a: PreparedArtifact, plan: Plan): { rec: InstanceRecord; live: Live } | undefined {
     const nic = a.ramSnapshot!.metadata.network;
-    if (!poolServes(nic && { mode: "user", mac: nic.mac }, plan.network, this.user.name)) return undefined;
+    if (!net.poolServes(nic && { mode: "user", mac: nic.mac }, plan.network, this.user.name))
+      return undefined;
     const id = this.warm.take(a);
     if (id === undefined) return undefined;
     const rec = this.records.get(id)!;
@@ -255,9 +258,9 @@ export class QemuRuntime implements Runtime {
   /** lostPort: QEMU could not bind a published port (taken after the probe): CONFLICT, nothing left. */
   private async lostPort(e: unknown): Promise<never> {
     const rec = this.records.get(String((e as RuntimeError).details?.instance_id));
-    const rule = rec?.reason && forwardFailure(rec.reason);
+    const rule = rec?.reason && net.forwardFailure(rec.reason);
     if (rule) await this.records.remove(rec);
-    throw rule ? lostPortError(rule) : e;
+    throw rule ? net.lostPortError(rule) : e;
   }
 
   /** discard stops and removes a warm-pool process that is no longer wanted. */

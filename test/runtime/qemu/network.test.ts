@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import type { PreparedArtifact } from "../../../src/artifact/prepare.js";
 import { qemuArgv, type QemuConfig } from "../../../src/runtime/qemu/argv.js";
 import {
+  hasUserNetworking,
   draftNetwork,
   forwardFailure,
   lostPortError,
@@ -209,4 +210,8 @@ test("only live instances hold their ports", () => {
     ]),
   ];
   assert.deepEqual(held, [{ id: "a", name: "a", ports }]);
+});
+
+test("this host's QEMU has user-mode networking (QEMU 7.2 needs libslirp for it)", async () => {
+  assert.equal(await hasUserNetworking(), true);
 });
