@@ -29,6 +29,9 @@ export class QemuWarmPool implements WarmPool {
   /** memoryCapBytes caps the guest memory all warm pools together may hold. */
   memoryCapBytes = 2 * 1024 ** 3;
   private readonly pools = new Map<string, Pool>();
+  /** Launches under way: close waits for them, or what they start would outlive the pool. */
+  private readonly launching = new Set<Promise<unknown>>();
+  private closed = false;
 
   constructor(private readonly procs: PoolProcesses) {}
 
@@ -74,22 +77,31 @@ export class QemuWarmPool implements WarmPool {
   async fill(a: PreparedArtifact): Promise<void> {
     const p = this.pools.get(a.digest);
     if (!p) return;
-    while (p.ready.length + p.filling < p.size) {
+    while (!this.closed && p.ready.length + p.filling < p.size) {
       const mem = a.ramSnapshot!.metadata.memoryBytes;
       if (this.pooledBytes() + mem > this.memoryCapBytes) return;
       p.filling++;
+      // The launch and its entry in `ready` are one step, so close never misses what it made.
+      const launch = this.procs.launch(a).then((id) => void p.ready.push(id));
+      this.launching.add(launch);
       try {
-        p.ready.push(await this.procs.launch(a));
+        await launch;
       } catch {
         return; // a pool that cannot fill is only a slower start, never an error
       } finally {
         p.filling--;
+        this.launching.delete(launch);
       }
     }
   }
 
-  /** close discards every ready process and forgets the pools (daemon shutdown). */
+  /**
+   * close discards every ready process and forgets the pools (daemon shutdown), once the
+   * launches under way have ended: a process a refill is still starting is discarded too.
+   */
   async close(): Promise<void> {
+    this.closed = true;
+    await Promise.allSettled([...this.launching]);
     for (const p of this.pools.values()) for (const id of p.ready.splice(0)) await this.procs.discard(id);
     this.pools.clear();
   }

@@ -107,3 +107,25 @@ test("close discards every ready process and forgets the pools", async () => {
   assert.deepEqual(procs.discarded.sort(), ["sha256:a-0", "sha256:a-1", "sha256:b-2"]);
   assert.deepEqual(pool.status(), []);
 });
+
+test("close waits for a refill under way and discards what it launched: no process outlives the pool", async () => {
+  let finish!: () => void;
+  const slow = new Promise<void>((r) => (finish = r));
+  const procs = new FakeProcesses();
+  const launch = procs.launch.bind(procs);
+  const pool = new QemuWarmPool(procs);
+  const a = snapshot("sha256:a", 1 << 20);
+  await pool.configure(a, 1);
+  assert.equal(pool.take(a), "sha256:a-0");
+  procs.launch = async (x) => {
+    await slow; // QEMU is still starting when the daemon shuts down
+    return launch(x);
+  };
+  const refill = pool.fill(a);
+  const closed = pool.close();
+  finish();
+  await Promise.all([refill, closed]);
+  assert.deepEqual(procs.discarded, ["sha256:a-1"], "the process the refill launched is discarded");
+  await pool.fill(a);
+  assert.deepEqual(procs.launched, ["sha256:a-0", "sha256:a-1"], "a closed pool launches nothing more");
+});
