@@ -1,4 +1,4 @@
-import { execFile, spawn } from "node:child_process";
+import { execFile, execFileSync, spawn } from "node:child_process";
 import { randomFillSync } from "node:crypto";
 import { mkdir, open, rm, writeFile } from "node:fs/promises";
 import { cpus, totalmem } from "node:os";
@@ -183,9 +183,15 @@ export async function report(
 
 export { DEMO_CMDLINE } from "../scripts/demo-guest.js";
 
+/** demoAssetsDir builds the demo VM's parts once (scripts/demo-assets.sh) and returns their folder. */
+export function demoAssetsDir(): string {
+  const out = execFileSync("bash", [join(ROOT, "scripts/demo-assets.sh")], { encoding: "utf8" }).trim();
+  return out.split("\n").pop()!;
+}
+
 /**
  * demoStore makes a temp folder QEMU's unprivileged user can reach, with a store holding the
- * demo VM (from .cache/demo-assets) as `bench/vm:1`.
+ * demo VM (from scripts/demo-assets.sh) as `bench/vm:1`.
  */
 export async function demoStore(
   prefix: string,
@@ -197,7 +203,7 @@ export async function demoStore(
   const { Store } = await import("../src/store/store.js");
   const dir = await mkdtemp(join(tmpdir(), prefix));
   await chmod(dir, 0o755);
-  const assets = join(ROOT, ".cache", "demo-assets");
+  const assets = demoAssetsDir();
   const store = await Store.open(join(dir, "store"));
   await build(
     store,
@@ -212,6 +218,31 @@ export async function demoStore(
     "bench/vm:1",
   );
   return { dir, store };
+}
+
+/** networkFlag reads `--network off|on|both` into the settings to run, off first. */
+export function networkFlag(v: string | undefined): ("off" | "on")[] {
+  if (v === "off" || v === "on") return [v];
+  if (v === "both") return ["off", "on"];
+  throw new Error(`--network takes off, on or both, not ${v}`);
+}
+
+/**
+ * httpAnswer polls `http://127.0.0.1:PORT/cgi-bin/state` (the demo guest's httpd, through a
+ * published port) every 5 ms until it answers 200, and returns the ms since `t0`.
+ */
+export async function httpAnswer(port: number, t0: number, timeoutMs = 120_000): Promise<number> {
+  for (;;) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}/cgi-bin/state`, { signal: AbortSignal.timeout(5000) });
+      await r.arrayBuffer();
+      if (r.status === 200) return performance.now() - t0;
+    } catch {
+      // not listening yet: SLIRP resets the connection while nothing listens in the guest
+    }
+    if (performance.now() - t0 > timeoutMs) throw new Error(`no HTTP answer on port ${port}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
 }
 
 /** percentile of a list of numbers (nearest rank). */

@@ -1,9 +1,11 @@
 /**
  * bench/boot: cold boot of the demo artifact through the daemon's API, timed from the
  * `POST /start` call to the guest's first console line and to its `OVMS-READY` line
- * (userspace up, layered disk mounted), on both machine models.
+ * (userspace up, layered disk mounted, and with a NIC its DHCP lease taken), on both machine
+ * models. `--network on` publishes guest port 80 and also times the first HTTP answer of the
+ * guest's httpd through it; `both` alternates runs without and with, side by side.
  *
- *   node dist/bench/boot.js [--runs 10]
+ *   node dist/bench/boot.js [--runs 10] [--network off|on|both]
  *
  * Prints a table and writes JSON to bench/results/boot-<date>.json.
  */
@@ -12,20 +14,23 @@ import { rm } from "node:fs/promises";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { DEMO_CMDLINE, demoStore, percentile, writeResult } from "./bench-lib.js";
+import { DEMO_CMDLINE, demoStore, httpAnswer, networkFlag, percentile, writeResult } from "./bench-lib.js";
 import { OvmdClient } from "../src/client/client.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const CMDLINE = DEMO_CMDLINE;
+// httpd: busybox httpd in the guest (it answers only with a NIC) and a counter.
+const CMDLINE = `${DEMO_CMDLINE} ovms.mode=httpd`;
 
 const pct = percentile;
 
 async function main(): Promise<void> {
   let runs = 10;
+  let nets: ("off" | "on")[] = ["off"];
   const argv = process.argv.slice(2);
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === "--runs") runs = Number(argv[++i]);
-    else throw new Error(`unknown flag ${argv[i]} (--runs N)`);
+    else if (argv[i] === "--network") nets = networkFlag(argv[++i]);
+    else throw new Error(`unknown flag ${argv[i]} (--runs N, --network off|on|both)`);
   }
   const { dir, store } = await demoStore("ovms-bench-boot-", CMDLINE, 192 << 20);
   const socket = join(dir, "ovmd.sock");
@@ -47,59 +52,79 @@ async function main(): Promise<void> {
   const rows = [];
   try {
     for (const machine of ["microvm", "q35"] as const) {
-      const samples: { startMs: number; runningMs: number; firstLineMs: number; readyMs: number }[] = [];
+      type Sample = {
+        startMs: number;
+        runningMs: number;
+        firstLineMs: number;
+        readyMs: number;
+        httpMs?: number;
+      };
+      const samples: Record<string, Sample[]> = Object.fromEntries(nets.map((n) => [n, []]));
+      // Without and with a network alternate run by run, so a change of load hits both alike.
       for (let i = 0; i < runs; i++) {
-        const t0 = performance.now();
-        const { instance_id: id } = await client.start({
-          manifest: "bench/vm:1",
-          overrides: { accel: "tcg", machine },
-        });
-        const startMs = performance.now() - t0;
-        let runningMs = NaN;
-        let firstLineMs = NaN;
-        let readyMs = NaN;
-        while (Number.isNaN(readyMs)) {
-          if (Number.isNaN(runningMs) && (await client.status(id)).state === "running")
-            runningMs = performance.now() - t0;
-          const lines: string[] = [];
-          for await (const r of await client.logs(id)) lines.push(r.line);
-          const now = performance.now() - t0;
-          if (Number.isNaN(firstLineMs) && lines.some((l) => l.trim() !== "")) firstLineMs = now;
-          if (lines.includes("OVMS-READY")) readyMs = now;
-          if (now > 120_000) throw new Error(`instance ${id} not ready after 120 s`);
-          await new Promise((r) => setTimeout(r, 5));
+        for (const net of nets) {
+          const t0 = performance.now();
+          const { instance_id: id } = await client.start({
+            manifest: "bench/vm:1",
+            overrides: { accel: "tcg", machine, ...(net === "on" ? { ports: [{ guest_port: 80 }] } : {}) },
+          });
+          const startMs = performance.now() - t0;
+          let runningMs = NaN;
+          let firstLineMs = NaN;
+          let readyMs = NaN;
+          while (Number.isNaN(readyMs)) {
+            if (Number.isNaN(runningMs) && (await client.status(id)).state === "running")
+              runningMs = performance.now() - t0;
+            const lines: string[] = [];
+            for await (const r of await client.logs(id)) lines.push(r.line);
+            const now = performance.now() - t0;
+            if (Number.isNaN(firstLineMs) && lines.some((l) => l.trim() !== "")) firstLineMs = now;
+            if (lines.includes("OVMS-READY")) readyMs = now;
+            if (now > 120_000) throw new Error(`instance ${id} not ready after 120 s`);
+            await new Promise((r) => setTimeout(r, 5));
+          }
+          const sample: Sample = { startMs, runningMs, firstLineMs, readyMs };
+          if (net === "on")
+            sample.httpMs = await httpAnswer((await client.status(id)).network.ports[0].host_port, t0);
+          samples[net].push(sample);
+          await client.stop({ instance_id: id, force: true });
+          await client.remove(id);
         }
-        samples.push({ startMs, runningMs, firstLineMs, readyMs });
-        await client.stop({ instance_id: id, force: true });
-        await client.remove(id);
       }
-      const col = (k: keyof (typeof samples)[0]) => samples.map((s) => s[k]);
-      rows.push({
-        machine,
-        runs,
-        start_call_p50_ms: pct(col("startMs"), 50),
-        first_line_p50_ms: pct(col("firstLineMs"), 50),
-        first_line_p95_ms: pct(col("firstLineMs"), 95),
-        ready_p50_ms: pct(col("readyMs"), 50),
-        ready_p95_ms: pct(col("readyMs"), 95),
-        samples,
-      });
+      for (const net of nets) {
+        const col = (k: keyof Sample) =>
+          samples[net].map((s) => s[k]).filter((n): n is number => n !== undefined);
+        rows.push({
+          machine,
+          network: net,
+          runs,
+          start_call_p50_ms: pct(col("startMs"), 50),
+          first_line_p50_ms: pct(col("firstLineMs"), 50),
+          first_line_p95_ms: pct(col("firstLineMs"), 95),
+          ready_p50_ms: pct(col("readyMs"), 50),
+          ready_p95_ms: pct(col("readyMs"), 95),
+          ...(net === "on"
+            ? { http_p50_ms: pct(col("httpMs"), 50), http_p95_ms: pct(col("httpMs"), 95) }
+            : {}),
+          samples: samples[net],
+        });
+      }
     }
   } finally {
     daemon.kill("SIGTERM");
   }
-  const f = (n: number) => n.toFixed(0).padStart(8);
+  const f = (n: number | undefined) => (n === undefined ? "—" : n.toFixed(0)).padStart(8);
   process.stdout.write(
     [
-      `cold boot benchmark (TCG, 192 MiB, ${cpus().length} CPUs): ms from POST /start`,
-      `machine   runs   /start returns   first line p50   p95   OVMS-READY p50   p95`,
+      `cold boot benchmark (TCG, 192 MiB, ${cpus().length} CPUs): ms from POST /start; http: first answer through the published port`,
+      `machine  network  runs   /start returns   first line p50   p95   OVMS-READY p50   p95   http p50      p95`,
       ...rows.map(
         (r) =>
-          `${r.machine.padEnd(8)} ${String(r.runs).padStart(5)} ${f(r.start_call_p50_ms)}         ${f(r.first_line_p50_ms)} ${f(r.first_line_p95_ms)} ${f(r.ready_p50_ms)}     ${f(r.ready_p95_ms)}`,
+          `${r.machine.padEnd(8)} ${r.network.padEnd(7)} ${String(r.runs).padStart(5)} ${f(r.start_call_p50_ms)}         ${f(r.first_line_p50_ms)} ${f(r.first_line_p95_ms)} ${f(r.ready_p50_ms)}     ${f(r.ready_p95_ms)} ${f(r.http_p50_ms)} ${f(r.http_p95_ms)}`,
       ),
     ].join("\n") + "\n",
   );
-  await writeResult("boot", { results: rows });
+  await writeResult("boot", { cmdline: CMDLINE, network: nets, results: rows });
   await rm(dir, { recursive: true, force: true });
 }
 

@@ -3,8 +3,11 @@
  * run: cold boot of the same artifact, restore with a fresh QEMU process, restore from the
  * warm pool, and QEMU's own loadvm of the same guest as the peer. Each start is timed from
  * the start call to the guest running (QMP status) and to its first console output after.
+ * `--network on` gives every instance a NIC with a published port (the snapshot is taken of a
+ * guest with a NIC) and also times the first HTTP answer through that port; `both` runs each
+ * contender with and without, side by side (loadvm runs without only).
  *
- *   node dist/bench/restore.js [--runs 20] [--cold-runs 20] [--keep]
+ *   node dist/bench/restore.js [--runs 20] [--cold-runs 20] [--network off|on|both] [--keep]
  *
  * Prints a table and writes JSON to bench/results/restore-<date>.json.
  */
@@ -12,15 +15,16 @@ import { spawn } from "node:child_process";
 import { copyFile, mkdir, rm, stat, writeFile } from "node:fs/promises";
 import { cpus } from "node:os";
 import { join } from "node:path";
-import { DEMO_CMDLINE, demoStore, percentile, writeResult } from "./bench-lib.js";
+import { DEMO_CMDLINE, demoStore, httpAnswer, networkFlag, percentile, writeResult } from "./bench-lib.js";
 import { loadArtifact } from "../src/artifact/artifact.js";
 import { PrepareCache, prepareArtifact, type PreparedArtifact } from "../src/artifact/prepare.js";
-import { packSnapshot } from "../src/artifact/snapshot.js";
+import { packSnapshot, type SnapshotResult } from "../src/artifact/snapshot.js";
 import { QemuRuntime } from "../src/runtime/qemu/qemu-runtime.js";
 import { QmpClient } from "../src/runtime/qemu/qmp-client.js";
 import { createOverlay } from "../src/artifact/qemu-img.js";
 
-const CMDLINE = `${DEMO_CMDLINE} ovms.mode=counter`;
+// httpd: the counter of ovms.mode=counter plus busybox httpd (answers only with a NIC).
+const CMDLINE = `${DEMO_CMDLINE} ovms.mode=httpd`;
 const MEMORY = 192 << 20;
 
 /**
@@ -33,15 +37,20 @@ interface Sample {
   runningMs: number;
   firstOutputMs: number;
   readyMs: number;
+  /** With a network: to the first HTTP answer through the published port. */
+  httpMs?: number;
 }
 
+type Net = "off" | "on";
+
 function args(argv: string[]) {
-  const a = { runs: 20, coldRuns: 20, keep: false };
+  const a = { runs: 20, coldRuns: 20, keep: false, network: ["off"] as Net[] };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === "--runs") a.runs = Number(argv[++i]);
     else if (argv[i] === "--cold-runs") a.coldRuns = Number(argv[++i]);
     else if (argv[i] === "--keep") a.keep = true;
-    else throw new Error(`unknown flag ${argv[i]} (--runs N, --cold-runs N, --keep)`);
+    else if (argv[i] === "--network") a.network = networkFlag(argv[++i]);
+    else throw new Error(`unknown flag ${argv[i]} (--runs N, --cold-runs N, --network off|on|both, --keep)`);
   }
   return a;
 }
@@ -52,7 +61,8 @@ function stats<N extends string>(
   key: keyof Sample,
   name: N,
 ): Record<`${N}_p50_ms` | `${N}_p95_ms`, number> {
-  const v = xs.map((x) => x[key]);
+  const v = xs.map((x) => x[key]).filter((n): n is number => n !== undefined);
+  if (!v.length) return {} as Record<`${N}_p50_ms` | `${N}_p95_ms`, number>;
   return { [`${name}_p50_ms`]: percentile(v, 50), [`${name}_p95_ms`]: percentile(v, 95) } as Record<
     `${N}_p50_ms` | `${N}_p95_ms`,
     number
@@ -69,16 +79,26 @@ async function firstOutput(path: string, from: number, t0: number, timeoutMs = 6
   }
 }
 
-/** viaRuntime times one start through the runtime API (the daemon's /start calls exactly this). */
-async function viaRuntime(rt: QemuRuntime, a: PreparedArtifact, stateDir: string): Promise<Sample> {
+/**
+ * viaRuntime times one start through the runtime API (the daemon's /start calls exactly
+ * this); with the network on, the instance publishes guest port 80 on a free host port.
+ */
+async function viaRuntime(rt: QemuRuntime, a: PreparedArtifact, stateDir: string, net: Net): Promise<Sample> {
   const t0 = performance.now();
-  const info = await rt.start(a, { accel: "tcg" });
+  const info = await rt.start(a, { accel: "tcg", ...(net === "on" ? { ports: [{ guestPort: 80 }] } : {}) });
   const runningMs = performance.now() - t0;
   const serial = join(stateDir, "instances", info.id, "serial.log");
   const firstOutputMs = await firstOutput(serial, 0, t0);
   const readyMs = a.ramSnapshot ? runningMs : await lineSeen(serial, /^OVMS-COUNTER: /m, t0);
+  const sample: Sample = { runningMs, firstOutputMs, readyMs };
+  if (net === "on") sample.httpMs = await httpAnswer(info.network.ports[0].hostPort, t0);
   await rt.remove(info.id, { force: true });
-  return { runningMs, firstOutputMs, readyMs };
+  return sample;
+}
+
+/** label names a series; with both network settings in one run, each gets its own. */
+function label(name: string, net: Net, nets: Net[]): string {
+  return nets.length === 2 ? `${name} [network ${net}]` : name;
 }
 
 /** lineSeen waits until the serial log holds a line matching `re`. */
@@ -99,36 +119,50 @@ async function main() {
   const cold = await prepareArtifact(store, source, { cache });
   const rt = await QemuRuntime.create({ stateDir: store.workDir });
 
-  // The snapshot: a counting guest, paused after a few counts.
-  const src = await rt.start(cold, { accel: "tcg", name: "source" });
-  await firstOutput(join(store.workDir, "instances", src.id, "serial.log"), 200, performance.now());
-  await new Promise((r) => setTimeout(r, 1000));
-  const snap = await rt.snapshot(src.id, { stop: true }, (c) =>
-    packSnapshot(store, source, c, "bench/vm:snap"),
-  );
-  const restorable = await prepareArtifact(store, await loadArtifact(store, "bench/vm:snap"), { cache });
-  process.stderr.write(
-    `snapshot ${snap.descriptor.digest}: ${snap.ramsnap.metadata.memory.bytes} of ${MEMORY} bytes non-zero, blob ${snap.ramsnap.size} bytes\n`,
-  );
-
-  const series: Record<string, Sample[]> = {
-    "cold boot": [],
-    "restore (fresh QEMU)": [],
-    "restore (warm pool)": [],
-    "QEMU loadvm": [],
-  };
-
-  for (let i = 0; i < a.coldRuns; i++) series["cold boot"].push(await viaRuntime(rt, cold, store.workDir));
-  for (let i = 0; i < a.runs; i++)
-    series["restore (fresh QEMU)"].push(await viaRuntime(rt, restorable, store.workDir));
-  await rt.configurePool(restorable, 1);
-  for (let i = 0; i < a.runs; i++) {
-    // Wait for the pool to refill, so every start is a pool start.
-    while (rt.poolStatus()[0].ready < 1) await new Promise((r) => setTimeout(r, 20));
-    series["restore (warm pool)"].push(await viaRuntime(rt, restorable, store.workDir));
+  // One snapshot per network setting: a counting guest (with a NIC for "on"), paused after a few counts.
+  const snaps: Partial<Record<Net, { prepared: PreparedArtifact; result: SnapshotResult }>> = {};
+  for (const net of a.network) {
+    const src = await rt.start(cold, {
+      accel: "tcg",
+      name: `source-${net}`,
+      network: net === "on" ? "user" : "none",
+    });
+    await firstOutput(join(store.workDir, "instances", src.id, "serial.log"), 200, performance.now());
+    await new Promise((r) => setTimeout(r, 1000));
+    const result = await rt.snapshot(src.id, { stop: true }, (c) =>
+      packSnapshot(store, source, c, `bench/vm:snap-net-${net}`),
+    );
+    const ref = `bench/vm:snap-net-${net}`;
+    snaps[net] = {
+      prepared: await prepareArtifact(store, await loadArtifact(store, ref), { cache }),
+      result,
+    };
+    process.stderr.write(
+      `snapshot (network ${net}) ${result.descriptor.digest}: ${result.ramsnap.metadata.memory.bytes} of ${MEMORY} bytes non-zero, blob ${result.ramsnap.size} bytes\n`,
+    );
   }
-  await rt.configurePool(restorable, 0);
-  series["QEMU loadvm"] = await loadvmSeries(dir, cold, a.runs);
+
+  const series: Record<string, Sample[]> = {};
+  const add = (name: string, net: Net, s: Sample) => (series[label(name, net, a.network)] ??= []).push(s);
+  // Network off and on alternate run by run, so a change of load on the host hits both alike.
+  for (let i = 0; i < a.coldRuns; i++)
+    for (const net of a.network) add("cold boot", net, await viaRuntime(rt, cold, store.workDir, net));
+  for (let i = 0; i < a.runs; i++)
+    for (const net of a.network)
+      add("restore (fresh QEMU)", net, await viaRuntime(rt, snaps[net]!.prepared, store.workDir, net));
+  for (const net of a.network) await rt.configurePool(snaps[net]!.prepared, 1);
+  for (let i = 0; i < a.runs; i++) {
+    for (const net of a.network) {
+      // Wait for the pool to refill, so every start is a pool start.
+      const digest = snaps[net]!.prepared.digest;
+      while ((rt.poolStatus().find((p) => p.digest === digest)?.ready ?? 0) < 1)
+        await new Promise((r) => setTimeout(r, 20));
+      add("restore (warm pool)", net, await viaRuntime(rt, snaps[net]!.prepared, store.workDir, net));
+    }
+  }
+  for (const net of a.network) await rt.configurePool(snaps[net]!.prepared, 0);
+  if (a.network.includes("off"))
+    series[label("QEMU loadvm", "off", a.network)] = await loadvmSeries(dir, cold, a.runs);
   await rt.close();
 
   const rows = Object.entries(series).map(([name, xs]) => ({
@@ -137,9 +171,15 @@ async function main() {
     ...stats(xs, "runningMs", "running"),
     ...stats(xs, "firstOutputMs", "output"),
     ...stats(xs, "readyMs", "ready"),
+    ...stats(xs, "httpMs", "http"),
   }));
-  const by = Object.fromEntries(rows.map((r) => [r.name, r]));
-  const ratios = {
+  // The classic ratios compare the contenders under the first network setting (off with both).
+  const by = Object.fromEntries(
+    rows
+      .filter((r) => !r.name.includes("[network") || r.name.endsWith(`[network ${a.network[0]}]`))
+      .map((r) => [r.name.replace(/ \[network (on|off)\]$/, ""), r]),
+  );
+  const ratios: Record<string, number> = {
     "cold boot / warm pool (ready for work p50)":
       by["cold boot"].ready_p50_ms / by["restore (warm pool)"].ready_p50_ms,
     "cold boot / fresh restore (ready for work p50)":
@@ -151,28 +191,44 @@ async function main() {
     "cold boot / fresh restore (first output p50)":
       by["cold boot"].output_p50_ms / by["restore (fresh QEMU)"].output_p50_ms,
     "loadvm / warm pool (running p50)":
-      by["QEMU loadvm"].running_p50_ms / by["restore (warm pool)"].running_p50_ms,
+      by["QEMU loadvm"]?.running_p50_ms / by["restore (warm pool)"].running_p50_ms,
     "loadvm / fresh restore (running p50)":
-      by["QEMU loadvm"].running_p50_ms / by["restore (fresh QEMU)"].running_p50_ms,
+      by["QEMU loadvm"]?.running_p50_ms / by["restore (fresh QEMU)"].running_p50_ms,
   };
-  const f = (n: number) => n.toFixed(1).padStart(9);
+  if (a.network.length === 2) {
+    for (const n of ["cold boot", "restore (fresh QEMU)", "restore (warm pool)"]) {
+      const on = rows.find((r) => r.name === `${n} [network on]`)!;
+      const off = rows.find((r) => r.name === `${n} [network off]`)!;
+      ratios[`${n}: network on / off (running p50)`] = on.running_p50_ms / off.running_p50_ms;
+      ratios[`${n}: network on / off (ready p50)`] = on.ready_p50_ms / off.ready_p50_ms;
+    }
+  }
+  for (const k of Object.keys(ratios)) if (!Number.isFinite(ratios[k])) delete ratios[k];
+  const f = (n: number | undefined) => (n === undefined ? "—" : n.toFixed(1)).padStart(9);
+  const w = Math.max(22, ...rows.map((r) => r.name.length));
   const lines = [
-    `restore benchmark: ${MEMORY >> 20} MiB guest (microvm, TCG), ${cpus().length} CPUs; ms from start call`,
-    `${"contender".padEnd(22)} runs  running p50  running p95   output p50   output p95    ready p50    ready p95`,
+    `restore benchmark: ${MEMORY >> 20} MiB guest (microvm, TCG), ${cpus().length} CPUs; ms from start call; http: first answer through the published port`,
+    `${"contender".padEnd(w)} runs  running p50  running p95   output p50   output p95    ready p50    ready p95     http p50     http p95`,
     ...rows.map(
       (r) =>
-        `${r.name.padEnd(22)} ${String(r.runs).padStart(4)} ${f(r.running_p50_ms)}    ${f(r.running_p95_ms)}    ${f(r.output_p50_ms)}    ${f(r.output_p95_ms)}    ${f(r.ready_p50_ms)}    ${f(r.ready_p95_ms)}`,
+        `${r.name.padEnd(w)} ${String(r.runs).padStart(4)} ${f(r.running_p50_ms)}    ${f(r.running_p95_ms)}    ${f(r.output_p50_ms)}    ${f(r.output_p95_ms)}    ${f(r.ready_p50_ms)}    ${f(r.ready_p95_ms)}    ${f(r.http_p50_ms)}    ${f(r.http_p95_ms)}`,
     ),
-    ...Object.entries(ratios).map(([k, v]) => `${k}: ${v.toFixed(1)}x`),
+    ...Object.entries(ratios).map(([k, v]) => `${k}: ${v.toFixed(2)}x`),
   ];
   process.stdout.write(lines.join("\n") + "\n");
   await writeResult("restore", {
     guest: { memoryBytes: MEMORY, machine: "microvm", accel: "tcg", cmdline: CMDLINE },
-    snapshot: {
-      digest: snap.descriptor.digest,
-      blobBytes: snap.ramsnap.size,
-      nonZeroBytes: snap.ramsnap.metadata.memory.bytes,
-    },
+    network: a.network,
+    snapshots: Object.fromEntries(
+      Object.entries(snaps).map(([net, { result }]) => [
+        `network ${net}`,
+        {
+          digest: result.descriptor.digest,
+          blobBytes: result.ramsnap.size,
+          nonZeroBytes: result.ramsnap.metadata.memory.bytes,
+        },
+      ]),
+    ),
     results: rows,
     ratios,
     samples: series,

@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
 # Builds the demo VM's parts from real pieces, once: the Debian cloud kernel, a busybox initrd
-# with the virtio modules it needs (and scripts/guest/init as /init), an ext4 base disk
-# (qcow2) and a qcow2 diff over it holding one more file. Prints the output folder last.
-# Usage: scripts/demo-assets.sh [OUTDIR]   (default: <repo>/.cache/demo-assets; any cwd)
-# A second run with everything in place does nothing (stamp = recipe version + hashes of this
-# script and of the guest's /init); parallel runs wait for each other (flock).
+# with the virtio modules it needs (block and network; scripts/guest/init as /init, the DHCP
+# script and the httpd's pages of scripts/guest/), an ext4 base disk (qcow2) and a qcow2 diff
+# over it holding one more file. Prints the output folder last.
+# Usage: scripts/demo-assets.sh [OUTDIR]   (default: <repo>/.cache/demo-assets-<hash>; any cwd)
+# The default folder is named after the hash of this recipe (this script and scripts/guest/),
+# so checkouts with different guests that share one .cache never rebuild each other's parts.
+# A second run with everything in place does nothing (stamp = recipe version + that hash);
+# parallel runs wait for each other (flock).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
-out="${1:-$root/.cache/demo-assets}"
-debs="$root/.cache/debs"
-RECIPE=5  # bump to rebuild everyone's assets when this recipe changes
-FILES="vmlinuz initrd.img base.qcow2 diff.qcow2 README.txt"
-# Modules /init loads, in this order; their dependencies (read from each .ko) are added first.
-MODS="virtio_ring virtio virtio_mmio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk evdev button"
-
 die() { echo "demo-assets: $*" >&2; exit 1; }
 [ -f "$here/guest/init" ] || die "missing $here/guest/init"
-want="recipe=$RECIPE script=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16) init=$(sha256sum "$here/guest/init" | cut -c1-16)"
+RECIPE=6  # bump to rebuild everyone's assets when this recipe changes
+hash="$( (cat "${BASH_SOURCE[0]}"; cd "$here/guest" && find . -type f | LC_ALL=C sort | while read -r f; do echo "$f"; cat "$f"; done) | sha256sum | cut -c1-16)"
+out="${1:-$root/.cache/demo-assets-$hash}"
+debs="$root/.cache/debs"
+FILES="vmlinuz initrd.img base.qcow2 diff.qcow2 README.txt"
+# Modules /init loads, in this order; their dependencies (read from each .ko) are added first.
+# virtio_net (with failover and net_failover) drives the NIC a runtime gives for -p/--network.
+MODS="virtio_ring virtio virtio_mmio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk virtio_net evdev button"
+
+want="recipe=$RECIPE hash=$hash"
 stamp="$out/.stamp"
 fresh() {
   [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] || return 1
@@ -101,6 +106,9 @@ printf 'PWRF power\n' > "$ird/etc/acpid.conf"
 printf '#!/bin/sh\necho "OVMS-POWEROFF: power button" > /dev/console\nsync\numount /mnt 2>/dev/null\npoweroff -f\n' \
   > "$ird/etc/acpi/power" && chmod 755 "$ird/etc/acpi/power"
 cp "$here/guest/init" "$ird/init" && chmod 755 "$ird/init"
+# DHCP (busybox udhcpc) and the httpd's pages (ovms.mode=httpd).
+cp "$here/guest/udhcpc.script" "$ird/etc/udhcpc.script" && chmod 755 "$ird/etc/udhcpc.script"
+cp -r "$here/guest/www" "$ird/www" && chmod 755 "$ird/www/cgi-bin/"*
 find "$ird" -exec touch -h -d @$T0 {} +
 (cd "$ird" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet --reproducible | gzip -9n) > "$out/initrd.img.tmp"
 mv "$out/initrd.img.tmp" "$out/initrd.img"
@@ -149,9 +157,10 @@ mv "$out/diff.qcow2.tmp" "$out/diff.qcow2"
 cat > "$out/README.txt" <<TXT
 Demo VM parts built by scripts/demo-assets.sh (recipe $RECIPE) from real pieces: vmlinuz is the
 Debian cloud kernel ($pkg); initrd.img is a gzip newc cpio with busybox-static, the virtio
-modules for virtio-mmio (microvm) and virtio-pci (q35) block devices (plus evdev and button for the
-ACPI power button), and scripts/guest/init as /init, which prints OVMS-* markers on ttyS0 and acts
-on ovms.mode=idle|counter|write|ivshmem|poweroff; base.qcow2 is a 64 MiB ext4 disk holding
+modules for virtio-mmio (microvm) and virtio-pci (q35) block and network devices (plus evdev and
+button for the ACPI power button), and scripts/guest/init as /init, which prints OVMS-* markers on
+ttyS0, takes an address by DHCP when it has a NIC, and acts on
+ovms.mode=idle|counter|httpd|write|ivshmem|poweroff; base.qcow2 is a 64 MiB ext4 disk holding
 /etc/ovms-base ("base layer") and /data/; diff.qcow2 is a qcow2 diff whose backing file is
 base.qcow2 (relative name, so this folder can move) and which only adds /etc/ovms-layer.
 TXT

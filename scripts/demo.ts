@@ -5,7 +5,7 @@
  * snapshot it → push/pull the snapshot → restore it (the guest's counter goes on) → stop,
  * and a timing summary. Everything runs in a temp folder that is removed at the end.
  */
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { chmod, mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,7 +15,11 @@ import { DEMO_CMDLINE } from "./demo-guest.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const OVM = join(ROOT, "dist/src/cli/ovm.js");
-const ASSETS = join(ROOT, ".cache/demo-assets");
+// The demo VM's parts, built once by scripts/demo-assets.sh, which prints their folder last.
+const ASSETS = execFileSync("bash", [join(ROOT, "scripts/demo-assets.sh")], { encoding: "utf8" })
+  .trim()
+  .split("\n")
+  .pop()!;
 const CMDLINE = DEMO_CMDLINE;
 
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
@@ -67,6 +71,24 @@ async function waitLog(
     if (lines.some((l) => re.test(l))) return lines;
     if (Date.now() > deadline) throw new Error(`guest ${id} printed no line matching ${re}`);
     await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/** showState fetches the guest's /cgi-bin/state through the host port its instance got, and prints it. */
+async function showState(id: string, env: Record<string, string>): Promise<void> {
+  const info = JSON.parse(await ovm(["--json", "status", id], env, { show: false }));
+  const p = info.network.ports[0];
+  const url = `http://${p.host_ip}:${p.host_port}/cgi-bin/state`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      const r = await fetch(url);
+      process.stdout.write(`\n$ ${bold(`curl ${url}`)}\n${await r.text()}`);
+      return;
+    } catch (e) {
+      if (Date.now() > deadline) throw new Error(`${url}: ${(e as Error).message}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
   }
 }
 
@@ -131,8 +153,13 @@ async function main(): Promise<void> {
     await step("pull it into a fresh store", () => ovm(["pull", ref], user));
     await step("inspect the pulled copy", () => ovm(["ls"], user));
 
-    const id = await step("run it (ovm starts ovmd in the background)", async () =>
-      (await ovm(["run", "-d", "--name", "demo", "--cmdline", "ovms.mode=counter", ref], user)).trim(),
+    // httpd: the guest counts, and serves its state over HTTP on a published port (-p 80: a free host port).
+    const id = await step(
+      "run it with guest port 80 published (ovm starts ovmd in the background)",
+      async () =>
+        (
+          await ovm(["run", "-d", "--name", "demo", "--cmdline", "ovms.mode=httpd", "-p", "80", ref], user)
+        ).trim(),
     );
     const lines = await step("the guest boots from the layered disk", () =>
       waitLog(id, /^OVMS-COUNTER: 3$/, user),
@@ -147,6 +174,7 @@ async function main(): Promise<void> {
     if (!lines.includes("OVMS-LAYER: hello from the diff layer"))
       throw new Error("the guest did not see the diff layer");
     await ovm(["status", id], user);
+    await step("the guest answers HTTP on its published port", () => showState(id, user));
 
     const snapRef = `${registry.host}/demo/vm:fast`;
     await step("snapshot the running VM (RAM + disk) as a new artifact", () =>
@@ -156,7 +184,7 @@ async function main(): Promise<void> {
     await step("stop the original", () => ovm(["stop", id], user));
 
     const restored = await step("restore the snapshot (a copy-on-write clone, no boot)", async () =>
-      (await ovm(["run", "-d", "--name", "demo-restored", snapRef], user)).trim(),
+      (await ovm(["run", "-d", "--name", "demo-restored", "-p", "80", snapRef], user)).trim(),
     );
     const after = await step("the restored guest goes on counting where it was", () =>
       waitLog(restored, /^OVMS-COUNTER: \d+$/, user),
@@ -167,6 +195,10 @@ async function main(): Promise<void> {
     );
     const status = JSON.parse(await ovm(["--json", "status", restored], user, { show: false }));
     process.stdout.write(`  restore: ${status.metrics.start_ms} ms from the start request to running\n`);
+    await step(
+      "the restored clone answers on a port of its own, its hit count going on from the original's",
+      () => showState(restored, user),
+    );
     await ovm(["stop", restored], user);
     await ovm(["ps", "-a"], user);
   } finally {

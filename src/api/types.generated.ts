@@ -25,6 +25,31 @@ export type Accel = "kvm" | "tcg";
  */
 export type Machine = "microvm" | "q35";
 /**
+ * How an instance is connected (rfc §6.6). `none`: no network interface at all. `user`:
+ * a virtio-net NIC on the runtime's user-mode network (a private network per instance,
+ * no root or bridge needed; the guest gets its address by DHCP) with outbound access
+ * through the host. `restricted`: the same NIC without outbound access; published ports
+ * still reach the guest.
+ *
+ */
+export type NetworkMode = "none" | "user" | "restricted";
+/**
+ * Transport protocol of a published port.
+ */
+export type Protocol = "tcp" | "udp";
+/**
+ * An IPv4 address of the host, dotted quad (`127.0.0.1`, `0.0.0.0` for every interface).
+ *
+ * This interface was referenced by `RuntimeApi`'s JSON-Schema
+ * via the `definition` "IPv4Address".
+ */
+export type IPv4Address = string;
+export type Port = number;
+/**
+ * A unicast MAC address, six colon-separated hex pairs.
+ */
+export type MacAddress = string;
+/**
  * A boolean query parameter.
  */
 export type QueryFlag = "1" | "0" | "true" | "false";
@@ -53,6 +78,35 @@ export type ApiErrorCode =
 export type InstanceState =
   "created" | "starting" | "running" | "paused" | "stopping" | "exited" | "failed";
 
+/**
+ * A host port to publish to a guest port.
+ */
+export interface PortRequest {
+  guest_port: Port;
+  host_port?: Port;
+  host_ip?: IPv4Address;
+  protocol?: Protocol;
+}
+/**
+ * A published port as the runtime set it up.
+ */
+export interface PortMapping {
+  protocol: Protocol;
+  host_ip: IPv4Address;
+  host_port: Port;
+  guest_port: Port;
+}
+/**
+ * How the instance is connected.
+ */
+export interface NetworkInfo {
+  mode: NetworkMode;
+  mac?: MacAddress;
+  /**
+   * The published ports, as bound, while the instance holds them (empty once it has ended).
+   */
+  ports: PortMapping[];
+}
 /**
  * One reason a document was refused.
  */
@@ -135,6 +189,14 @@ export interface StartOverrides {
   accel?: "auto" | "kvm" | "tcg";
   name?: InstanceName;
   machine?: Machine;
+  network?: NetworkMode;
+  /**
+   * Host ports to publish to guest ports (needs a network other than `none`).
+   *
+   * @maxItems 64
+   */
+  ports?: PortRequest[];
+  mac?: MacAddress;
 }
 export interface StartRequest {
   /**
@@ -306,6 +368,7 @@ export interface InstanceInfo {
    */
   met_target?: boolean;
   devices: DeviceInfo[];
+  network: NetworkInfo;
 }
 export interface InstanceList {
   instances: InstanceInfo[];

@@ -40,6 +40,7 @@ const buildFileSchema = {
       },
     },
     devices: { type: "array", items: { type: "object" } },
+    network: { type: "object" },
     resources: {
       type: "object",
       additionalProperties: false,
@@ -121,6 +122,7 @@ export async function loadBuildFile(path: string): Promise<BuildSpec> {
       spec.resources.memory = parseSize(d.resources.memory, "resources.memory");
     if (d.resources.vcpus !== undefined) spec.resources.vcpus = d.resources.vcpus;
   }
+  if (d.network) spec.network = d.network;
   if (d.runtimeHints) spec.runtimeHints = d.runtimeHints;
   if (d.metadata) spec.metadata = d.metadata;
   if (d.extensions) spec.extensions = d.extensions;

@@ -8,6 +8,7 @@ import type {
   Device,
   DiskLayer,
   Metadata,
+  Network,
   OvmsManifest,
   Resources,
   RuntimeHints,
@@ -31,6 +32,8 @@ export interface BuildSpec {
   /** Disk images, base first; each later one must be a qcow2 backed by the one before. */
   disks?: { path: string; format?: DiskFormat }[];
   devices?: Device[];
+  /** What the guest expects of the network (rfc §2.2): a NIC it needs, ports it serves. */
+  network?: Network;
   resources?: Resources;
   runtimeHints?: RuntimeHints;
   metadata?: Omit<Metadata, "platform">;
@@ -105,6 +108,7 @@ export async function build(
   if (initrd) manifest.initrd = { ref: initrd.digest, size: initrd.size };
   if (diskLayers.length) manifest.diskLayers = diskLayers;
   if (spec.devices?.length) manifest.devices = spec.devices;
+  if (spec.network) manifest.network = spec.network;
   if (spec.resources) manifest.resources = spec.resources;
   manifest.metadata = { ...(spec.metadata ?? {}), created, platform: { arch: "x86_64", uefi: false } };
   if (spec.runtimeHints) manifest.runtimeHints = spec.runtimeHints;

@@ -226,6 +226,12 @@ export function snapshotMismatches(meta: RamsnapMetadata, m: OvmsManifest): stri
   }
   if (m.resources?.vcpus !== undefined && m.resources.vcpus !== meta.vcpus)
     out.push(`vcpus: snapshot ${meta.vcpus}, manifest ${m.resources.vcpus}`);
+  if (!!meta.network !== !!m.network?.required)
+    out.push(
+      meta.network
+        ? `network: the snapshot holds a NIC (${meta.network.mac}), the manifest does not set network.required`
+        : "network: the manifest sets network.required, the snapshot holds no NIC",
+    );
   return out;
 }
 

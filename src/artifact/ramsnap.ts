@@ -33,6 +33,8 @@ export interface RamsnapMetadata {
   cpuModel: string;
   accel: string;
   devices: Device[];
+  /** The instance's NIC, when it had one: a restore needs the same NIC with the same MAC. */
+  network?: { mac: string };
   diskLayers: string[];
   blockSize: number;
   extents: Extent[];

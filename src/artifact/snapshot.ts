@@ -29,6 +29,8 @@ export interface SnapshotCapture {
   vcpus: number;
   cmdline: string;
   devices: Pick<Device, "type" | "name" | "size">[];
+  /** The instance's NIC, when it had one (its device state is part of the snapshot). */
+  network?: { mac: string };
   deviceState: Buffer;
   memoryFile: string;
   /** The instance's overlay (qcow2 over the artifact's top disk layer), if it has disks. */
@@ -86,6 +88,7 @@ export async function packSnapshot(
               cpuModel: c.cpuModel,
               accel: c.accel,
               devices: c.devices.map((d) => ({ type: d.type, name: d.name, size: d.size! })),
+              ...(c.network ? { network: { mac: c.network.mac } } : {}),
               diskLayers: diskLayers.map((d) => d.ref),
             },
             deviceState: c.deviceState,
@@ -112,6 +115,9 @@ export async function packSnapshot(
       metadata: { ...(m.metadata ?? {}), created: new Date().toISOString().replace(/\.\d{3}Z$/, "Z") },
     };
     if (diskLayers.length) manifest.diskLayers = diskLayers;
+    // The snapshot's device state holds a NIC or none, whatever the source declared (rfc §2.4 S7).
+    if (c.network) manifest.network = { ...(m.network ?? {}), required: true };
+    else delete manifest.network;
     const { descriptor } = await assembleArtifact(store, manifest, {
       what: `snapshot ${tag}`,
       blob: (part) => blobs.get(part.ref)!,

@@ -19,3 +19,4 @@ export type {
 } from "./manifest.generated.js";
 export * from "./content.js";
 export * from "./size.js";
+export * from "./ports.js";

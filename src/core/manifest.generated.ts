@@ -40,6 +40,7 @@ export interface OvmsManifest {
    * Devices the VM needs besides its disks and serial console.
    */
   devices?: Device[];
+  network?: Network;
   resources?: Resources;
   metadata?: Metadata;
   runtimeHints?: RuntimeHints;
@@ -127,6 +128,19 @@ export interface Device {
    * Preferred guest-physical address, hex. Advisory: PCI runtimes place the BAR themselves.
    */
   mmio_addr?: string;
+}
+/**
+ * What the guest expects of the network (rfc §2.2). When present, a runtime gives the instance a network interface (a virtio-net NIC) unless the start request asks for none. Absent: the instance gets a NIC only when the start request asks for one.
+ */
+export interface Network {
+  /**
+   * The guest cannot do its job without a NIC: a runtime must refuse a start request that asks for no network. Snapshot artifacts of instances that had a NIC set it, since their device state holds one.
+   */
+  required?: boolean;
+  /**
+   * Ports the guest serves, written as the keys of an OCI image config's ExposedPorts: `80/tcp`, `53/udp`, or `8080` (tcp). Informational, as in OCI: publishing a port on the host is the start request's choice.
+   */
+  exposedPorts?: string[];
 }
 /**
  * Default resources; a runtime lets the user override them.

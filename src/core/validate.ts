@@ -6,6 +6,7 @@ import { OvmsError, ValidationError, type ValidationProblem } from "./errors.js"
 import { Annotation, LayerMediaType, type LayerRole } from "./media-types.js";
 import type { OvmsManifest } from "./manifest.generated.js";
 import type { ImageManifest } from "./oci.js";
+import { parseExposedPort } from "./ports.js";
 
 // ajv-formats is CommonJS; under NodeNext its function arrives as `default` (maybe twice wrapped).
 type AddFormats = (a: Ajv2020) => unknown;
@@ -52,6 +53,7 @@ const PATTERN_WORDS: Record<string, string> = {
     "must be a lowercase repository name such as example/ubuntu-base",
   "^0x[0-9a-fA-F]{1,16}$": "must be a hex address such as 0x10000000",
   "^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$": "must be 1-63 letters, digits, '_', '.' or '-'",
+  "^[1-9][0-9]{0,4}(/(tcp|udp))?$": "must be a port and protocol such as 80/tcp, 53/udp or 8080",
 };
 
 /** describe turns one ajv error into a path and a reason in plain words. */
@@ -103,7 +105,7 @@ function describe(e: ErrorObject): ValidationProblem {
 /**
  * semanticProblems checks what JSON Schema cannot say: the disk chain is consistent
  * (diffs are qcow2 and name their parent), device names are unique, ivshmem sizes are
- * powers of two.
+ * powers of two, exposed ports are ports and each is listed once (`80` is `80/tcp`).
  */
 function semanticProblems(m: OvmsManifest): ValidationProblem[] {
   const out: ValidationProblem[] = [];
@@ -149,6 +151,16 @@ function semanticProblems(m: OvmsManifest): ValidationProblem[] {
     ) {
       out.push({ path: `devices[${i}].size`, message: "must be a power of two of at least 4096" });
     }
+  });
+  const exposed = new Set<string>();
+  (m.network?.exposedPorts ?? []).forEach((s, i) => {
+    const p = parseExposedPort(s);
+    const path = `network.exposedPorts[${i}]`;
+    if (!p) return out.push({ path, message: "must be a port (1-65535) with an optional /tcp or /udp" });
+    const key = `${p.port}/${p.protocol}`;
+    if (exposed.has(key)) out.push({ path, message: `${key} is listed twice` });
+    exposed.add(key);
+    return 0;
   });
   return out;
 }

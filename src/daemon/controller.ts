@@ -3,6 +3,7 @@ import type { Readable } from "node:stream";
 import { isDigest } from "../core/digest.js";
 import { OvmsError } from "../core/errors.js";
 import { Annotation } from "../core/media-types.js";
+import { formatPort } from "../core/ports.js";
 import {
   formatReference,
   normalizeReference as normalizeRef,
@@ -36,7 +37,7 @@ import { VERSION } from "../version.js";
 import type { Policy } from "../sign/policy.js";
 import { badRequest } from "./contract.js";
 import type { Logger } from "./log.js";
-import { toInstanceInfo } from "./wire.js";
+import { fromPortRequest, toInstanceInfo } from "./wire.js";
 
 /** PullFn brings `reference` from its registry into `store` and names it there by its full reference. */
 export type PullFn = (store: Store, reference: string) => Promise<void>;
@@ -137,6 +138,9 @@ export class Controller {
         ...(o.cmdline !== undefined ? { cmdline: o.cmdline } : {}),
         ...(o.accel !== undefined ? { accel: o.accel } : {}),
         ...(o.machine !== undefined ? { machine: o.machine } : {}),
+        ...(o.network !== undefined ? { network: o.network } : {}),
+        ...(o.ports !== undefined ? { ports: o.ports.map(fromPortRequest) } : {}),
+        ...(o.mac !== undefined ? { mac: o.mac } : {}),
       });
       if (prepared.ramSnapshot) void this.warm(prepared);
       this.log.info("instance started", {
@@ -146,6 +150,7 @@ export class Controller {
         digest: artifact.descriptor.digest,
         accel: info.accel,
         machine: info.machine,
+        ...(info.network.ports.length ? { ports: info.network.ports.map(formatPort) } : {}),
       });
       return { instance_id: info.id, status: "starting", name: info.name };
     } finally {

@@ -1,5 +1,5 @@
-import type { InstanceInfo } from "../api/types.generated.js";
-import type { Instance } from "../runtime/types.js";
+import type { InstanceInfo, PortMapping, PortRequest as WirePortRequest } from "../api/types.generated.js";
+import type { Instance, PortRequest, PublishedPort } from "../runtime/types.js";
 
 /**
  * toInstanceInfo turns what a runtime knows of an instance into the API's InstanceInfo
@@ -19,7 +19,9 @@ export function toInstanceInfo(runtime: string, i: Instance): InstanceInfo {
     created_at: i.createdAt,
     metrics: { uptime_ms: m.uptimeMs, memory_bytes: m.memoryBytes, vcpus: m.vcpus },
     devices: i.devices.map((d) => ({ type: d.type, name: d.name, size: d.size })),
+    network: { mode: i.network.mode, ports: i.network.ports.map(toPortMapping) },
   };
+  if (i.network.mac !== undefined) out.network.mac = i.network.mac;
   if (i.reason !== undefined) out.reason = i.reason;
   if (i.pid !== undefined) out.pid = i.pid;
   if (i.startedAt !== undefined) out.started_at = i.startedAt;
@@ -33,5 +35,19 @@ export function toInstanceInfo(runtime: string, i: Instance): InstanceInfo {
     out.cold_start_target_ms = i.coldStartTargetMs;
     if (m.startMs !== undefined) out.met_target = m.startMs <= i.coldStartTargetMs;
   }
+  return out;
+}
+
+/** toPortMapping is a published port in the API's words. */
+export function toPortMapping(p: PublishedPort): PortMapping {
+  return { protocol: p.protocol, host_ip: p.hostIp, host_port: p.hostPort, guest_port: p.guestPort };
+}
+
+/** fromPortRequest is a port the API asks to publish, in the runtime's words. */
+export function fromPortRequest(p: WirePortRequest): PortRequest {
+  const out: PortRequest = { guestPort: p.guest_port };
+  if (p.protocol !== undefined) out.protocol = p.protocol;
+  if (p.host_ip !== undefined) out.hostIp = p.host_ip;
+  if (p.host_port !== undefined) out.hostPort = p.host_port;
   return out;
 }

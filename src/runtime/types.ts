@@ -1,10 +1,11 @@
 import type { Readable } from "node:stream";
 import type { Digest } from "../core/digest.js";
 import type { Device } from "../core/manifest.generated.js";
+import type { PortRequest, Protocol, PublishedPort } from "../core/ports.js";
 import type { PreparedArtifact } from "../artifact/prepare.js";
 import type { SnapshotCapture } from "../artifact/snapshot.js";
 
-export type { PreparedArtifact, SnapshotCapture };
+export type { PreparedArtifact, SnapshotCapture, PortRequest, Protocol, PublishedPort };
 
 /**
  * InstanceState is where an instance is in its life (spec/runtimes/README.md):
@@ -21,6 +22,22 @@ export type Accel = "kvm" | "tcg";
 /** Machine is the QEMU machine model: microvm (virtio-mmio, no PCI) or q35 (PCI, for ivshmem). */
 export type Machine = "microvm" | "q35";
 
+/**
+ * NetworkMode is how an instance is connected (rfc §6.6): `none` has no NIC at all; `user`
+ * has a virtio-net NIC on the runtime's user-mode network (QEMU SLIRP: no root, no bridge)
+ * with outbound access; `restricted` is the same NIC without outbound access (published
+ * ports still reach the guest).
+ */
+export type NetworkMode = "none" | "user" | "restricted";
+
+/** InstanceNetwork is how an instance is connected: its mode, its NIC's MAC, its published ports. */
+export interface InstanceNetwork {
+  mode: NetworkMode;
+  /** The NIC's MAC address (absent with mode none). */
+  mac?: string;
+  ports: PublishedPort[];
+}
+
 /** StartOptions are what the caller asks of one instance beyond what the manifest says. */
 export interface StartOptions {
   name?: string;
@@ -31,6 +48,12 @@ export interface StartOptions {
   cmdline?: string;
   accel?: "auto" | Accel;
   machine?: Machine;
+  /** Default: user when ports are published or the manifest declares `network`, else none. */
+  network?: NetworkMode;
+  /** Host ports to publish to guest ports. */
+  ports?: PortRequest[];
+  /** The NIC's MAC address; default a fresh one (a restore keeps the snapshot's). */
+  mac?: string;
 }
 
 /** InstanceMetrics are measured facts about an instance. */
@@ -74,6 +97,7 @@ export interface Instance {
   /** The artifact's runtimeHints.coldStartTargetMs. */
   coldStartTargetMs?: number;
   devices: DeviceSummary[];
+  network: InstanceNetwork;
 }
 
 /** LogRecord is one line of an instance's serial console. */

@@ -146,3 +146,34 @@ test("a build file (YAML) with relative paths builds the same layers as flags", 
     return true;
   });
 });
+
+test("ovm build records what the guest expects of the network: --expose, --network-required", async (t) => {
+  const a = demoAssets();
+  const dir = await tempDir(t);
+  const { ovmJson } = await import("../helpers.js");
+  const r = await ovmJson([
+    "--store",
+    join(dir, "s"),
+    "build",
+    "-t",
+    "demo/web:1",
+    "--kernel",
+    a.kernel,
+    "--expose",
+    "80/tcp",
+    "--expose",
+    "53/udp",
+    "--network-required",
+  ]);
+  assert.deepEqual(r.manifest.network, { exposedPorts: ["80/tcp", "53/udp"], required: true });
+  // The build file says the same in YAML; a bad port is refused by its JSON path.
+  const file = join(dir, "ovm.yaml");
+  await writeFile(
+    file,
+    `name: demo/web\nversion: "1"\nkernel: { path: ${a.kernel} }\nnetwork: { exposedPorts: ["80/tcp", "80"] }\n`,
+  );
+  const { ovm } = await import("../helpers.js");
+  const bad = await ovm(["--store", join(dir, "s"), "build", "-f", file, "-t", "demo/web:2"]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /network\.exposedPorts\[1\]: 80\/tcp is listed twice/);
+});

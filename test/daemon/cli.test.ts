@@ -73,7 +73,7 @@ test("ps, status, logs, inject work on the instance by name", async () => {
   const ps = await ovm(["ps"], env);
   assert.equal(ps.code, 0, ps.stderr);
   const [head, row] = ps.stdout.trim().split("\n");
-  assert.match(head, /^ID\s+NAME\s+STATE\s+ACCEL\s+UPTIME\s+ARTIFACT$/);
+  assert.match(head, /^ID\s+NAME\s+STATE\s+ACCEL\s+UPTIME\s+ARTIFACT\s+PORTS$/);
   assert.match(row, /^[0-9a-f]{12}\s+c1\s+(starting|running)\s+tcg\s+\S+\s+demo\/vm:1\.0$/);
 
   const json = JSON.parse((await ovm(["ps", "--json"], env)).stdout) as {

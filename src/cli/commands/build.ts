@@ -1,7 +1,7 @@
 import { Command, Option } from "commander";
 import { OvmsError } from "../../core/errors.js";
 import { parseSize } from "../../core/size.js";
-import type { Device } from "../../core/manifest.generated.js";
+import type { Device, Network } from "../../core/manifest.generated.js";
 import { build, type BuildSpec, type DiskFormat } from "../../artifact/build.js";
 import { loadBuildFile } from "../../artifact/build-file.js";
 import { Printer, globals, openStore } from "../context.js";
@@ -53,6 +53,12 @@ export function register(program: Command): void {
     .option("--name <name>", "artifact name (default: the repository of --tag)")
     .option("--version <version>", "artifact version (default: the tag of --tag)")
     .option("--device <spec>", "device: type=ivshmem,name=NAME,size=SIZE (repeatable)", collect)
+    .option(
+      "--expose <port[/tcp|udp]>",
+      "a port the guest serves, recorded in the manifest's network.exposedPorts (repeatable); publishing is ovm run -p",
+      collect,
+    )
+    .option("--network-required", "the guest needs a NIC: it never runs with --network none")
     .option("--memory <size>", "default guest memory, e.g. 256M")
     .option("--cpus <n>", "default vCPUs", (v) => Number.parseInt(v, 10))
     .addOption(new Option("--created <time>", "creation time (RFC 3339) for reproducible builds").hideHelp())
@@ -68,6 +74,7 @@ export function register(program: Command): void {
         if (opts.name) spec.name = opts.name;
         if (opts.version) spec.version = opts.version;
         if (opts.device) spec.devices = opts.device.map(parseDeviceFlag);
+        if (opts.expose || opts.networkRequired) spec.network = networkFromFlags(opts, spec.network);
         if (opts.memory)
           spec.resources = { ...(spec.resources ?? {}), memory: parseSize(opts.memory, "--memory") };
         if (opts.cpus) spec.resources = { ...(spec.resources ?? {}), vcpus: opts.cpus };
@@ -106,10 +113,19 @@ function fromFlags(opts: Record<string, any>): BuildSpec {
   if (opts.initrd) spec.initrd = { path: opts.initrd };
   if (opts.disk) spec.disks = opts.disk.map(parseDiskFlag);
   if (opts.device) spec.devices = opts.device.map(parseDeviceFlag);
+  if (opts.expose || opts.networkRequired) spec.network = networkFromFlags(opts);
   if (opts.memory || opts.cpus) {
     spec.resources = {};
     if (opts.memory) spec.resources.memory = parseSize(opts.memory, "--memory");
     if (opts.cpus) spec.resources.vcpus = opts.cpus;
   }
   return spec;
+}
+
+/** networkFromFlags is the manifest's `network` from `--expose` and `--network-required`, over a build file's. */
+function networkFromFlags(opts: Record<string, any>, from: Network = {}): Network {
+  const n: Network = { ...from };
+  if (opts.expose) n.exposedPorts = opts.expose as string[];
+  if (opts.networkRequired) n.required = true;
+  return n;
 }

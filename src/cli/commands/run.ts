@@ -1,16 +1,19 @@
 import { Option, type Command } from "commander";
 import { OvmsError } from "../../core/errors.js";
 import { parseSize } from "../../core/size.js";
-import type { StartOverrides } from "../../api/types.generated.js";
+import { checkMac, parsePortSpec, type PortRequest } from "../../core/ports.js";
+import type { PortRequest as WirePortRequest, StartOverrides } from "../../api/types.generated.js";
 import { Printer, globals } from "../context.js";
 import { positiveInt } from "./copy.js";
 import { addSocketOption, ensureDaemon, manifestArg } from "./daemon-client.js";
+import { portsText } from "./ps.js";
 
 /**
  * register adds `ovm run REF`: start an instance through the daemon (starting one in the
  * background when none answers). In the foreground the serial console is streamed to stdout,
  * Ctrl-C stops the instance (twice: at once), and the command ends when the instance does;
- * with -d only the instance id is printed.
+ * with -d only the instance id is printed. `-p` publishes guest ports on the host (the ports
+ * it got go to stderr), `--network` picks the NIC's mode.
  */
 export function register(program: Command): void {
   const cmd = program
@@ -36,6 +39,34 @@ export function register(program: Command): void {
         "--machine <machine>",
         "machine model (default: microvm, q35 when a device needs PCI)",
       ).choices(["microvm", "q35"]),
+    )
+    .option(
+      "-p, --publish <[ip:]host:guest[/proto]>",
+      "publish a guest port on the host (repeatable): 8080:80, 0.0.0.0:8080:80, 53:53/udp, or 80 for a free host port; default address 127.0.0.1",
+      (v: string, prev: string[] = []) => [...prev, v],
+    )
+    .addOption(
+      new Option(
+        "--network <mode>",
+        "none: no NIC; user: NIC with outbound access (default with -p); restricted: NIC, no outbound access",
+      ).choices(["none", "user", "restricted"]),
+    )
+    .option(
+      "--mac-address <mac>",
+      "the NIC's MAC address (default: a fresh one; a restore keeps the snapshot's)",
+    )
+    .addHelpText(
+      "after",
+      `
+Examples:
+  ovm run -d --name web -p 8080:80 example/vm:1.0     # guest port 80 on 127.0.0.1:8080
+  curl http://127.0.0.1:8080/
+  ovm run -d -p 80 --network restricted example/vm:fast  # a free host port, no outbound access
+  ovm ps                                               # PORTS shows what each instance got
+
+The guest sees a virtio-net NIC and gets 10.0.2.15 by DHCP from a private network of its own
+(QEMU user-mode networking: no root, no bridge). In mode user it reaches the host's loopback
+services as 10.0.2.2; use restricted for guests you do not trust.`,
     );
   addSocketOption(cmd).action(async (ref: string, opts: RunFlags, c: Command) => {
     const out = new Printer(globals(c));
@@ -46,11 +77,19 @@ export function register(program: Command): void {
     if (opts.cmdline !== undefined) overrides.cmdline = opts.cmdline;
     if (opts.accel !== undefined) overrides.accel = opts.accel;
     if (opts.machine !== undefined) overrides.machine = opts.machine;
+    if (opts.publish?.length) overrides.ports = opts.publish.map((p) => toWire(parsePortSpec(p)));
+    if (opts.network !== undefined) overrides.network = opts.network;
+    if (opts.macAddress !== undefined) overrides.mac = checkMac(opts.macAddress, "--mac-address");
     const client = await ensureDaemon(c, out);
     const started = await client.start({
       manifest: manifestArg(ref),
       ...(Object.keys(overrides).length ? { overrides } : {}),
     });
+    if (overrides.ports) {
+      // Host ports the runtime picked (-p 80) are only known now.
+      const info = await client.status(started.instance_id);
+      out.info(`${started.name}: ${portsText(info)}`);
+    }
     if (opts.detach) {
       out.result(started, () => started.instance_id);
       return;
@@ -91,4 +130,17 @@ interface RunFlags {
   cmdline?: string;
   accel?: "auto" | "kvm" | "tcg";
   machine?: "microvm" | "q35";
+  publish?: string[];
+  network?: "none" | "user" | "restricted";
+  macAddress?: string;
+}
+
+/** toWire is a parsed -p in the API's words. */
+function toWire(p: PortRequest): WirePortRequest {
+  return {
+    guest_port: p.guestPort,
+    ...(p.hostPort !== undefined ? { host_port: p.hostPort } : {}),
+    ...(p.hostIp !== undefined ? { host_ip: p.hostIp } : {}),
+    ...(p.protocol !== undefined ? { protocol: p.protocol } : {}),
+  };
 }

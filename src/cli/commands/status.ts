@@ -3,13 +3,13 @@ import { formatSize } from "../../core/size.js";
 import type { InstanceInfo } from "../../api/types.generated.js";
 import { Printer, globals } from "../context.js";
 import { addSocketOption, daemonClient, formatDuration } from "./daemon-client.js";
-import { artifactName } from "./ps.js";
+import { artifactName, portsText } from "./ps.js";
 
 /** register adds `ovm status ID`: one instance's state, identity and metrics. */
 export function register(program: Command): void {
   const cmd = program
     .command("status")
-    .description("show an instance: state, artifact, accelerator, metrics")
+    .description("show an instance: state, artifact, accelerator, metrics, network and published ports")
     .argument("<id>", "instance id or name");
   addSocketOption(cmd).action(async (id: string, _opts, c: Command) => {
     const out = new Printer(globals(c));
@@ -43,5 +43,7 @@ export function describe(i: InstanceInfo): string {
   if (m.cpu_time_ms !== undefined) lines.push(`CPU time:    ${m.cpu_time_ms} ms`);
   if (m.rss_bytes !== undefined) lines.push(`RSS:         ${formatSize(m.rss_bytes)}`);
   for (const d of i.devices) lines.push(`Device:      ${d.type} ${d.name} ${formatSize(d.size)}`);
+  lines.push(`Network:     ${i.network.mode}${i.network.mac ? `, MAC ${i.network.mac}` : ""}`);
+  if (i.network.ports.length) lines.push(`Ports:       ${portsText(i)}`);
   return lines.join("\n");
 }

@@ -1,4 +1,5 @@
 import type { Accel, Machine } from "../types.js";
+import { netdevArgv, type QemuNetwork } from "./network.js";
 
 /** QemuConfig is everything that decides a QEMU command line for one instance. */
 export interface QemuConfig {
@@ -17,6 +18,8 @@ export interface QemuConfig {
   /** File backing guest RAM (on tmpfs), so a snapshot can keep memory out of the migration stream. */
   ramFile: string;
   devices: { type: "ivshmem"; name: string; size: number; path: string }[];
+  /** The NIC (network.ts), or none. */
+  network?: QemuNetwork;
   /** Drop to this user after start-up (`-runas`), used when the daemon runs as root. */
   runAs?: string;
   /**
@@ -77,6 +80,8 @@ export function qemuArgv(c: QemuConfig): string[] {
       c.machine === "microvm" ? "virtio-blk-device,drive=disk0" : "virtio-blk-pci,drive=disk0",
     );
   }
+  // After the disk, always: on microvm the order decides the virtio-mmio slots, which a restore must match.
+  if (c.network) a.push(...netdevArgv(c.network, c.machine));
   for (const d of c.devices) {
     // master=on: this side owns the region, which QEMU needs to migrate it (RAM snapshots).
     a.push("-object", `memory-backend-file,id=shm-${d.name},mem-path=${d.path},size=${d.size},share=on`);

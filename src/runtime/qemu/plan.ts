@@ -3,6 +3,7 @@ import type { PreparedArtifact } from "../../artifact/prepare.js";
 import { RuntimeError } from "../runtime-error.js";
 import type { Accel, InstanceState, Machine, StartOptions } from "../types.js";
 import { defaultCpuModel, type QemuConfig } from "./argv.js";
+import { draftNetwork, networkMismatches, type NetworkDraft } from "./network.js";
 
 /** DEFAULT_MEMORY is the guest memory when neither the caller nor the manifest says. */
 export const DEFAULT_MEMORY = 256 << 20;
@@ -25,6 +26,8 @@ export interface Plan {
   devices: { type: "ivshmem"; name: string; size: number }[];
   /** Lock guest memory in RAM: an mlock_required restore. */
   memLock: boolean;
+  /** The NIC and published ports (network.ts); absent: no NIC. */
+  network?: NetworkDraft;
 }
 
 /**
@@ -105,6 +108,8 @@ export function draftPlan(
     devices,
     memLock: !!(snap && m.ramSnapshot?.mlock_required),
   };
+  const network = draftNetwork(a, opts);
+  if (network) draft.network = network;
   if (snap) {
     draft.accel = snap.accel as Accel;
     if (snap.cpuModel) draft.cpuModel = snap.cpuModel;
@@ -132,6 +137,7 @@ export function restoreMismatches(
   if (opts.accel && opts.accel !== "auto" && opts.accel !== snap.accel)
     bad.push(`accel: snapshot ${snap.accel}, asked ${opts.accel}`);
   if (opts.cmdline) bad.push("cmdline: a restored kernel is already running; its command line cannot change");
+  bad.push(...networkMismatches(snap, opts));
   return bad;
 }
 
@@ -205,6 +211,8 @@ export function qemuConfig(
     vmgenid: at.vmgenid,
     memLock: plan.memLock,
   };
+  if (plan.network)
+    cfg.network = { mode: plan.network.mode, mac: plan.network.mac, forwards: plan.network.published ?? [] };
   if (a.disks.length) cfg.disk = join(at.dir, "overlay.qcow2");
   return cfg;
 }

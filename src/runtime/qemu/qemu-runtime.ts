@@ -30,6 +30,8 @@ import { serialLog, watchFirstOutput } from "./serial-log.js";
 import { Supervisor, connectQmp, isOurQemu, kill, procMetrics, type Live } from "./supervisor.js";
 import { trace } from "./trace.js";
 import { QemuWarmPool } from "./warm-pool.js";
+import { PortBook, type Probe } from "../ports.js";
+import * as net from "./network.js";
 
 /**
  * QemuRuntime is the reference Runtime: one QEMU process per instance, each with its own
@@ -52,6 +54,7 @@ export class QemuRuntime implements Runtime {
     readonly stateDir: string,
     private readonly shmRoot: string,
     private readonly user: QemuUser,
+    private readonly ports: PortBook,
   ) {
     this.records = new InstanceRecords(stateDir);
     this.warm = new QemuWarmPool({
@@ -70,18 +73,21 @@ export class QemuRuntime implements Runtime {
 
   /**
    * create makes a runtime keeping instances under `stateDir`. As root, QEMU drops to
-   * `runAs` (default `nobody`) after start-up.
+   * `runAs` (default `nobody`) after start-up. `portProbe` replaces the check that a host port
+   * is free (tests use it to lose the race with another program on purpose).
    */
   static async create(opts: {
     stateDir: string;
     shmDir?: string;
     runAs?: string | null;
+    portProbe?: Probe;
   }): Promise<QemuRuntime> {
     const runAs =
       opts.runAs === null ? undefined : (opts.runAs ?? (process.getuid?.() === 0 ? "nobody" : undefined));
     const shm = opts.shmDir ?? (existsSync("/dev/shm") ? "/dev/shm/ovms" : join(opts.stateDir, "shm"));
     const user = new QemuUser(runAs);
-    const rt = new QemuRuntime(opts.stateDir, shm, user);
+    const rt = new QemuRuntime(opts.stateDir, shm, user, new PortBook(opts.portProbe));
+    void net.hasUserNetworking(); // asked now, so that no start waits for the answer
     await mkdir(join(opts.stateDir, "instances"), { recursive: true, mode: 0o755 });
     await user.checkReachable(join(opts.stateDir, "instances"));
     await mkdir(shm, { recursive: true });
@@ -131,8 +137,19 @@ export class QemuRuntime implements Runtime {
     await this.version();
     const plan = await this.plan(a, opts);
     trace("start: planned");
+    if (plan.network) await net.requireUserNetworking();
+    // Host ports are claimed before anything is created: one in use refuses the start (rfc §6.6).
+    const claim = await this.ports.claim(plan.network?.ports ?? [], net.portHolders(this.records.all()));
+    if (plan.network) plan.network.published = claim.ports;
     const pooled = a.ramSnapshot ? this.takeFromPool(a, plan) : undefined;
-    const { rec, live } = pooled ?? (await this.launch(a, plan, t0));
+    const { rec, live } = await (
+      pooled
+        ? net.publishPooled(pooled, plan.network?.published, async () => {
+            await this.discard(pooled.rec.instance_id);
+            this.warm.refillSoon(a);
+          })
+        : this.launch(a, plan, t0).catch((e) => this.lostPort(e))
+    ).finally(() => claim.release()); // from here on the instance's record holds its ports
     rec.name = plan.name;
     rec.started_at = new Date().toISOString();
     if (pooled) {
@@ -174,8 +191,14 @@ export class QemuRuntime implements Runtime {
     return finishPlan(draft, draft.accel ?? (await chooseAccel(opts.accel, a.kernelPath)));
   }
 
-  /** takeFromPool hands a ready warm-pool process to a restore: no I/O, no await (the hot path). */
+  /**
+   * takeFromPool hands a ready warm-pool process to a restore: no I/O, no await (the hot path).
+   * Pool processes are planned without overrides: the snapshot's NIC in mode user, no forwards.
+   */
   private takeFromPool(a: PreparedArtifact, plan: Plan): { rec: InstanceRecord; live: Live } | undefined {
+    const nic = a.ramSnapshot!.metadata.network;
+    if (!net.poolServes(nic && { mode: "user", mac: nic.mac }, plan.network, this.user.name))
+      return undefined;
     const id = this.warm.take(a);
     if (id === undefined) return undefined;
     const rec = this.records.get(id)!;
@@ -230,6 +253,14 @@ export class QemuRuntime implements Runtime {
     throw new RuntimeError("START_FAILED", `instance ${rec.instance_id}: ${rec.reason}`, {
       details: { instance_id: rec.instance_id },
     });
+  }
+
+  /** lostPort: QEMU could not bind a published port (taken after the probe): CONFLICT, nothing left. */
+  private async lostPort(e: unknown): Promise<never> {
+    const rec = this.records.get(String((e as RuntimeError).details?.instance_id));
+    const rule = rec?.reason && net.forwardFailure(rec.reason);
+    if (rule) await this.records.remove(rec);
+    throw rule ? net.lostPortError(rule) : e;
   }
 
   /** discard stops and removes a warm-pool process that is no longer wanted. */

@@ -10,6 +10,7 @@ import {
   TERMINAL_STATES,
   type Accel,
   type Instance,
+  type InstanceNetwork,
   type InstanceState,
   type Machine,
   type SnapshotCapture,
@@ -49,6 +50,8 @@ export interface InstanceRecord {
   pool?: boolean;
   /** Handed out from the warm pool. */
   pooled?: boolean;
+  /** The NIC and published ports; absent: no NIC. */
+  network?: InstanceNetwork;
 }
 
 /** Recovery is what recovering a record needs from process supervision. */
@@ -271,6 +274,8 @@ export function newRecord(
   };
   if (a.ramSnapshot) rec.restored_from = a.ramSnapshot.digest;
   if (at.pool) rec.pool = true;
+  if (cfg.network)
+    rec.network = { mode: cfg.network.mode, mac: cfg.network.mac, ports: cfg.network.forwards };
   if (a.manifest.runtimeHints?.coldStartTargetMs !== undefined)
     rec.cold_start_target_ms = a.manifest.runtimeHints.coldStartTargetMs;
   return rec;
@@ -296,6 +301,7 @@ export function toCapture(
     vcpus: rec.vcpus,
     cmdline: rec.cmdline ?? "",
     devices: rec.devices.map((d) => ({ type: d.type, name: d.name, size: d.size })),
+    ...(rec.network?.mac ? { network: { mac: rec.network.mac } } : {}),
     deviceState,
     memoryFile: rec.ram_file,
     ...(overlay ? { overlay } : {}),
@@ -321,6 +327,10 @@ export function toInstance(r: InstanceRecord, now = Date.now()): Instance {
       vcpus: r.vcpus,
     },
     devices: r.devices.map((d) => ({ type: d.type, name: d.name, size: d.size })),
+    // Ports are reported while the instance holds them: an ended QEMU has let them go.
+    network: r.network
+      ? { ...r.network, ports: TERMINAL_STATES.has(r.state) ? [] : [...r.network.ports] }
+      : { mode: "none", ports: [] },
   };
   if (r.reason) info.reason = r.reason;
   if (r.pid && !TERMINAL_STATES.has(r.state)) info.pid = r.pid;

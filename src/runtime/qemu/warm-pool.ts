@@ -29,8 +29,8 @@ export class QemuWarmPool implements WarmPool {
   /** memoryCapBytes caps the guest memory all warm pools together may hold. */
   memoryCapBytes = 2 * 1024 ** 3;
   private readonly pools = new Map<string, Pool>();
-  /** Fills in progress: close waits for them, so no process is launched after it returned. */
-  private readonly filling = new Set<Promise<void>>();
+  /** Launches under way: close waits for them, or what they start would outlive the pool. */
+  private readonly launching = new Set<Promise<unknown>>();
   private closed = false;
 
   constructor(private readonly procs: PoolProcesses) {}
@@ -74,39 +74,34 @@ export class QemuWarmPool implements WarmPool {
   }
 
   /** fill starts processes until the pool has its size, within the memory cap. */
-  fill(a: PreparedArtifact): Promise<void> {
-    const run = this.fillLoop(a).finally(() => this.filling.delete(run));
-    this.filling.add(run);
-    return run;
-  }
-
-  private async fillLoop(a: PreparedArtifact): Promise<void> {
+  async fill(a: PreparedArtifact): Promise<void> {
     const p = this.pools.get(a.digest);
     if (!p) return;
     while (!this.closed && p.ready.length + p.filling < p.size) {
       const mem = a.ramSnapshot!.metadata.memoryBytes;
       if (this.pooledBytes() + mem > this.memoryCapBytes) return;
       p.filling++;
+      // The launch and its entry in `ready` are one step, so close never misses what it made.
+      const launch = this.procs.launch(a).then((id) => void p.ready.push(id));
+      this.launching.add(launch);
       try {
-        const id = await this.procs.launch(a);
-        // Closed while this one started: nobody will hand it out, so it must not outlive the pool.
-        if (this.closed) await this.procs.discard(id);
-        else p.ready.push(id);
+        await launch;
       } catch {
         return; // a pool that cannot fill is only a slower start, never an error
       } finally {
         p.filling--;
+        this.launching.delete(launch);
       }
     }
   }
 
   /**
-   * close discards every ready process and forgets the pools (daemon shutdown). It waits for
-   * fills in progress, which discard what they started: nothing pooled outlives the daemon.
+   * close discards every ready process and forgets the pools (daemon shutdown), once the
+   * launches under way have ended: a process a refill is still starting is discarded too.
    */
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all([...this.filling]);
+    await Promise.allSettled([...this.launching]);
     for (const p of this.pools.values()) for (const id of p.ready.splice(0)) await this.procs.discard(id);
     this.pools.clear();
   }

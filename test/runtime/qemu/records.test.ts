@@ -196,7 +196,15 @@ test("toInstance: the record as an Instance; the pid only while the instance liv
     coldStartTargetMs: 500,
     metrics: { uptimeMs: 10_000, memoryBytes: 128 << 20, vcpus: 1, bootMs: 900, startMs: 300 },
     devices: [{ type: "ivshmem", name: "shm0", size: 4096 }],
+    network: { mode: "none", ports: [] },
   });
+  const ports = [{ protocol: "tcp" as const, hostIp: "127.0.0.1", hostPort: 8080, guestPort: 80 }];
+  assert.deepEqual(toInstance({ ...r, network: { mode: "user", mac: "52:54:00:12:34:56", ports } }).network, {
+    mode: "user",
+    mac: "52:54:00:12:34:56",
+    ports,
+  });
+  assert.deepEqual(toInstance({ ...r, state: "exited", network: { mode: "user", ports } }).network.ports, []);
   const ended = toInstance({
     ...r,
     state: "exited",
