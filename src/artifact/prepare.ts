@@ -112,6 +112,13 @@ export async function prepareArtifact(
   opts: { snapshotCacheDir?: string; cache?: PrepareCache } = {},
 ): Promise<PreparedArtifact> {
   const cache = opts.cache ?? new PrepareCache();
+  // rfc §2.2: v0.1 defines no UEFI boot, and booting the kernel directly instead would be another VM.
+  if (a.ovms.metadata?.platform?.uefi) {
+    throw new OvmsError(
+      "NOT_IMPLEMENTED",
+      `${a.reference}: metadata.platform.uefi is true, and OVMS v0.1 defines no UEFI boot (direct kernel boot only)`,
+    );
+  }
   const layerSize = new Map(a.oci.layers.map((l) => [l.digest, l.size]));
   const m = a.ovms;
   const kernelPath = await cache.verifyBlob(
