@@ -18,6 +18,7 @@ import { register as registerStatus } from "./commands/status.js";
 import { register as registerInject } from "./commands/inject.js";
 import { register as registerSnapshot } from "./commands/snapshot.js";
 import { register as registerServe } from "./commands/serve.js";
+import { register as registerConformance } from "./commands/conformance.js";
 import { VERSION } from "../version.js";
 
 /** program builds the `ovm` command tree. */
@@ -52,6 +53,7 @@ export function program(): Command {
   registerInject(p);
   registerSnapshot(p);
   registerServe(p);
+  registerConformance(p);
   return p;
 }
 
