@@ -78,8 +78,13 @@ const STATUS_WORDS: Record<Status, string> = {
  */
 export function formatReport(r: Report): string {
   const out: string[] = [`OVMS conformance (${r.suite}): ${r.target}`];
-  for (const [k, v] of Object.entries(r.about))
-    out.push(`  ${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`);
+  for (const [k, v] of Object.entries(r.about)) {
+    if (v && typeof v === "object" && !Array.isArray(v)) {
+      out.push(`  ${k}:`);
+      for (const [k2, v2] of Object.entries(v))
+        out.push(`    ${k2}: ${typeof v2 === "string" ? v2 : JSON.stringify(v2)}`);
+    } else out.push(`  ${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`);
+  }
   for (const level of r.levels) {
     const rows = r.results.filter((x) => x.level === level);
     if (!rows.length) continue;

@@ -61,6 +61,8 @@ export interface Followed {
 export class RuntimeApi {
   readonly violations: string[] = [];
   readonly errors: ErrorSeen[] = [];
+  /** onAnswer is told every whole answer (the suite notes every instance a start created). */
+  onAnswer?: (method: string, path: string, answer: Answer) => void;
   private readonly url?: URL;
 
   constructor(
@@ -117,7 +119,7 @@ export class RuntimeApi {
     }
     const status = res.statusCode ?? 0;
     this.judge(method, path, status, contentType, parsed);
-    return {
+    const answer: Answer<T> = {
       status,
       headers: res.headers,
       contentType,
@@ -125,6 +127,8 @@ export class RuntimeApi {
       text,
       ms: Math.round(performance.now() - t0),
     };
+    this.onAnswer?.(method, path, answer);
+    return answer;
   }
 
   /**

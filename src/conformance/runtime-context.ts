@@ -88,7 +88,19 @@ export class RuntimeContext {
     readonly api: RuntimeApi,
     readonly fixtures: Fixtures,
     readonly settings: RuntimeSettings,
-  ) {}
+  ) {
+    // Every instance a start made, whichever check asked (and even if it should have been
+    // refused), is removed at the end.
+    api.onAnswer = (method, path, a) => {
+      if (
+        method === "POST" &&
+        path === "/start" &&
+        a.status === 202 &&
+        typeof a.body?.instance_id === "string"
+      )
+        this.created.add(a.body.instance_id);
+    };
+  }
 
   /** has tells whether a level was asked for. */
   has(level: Level): boolean {
@@ -146,7 +158,6 @@ export class RuntimeContext {
       overrides: this.overrides({ ...o, name }),
     });
     const id = start.body?.instance_id;
-    if (typeof id === "string") this.created.add(id);
     expect(
       start.status === 202,
       `POST /start of ${manifest ?? fixture} answered ${start.status} (want 202): ${start.text.slice(0, 300)}`,

@@ -40,7 +40,6 @@ async function refused(
   if (r.status === 202 && orFailed) {
     // rfc §6.3: failures found after the answer put the instance in `failed`; it must not boot.
     const id = r.body.instance_id as string;
-    ctx.created.add(id);
     const s = await ctx
       .waitFor({ id, name: ctx.name(fixture) }, "failed", (i) => i.state === "failed", 60_000)
       .catch((e: Error) => {
@@ -66,7 +65,6 @@ export const REFUSALS: C[] = [
         manifest: ctx.fixtures.invalid.manifest,
         overrides: ctx.overrides({ name: ctx.name("invalid") }),
       });
-      if (r.status === 202) ctx.created.add(r.body.instance_id);
       want(r, "MANIFEST_INVALID", "POST /start of the invalid fixture");
       const paths = (r.body.error.details?.problems ?? []).map((p: { path: string }) => p.path);
       const missing = ["/bogus", "/version"].filter((p) => !paths.includes(p));
@@ -235,7 +233,6 @@ export const ERRORS: C[] = [
         manifest: ctx.fixtures.extensions.manifest,
         overrides: { name: g.name },
       });
-      if (r.status === 202) ctx.created.add(r.body.instance_id);
       want(r, "CONFLICT", `a second start named ${g.name}`);
       expect((await count()) === before, "an instance was created anyway");
     },

@@ -180,7 +180,6 @@ export const SNAPSHOT_CHECKS: C[] = [
           overrides: ctx.overrides({ ...o, name: ctx.name(`compat-${what}`) }),
         });
         if (r.status === 202) {
-          ctx.created.add(r.body.instance_id);
           bad.push(`a ${what} override was accepted`);
         } else if ((code && r.body?.error?.code !== code) || r.status < 400 || r.status >= 500) {
           bad.push(

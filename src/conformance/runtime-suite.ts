@@ -92,7 +92,7 @@ export async function runRuntimeSuite(opts: RuntimeSuiteOptions): Promise<Report
     // The clones have served; under TCG every running guest slows the rest down.
     for (const role of CLONES) {
       const g = await c.peek<{ id: string }>(`the restored ${role}`)?.catch(() => undefined);
-      if (g) await api.delete(`/instances/${encodeURIComponent(g.id)}?force=1`);
+      if (g) await api.delete(`/instances/${encodeURIComponent(g.id)}?force=1`).catch(() => undefined);
     }
     results.push(...(await run(SECURE_CHECKS)));
     results.push(...(await run([...STOP_CHECKS, ...BASIC_END, ...ERROR_MODEL])));
