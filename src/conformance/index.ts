@@ -11,4 +11,5 @@ export * from "./runtime-api.js";
 export * from "./guest.js";
 export * from "./runtime-suite.js";
 export * from "./artifact-suite.js";
+export * from "./registry-checks.js";
 export * from "./registry-suite.js";

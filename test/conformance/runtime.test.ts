@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ovm } from "../helpers.js";
-import { freePort } from "../registry-server.js";
+import { freePort, startRegistry } from "../registry-server.js";
 import { ContractChecker } from "../daemon/openapi-check.js";
 import { startDaemon, type DaemonProc } from "../daemon/harness.js";
 import { LyingRuntimeProxy } from "./lying-runtime-proxy.js";
@@ -125,5 +125,27 @@ test("a runtime that lies is caught: each lie fails its check with its RFC secti
     assert.match(msg("runtime.restore.continues"), /OVMS-READY: it was booted, not restored/);
   } finally {
     await proxy.close();
+  }
+});
+
+test("over TCP the suite pushes its artifacts to a registry and starts them by reference (Runtime-Basic)", async () => {
+  const usage = await ovm(["conformance", "runtime", "--url", `http://${tcp}`, "--token", TOKEN], d.env);
+  assert.equal(usage.code, 2, "over TCP without --registry: a usage error");
+  assert.match(usage.stderr, /--registry/);
+  const registry = await startRegistry();
+  try {
+    const repo = `${registry.host}/conformance/fixtures`;
+    const { code, report, all } = await run(["--url", `http://${tcp}`, "--token", TOKEN, "--registry", repo]);
+    assert.equal(code, 0, JSON.stringify(all, null, 1));
+    assert.match(report.about.artifacts, new RegExp(`pushed to ${repo}, started by reference`));
+    const by = Object.fromEntries(report.results.map((r: { id: string }) => [r.id, r]));
+    assert.match(by["runtime.start.accepted"].message, new RegExp(`from ${repo}:ivshmem`));
+    assert.equal(
+      by["runtime.errors.artifact-not-found"].status,
+      "pass",
+      "a missing tag of the registry is ARTIFACT_NOT_FOUND",
+    );
+  } finally {
+    await registry.stop();
   }
 });
