@@ -105,9 +105,17 @@ export function formatReport(r: Report): string {
   }
   out.push("");
   for (const s of r.summary) {
-    const parts = (["pass", "fail", "skip", "manual", "info"] as Status[])
-      .filter((k) => s[k] > 0)
-      .map((k) => `${s[k]} ${k === "fail" ? "failed" : k === "pass" ? "passed" : k}`);
+    const rows = r.results.filter((x) => x.level === s.level && x.status === "fail");
+    const must = rows.filter(failsMust).length;
+    const counts: [number, string][] = [
+      [s.pass, "passed"],
+      [must, "failed"],
+      [rows.length - must, "SHOULD not met"],
+      [s.skip, "skipped"],
+      [s.manual, "manual"],
+      [s.info, "info"],
+    ];
+    const parts = counts.filter(([n]) => n > 0).map(([n, w]) => `${n} ${w}`);
     out.push(
       `${s.name}: ${s.ok ? "conforms" : "DOES NOT CONFORM"} (${parts.join(", ") || "nothing checked"})`,
     );
