@@ -130,7 +130,7 @@ async function runOne<C>(c: Check<C>, ctx: C): Promise<Result> {
   }
 }
 
-/** failed tells whether a result breaks a MUST (what makes a run, and `ovm conformance`, fail). */
+/** failsMust tells whether a result breaks a MUST (what makes a run, and `ovm conformance`, fail). */
 export function failsMust(r: Result): boolean {
   return r.status === "fail" && r.requirement === "MUST";
 }

@@ -12,8 +12,8 @@ import { OvmsError } from "../core/errors.js";
  */
 
 /**
- * GUEST_CMDLINE is the kernel command line of every fixture (the demo guest's, as in
- * scripts/demo-guest.ts): serial console, quiet kernel, a fixed TSC rate (microvm under TCG has
+ * GUEST_CMDLINE is the kernel command line of every fixture and of the demo guest
+ * (scripts/demo-guest.ts re-exports it as DEMO_CMDLINE): serial console, quiet kernel, a fixed TSC rate (microvm under TCG has
  * no clock to calibrate against). `ovms.mode=…` is appended per fixture; `--cmdline` replaces it.
  */
 export const GUEST_CMDLINE = "console=ttyS0 quiet panic=-1 tsc_early_khz=2000000 tsc=reliable no_timer_check";
@@ -35,7 +35,7 @@ export const Marker = {
 } as const;
 
 /**
- * ignoreAcpi is appended to a guest that must ignore the ACPI power button (to see a runtime
+ * IGNORE_ACPI is appended to a guest that must ignore the ACPI power button (to see a runtime
  * escalate a graceful stop): without the `button` driver the kernel never reports the press.
  */
 export const IGNORE_ACPI = "module_blacklist=button";

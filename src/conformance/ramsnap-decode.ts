@@ -16,7 +16,7 @@ const LZ4_MAGIC = 0x184d2204;
 const SKIPPABLE_MAGIC = 0x184d2a5e;
 const FIRST_LINE = "OVMS-RAMSNAP 1\n";
 
-/** Rule names the groups of §5 the problems fall in. */
+/** RamsnapRule names the groups of §5 the problems fall in. */
 export type RamsnapRule =
   "layout" | "frames" | "metadata" | "index" | "deviceState" | "blocks" | "contentSize";
 

@@ -51,7 +51,7 @@ export interface FixtureOptions {
   onStep?: (line: string) => void;
 }
 
-/** FIXTURE_MEMORY is the guest memory of the booting fixtures: small, so snapshots stay small. */
+/** MIB is a mebibyte: the fixtures keep guest memory small, so snapshots stay small. */
 const MIB = 1 << 20;
 
 /**

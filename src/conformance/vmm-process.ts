@@ -1,7 +1,7 @@
 import { readFileSync, readlinkSync } from "node:fs";
 
 /**
- * What the host says about a VMM process, for a runtime on this machine: status reports the
+ * VmmProcess is what the host says about a VMM process, for a runtime on this machine: status reports the
  * VMM's pid (rfc §6.4), and /proc tells whether that process is still there after a stop, runs
  * under seccomp, as which user and in which namespaces. Reading /proc is looking from outside:
  * nothing of the runtime is imported. Undefined when the process is not visible (another
