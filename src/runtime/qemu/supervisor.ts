@@ -93,11 +93,15 @@ export class Supervisor {
    * the exit may have been recorded (and the pid forgotten) in the meantime.
    */
   async terminate(live: Live, pid: () => number | undefined, opts: StopOptions): Promise<void> {
-    const waitExit = (ms: number) =>
-      Promise.race([
+    // The timer is cleared when QEMU ends first: a graceful stop with a long timeout_ms must not
+    // hold the daemon's event loop (and its shutdown) for the rest of that timeout.
+    const waitExit = (ms: number) => {
+      let timer: NodeJS.Timeout | undefined;
+      return Promise.race([
         live.exited.then(() => true),
-        new Promise<boolean>((r) => setTimeout(() => r(false), ms)),
-      ]);
+        new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms))),
+      ]).finally(() => clearTimeout(timer));
+    };
     const p = pid();
     if (!live.qmp && p) {
       // No monitor: QEMU shuts down cleanly on SIGTERM.
