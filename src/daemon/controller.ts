@@ -122,6 +122,7 @@ export class Controller {
         ...(o.cmdline !== undefined ? { cmdline: o.cmdline } : {}),
         ...(o.accel !== undefined ? { accel: o.accel } : {}),
         ...(o.machine !== undefined ? { machine: o.machine } : {}),
+        ...(o.boot_timeout_ms !== undefined ? { bootTimeoutMs: o.boot_timeout_ms } : {}),
       });
       if (prepared.ramSnapshot) void this.warm(prepared);
       this.log.info("instance started", {

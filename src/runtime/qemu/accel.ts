@@ -3,9 +3,28 @@ import { existsSync, readFileSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { run } from "../../artifact/exec.js";
+import { RuntimeError } from "../runtime-error.js";
 import type { Accel } from "../types.js";
 
+/** QEMU_BINARY is the QEMU the runtime runs, found on PATH. */
 export const QEMU_BINARY = "qemu-system-x86_64";
+
+let version: Promise<string> | undefined;
+
+/** qemuVersion is the QEMU version, read once (`qemu-system-x86_64 --version`); RUNTIME_UNAVAILABLE without QEMU. */
+export function qemuVersion(): Promise<string> {
+  version ??= run(QEMU_BINARY, ["--version"]).then(
+    (out) => /version (\S+)/.exec(out)?.[1] ?? "unknown",
+    (e) => {
+      version = undefined;
+      throw new RuntimeError("RUNTIME_UNAVAILABLE", `QEMU is not available: ${(e as Error).message}`, {
+        cause: e,
+      });
+    },
+  );
+  return version;
+}
 
 /** PROBE_TIMEOUT_MS bounds the KVM probe: a working KVM reaches the panic in well under a second. */
 const PROBE_TIMEOUT_MS = 3000;
