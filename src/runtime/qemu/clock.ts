@@ -23,6 +23,18 @@ export function clockArgs(c: {
   return [`tsc_early_khz=${c.tscKhz}`];
 }
 
+/**
+ * withKernelArgs puts `added` into a kernel command line, before a standalone `--`: the kernel
+ * hands everything after it to init.
+ */
+export function withKernelArgs(cmdline: string, added: string[]): string {
+  if (!added.length) return cmdline;
+  const words = cmdline.split(" ");
+  const end = words.indexOf("--");
+  if (end < 0) return [cmdline, ...added].join(" ").trim();
+  return [...words.slice(0, end), ...added, ...words.slice(end)].join(" ").trim();
+}
+
 let cached: Promise<number | undefined> | undefined;
 
 /**

@@ -19,7 +19,7 @@ import {
 import { QEMU_BINARY, chooseAccel, qemuVersion } from "./accel.js";
 import { qemuArgv } from "./argv.js";
 import { DEFAULT_BOOT_TIMEOUT_MS, bootTimeout, trackBoot } from "./boot-watchdog.js";
-import { clockArgs, hostTscKhz } from "./clock.js";
+import { clockArgs, hostTscKhz, withKernelArgs } from "./clock.js";
 import type { ConfineSetting } from "./confine.js";
 import { readHostFacts } from "./host-facts.js";
 import { injectTarget, writeRegion } from "./ivshmem.js";
@@ -179,11 +179,9 @@ export class QemuRuntime implements Runtime {
       ...(owner ? { owner: { id: owner.instance_id, state: owner.state } } : {}),
     });
     checkHost(draft, await readHostFacts(this.shmRoot, draft.memLock, this.vmm.user.name));
-    // With -runas QEMU reopens its disks by path after a migration, as the QEMU user.
-    await this.vmm.checkReachable(a.disks.map((d) => d.path));
     const plan = finishPlan(draft, draft.accel ?? (await chooseAccel(opts.accel, a.kernelPath)));
     const added = a.ramSnapshot ? [] : clockArgs({ ...plan, tscKhz: await hostTscKhz() });
-    plan.cmdline = [plan.cmdline, ...added].join(" ").trim();
+    plan.cmdline = withKernelArgs(plan.cmdline, added);
     return {
       ...plan,
       kernelArgsAdded: added,

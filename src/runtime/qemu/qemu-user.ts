@@ -30,8 +30,8 @@ export class QemuUser {
 
   /**
    * checkReachable makes sure the QEMU user can reach `path` after QEMU dropped root with
-   * `-runas`: QEMU reopens its disk images by path when a migration hands them back (`cont`).
-   * Every folder above it must let others pass (o+x).
+   * `-runas`: QEMU reopens its overlay by path when a migration hands it back (`cont`), so every
+   * folder above the instance folders must let others pass (o+x).
    */
   async checkReachable(path: string): Promise<void> {
     if (!this.name) return;

@@ -1,6 +1,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { clockArgs, fromCpuinfo, hostTscKhz, tscMessageKhz } from "../../../src/runtime/qemu/clock.js";
+import {
+  clockArgs,
+  fromCpuinfo,
+  hostTscKhz,
+  tscMessageKhz,
+  withKernelArgs,
+} from "../../../src/runtime/qemu/clock.js";
 
 test("clockArgs adds the host's TSC rate for microvm under TCG, and only there", () => {
   const stock = "console=ttyS0 panic=-1";
@@ -55,4 +61,17 @@ test("hostTscKhz finds this host's rate", async () => {
   const khz = await hostTscKhz();
   // Every x86-64 host this runs on has a constant TSC; the rate is between 500 MHz and 10 GHz.
   assert.ok(khz && khz > 500_000 && khz < 10_000_000, `host TSC ${khz} kHz`);
+});
+
+test("added kernel arguments go before a standalone --, which starts init's arguments", () => {
+  assert.equal(
+    withKernelArgs("console=ttyS0 panic=-1", ["tsc_early_khz=1"]),
+    "console=ttyS0 panic=-1 tsc_early_khz=1",
+  );
+  assert.equal(
+    withKernelArgs("console=ttyS0 rdinit=/bin/busybox -- sleep 9", ["tsc_early_khz=1"]),
+    "console=ttyS0 rdinit=/bin/busybox tsc_early_khz=1 -- sleep 9",
+  );
+  assert.equal(withKernelArgs("a --x b", ["c"]), "a --x b c");
+  assert.equal(withKernelArgs("a", []), "a");
 });
