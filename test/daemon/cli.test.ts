@@ -28,7 +28,9 @@ before(async () => {
 });
 
 after(async () => {
-  const pid = Number((await readFile(join(daemonStateDir(store), "ovmd.pid"), "utf8").catch(() => "")).trim());
+  const pid = Number(
+    (await readFile(join(daemonStateDir(store), "ovmd.pid"), "utf8").catch(() => "")).trim(),
+  );
   if (pid) {
     const ps = await ovm(["--json", "ps", "-a"], env);
     for (const i of ps.code === 0 ? (JSON.parse(ps.stdout) as { instance_id: string }[]) : [])
