@@ -3,7 +3,11 @@
  * `POST /start` call to the guest's first console line and to its `OVMS-READY` line
  * (userspace up, layered disk mounted), on both machine models.
  *
- *   node dist/bench/boot.js [--runs 10]
+ *   node dist/bench/boot.js [--runs 10] [--confine on|off|both]
+ *
+ * `--confine` (as root) chooses the daemon's `--confine`: `on` runs QEMU in its sandbox
+ * (namespaces, the QEMU user, cgroup limits: the default), `off` as the QEMU user through
+ * `-runas` only; `both` runs one daemon of each on the same store and interleaves their starts.
  *
  * Prints a table and writes JSON to bench/results/boot-<date>.json.
  */
@@ -22,33 +26,56 @@ const pct = percentile;
 
 async function main(): Promise<void> {
   let runs = 10;
+  let confine: ("on" | "off")[] = ["on"];
   const argv = process.argv.slice(2);
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === "--runs") runs = Number(argv[++i]);
-    else throw new Error(`unknown flag ${argv[i]} (--runs N)`);
+    else if (argv[i] === "--confine") {
+      const v = argv[++i];
+      if (v !== "on" && v !== "off" && v !== "both") throw new Error(`--confine ${v}: on, off or both`);
+      confine = v === "both" ? ["on", "off"] : [v];
+    } else throw new Error(`unknown flag ${argv[i]} (--runs N, --confine on|off|both)`);
   }
   const { dir, store } = await demoStore("ovms-bench-boot-", CMDLINE, 192 << 20);
-  const socket = join(dir, "ovmd.sock");
-  const daemon = spawn(
-    process.execPath,
-    [join(ROOT, "dist/src/daemon/ovmd.js"), "--socket", socket, "--store", store.root],
-    { stdio: "ignore" },
-  );
-  const client = new OvmdClient({ socketPath: socket });
-  for (let i = 0; ; i++) {
-    try {
-      await client.version();
-      break;
-    } catch {
-      if (i > 500) throw new Error("ovmd did not come up");
-      await new Promise((r) => setTimeout(r, 10));
+  const daemons = new Map<string, { proc: ReturnType<typeof spawn>; client: OvmdClient }>();
+  for (const c of confine) {
+    const socket = join(dir, `ovmd-${c}.sock`);
+    const proc = spawn(
+      process.execPath,
+      [
+        join(ROOT, "dist/src/daemon/ovmd.js"),
+        "--socket",
+        socket,
+        "--store",
+        store.root,
+        "--state-dir",
+        join(dir, `state-${c}`),
+        ...(process.getuid?.() === 0 ? ["--confine", c] : []),
+      ],
+      { stdio: "ignore" },
+    );
+    const client = new OvmdClient({ socketPath: socket });
+    daemons.set(c, { proc, client });
+    for (let i = 0; ; i++) {
+      try {
+        await client.version();
+        break;
+      } catch {
+        if (i > 500) throw new Error(`ovmd --confine ${c} did not come up`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
     }
   }
+  type BootSample = { startMs: number; runningMs: number; firstLineMs: number; readyMs: number };
   const rows = [];
   try {
     for (const machine of ["microvm", "q35"] as const) {
-      const samples: { startMs: number; runningMs: number; firstLineMs: number; readyMs: number }[] = [];
-      for (let i = 0; i < runs; i++) {
+      const byConfine = new Map<string, BootSample[]>(confine.map((c) => [c, []]));
+      // Interleaved: sample i of every daemon before sample i + 1 of any, so both see the same load.
+      for (let n = 0; n < runs * confine.length; n++) {
+        const c = confine[n % confine.length];
+        const { client } = daemons.get(c)!;
+        const samples = byConfine.get(c)!;
         const t0 = performance.now();
         const { instance_id: id } = await client.start({
           manifest: "bench/vm:1",
@@ -73,29 +100,32 @@ async function main(): Promise<void> {
         await client.stop({ instance_id: id, force: true });
         await client.remove(id);
       }
-      const col = (k: keyof (typeof samples)[0]) => samples.map((s) => s[k]);
-      rows.push({
-        machine,
-        runs,
-        start_call_p50_ms: pct(col("startMs"), 50),
-        first_line_p50_ms: pct(col("firstLineMs"), 50),
-        first_line_p95_ms: pct(col("firstLineMs"), 95),
-        ready_p50_ms: pct(col("readyMs"), 50),
-        ready_p95_ms: pct(col("readyMs"), 95),
-        samples,
-      });
+      for (const [c, samples] of byConfine) {
+        const col = (k: keyof BootSample) => samples.map((s) => s[k]);
+        rows.push({
+          machine,
+          confine: c,
+          runs,
+          start_call_p50_ms: pct(col("startMs"), 50),
+          first_line_p50_ms: pct(col("firstLineMs"), 50),
+          first_line_p95_ms: pct(col("firstLineMs"), 95),
+          ready_p50_ms: pct(col("readyMs"), 50),
+          ready_p95_ms: pct(col("readyMs"), 95),
+          samples,
+        });
+      }
     }
   } finally {
-    daemon.kill("SIGTERM");
+    for (const d of daemons.values()) d.proc.kill("SIGTERM");
   }
   const f = (n: number) => n.toFixed(0).padStart(8);
   process.stdout.write(
     [
       `cold boot benchmark (TCG, 192 MiB, ${cpus().length} CPUs): ms from POST /start`,
-      `machine   runs   /start returns   first line p50   p95   OVMS-READY p50   p95`,
+      `machine  confine  runs   /start returns   first line p50   p95   OVMS-READY p50   p95`,
       ...rows.map(
         (r) =>
-          `${r.machine.padEnd(8)} ${String(r.runs).padStart(5)} ${f(r.start_call_p50_ms)}         ${f(r.first_line_p50_ms)} ${f(r.first_line_p95_ms)} ${f(r.ready_p50_ms)}     ${f(r.ready_p95_ms)}`,
+          `${r.machine.padEnd(8)} ${r.confine.padEnd(7)} ${String(r.runs).padStart(5)} ${f(r.start_call_p50_ms)}         ${f(r.first_line_p50_ms)} ${f(r.first_line_p95_ms)} ${f(r.ready_p50_ms)}     ${f(r.ready_p95_ms)}`,
       ),
     ].join("\n") + "\n",
   );

@@ -4,7 +4,11 @@
  * warm pool, and QEMU's own loadvm of the same guest as the peer. Each start is timed from
  * the start call to the guest running (QMP status) and to its first console output after.
  *
- *   node dist/bench/restore.js [--runs 20] [--cold-runs 20] [--keep]
+ *   node dist/bench/restore.js [--runs 20] [--cold-runs 20] [--confine on|off|both] [--keep]
+ *
+ * `--confine` (as root): `on` runs QEMU in its sandbox (namespaces, the QEMU user, cgroup
+ * limits: ovmd's default), `off` as the QEMU user through `-runas` only (what ovmd did before);
+ * `both` times the two side by side, their starts interleaved so that both see the same load.
  *
  * Prints a table and writes JSON to bench/results/restore-<date>.json.
  */
@@ -36,12 +40,16 @@ interface Sample {
 }
 
 function args(argv: string[]) {
-  const a = { runs: 20, coldRuns: 20, keep: false };
+  const a = { runs: 20, coldRuns: 20, keep: false, confine: ["on"] as ("on" | "off")[] };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === "--runs") a.runs = Number(argv[++i]);
     else if (argv[i] === "--cold-runs") a.coldRuns = Number(argv[++i]);
     else if (argv[i] === "--keep") a.keep = true;
-    else throw new Error(`unknown flag ${argv[i]} (--runs N, --cold-runs N, --keep)`);
+    else if (argv[i] === "--confine") {
+      const v = argv[++i];
+      if (v !== "on" && v !== "off" && v !== "both") throw new Error(`--confine ${v}: on, off or both`);
+      a.confine = v === "both" ? ["on", "off"] : [v];
+    } else throw new Error(`unknown flag ${argv[i]} (--runs N, --cold-runs N, --confine on|off|both, --keep)`);
   }
   return a;
 }
@@ -97,11 +105,21 @@ async function main() {
   const source = await loadArtifact(store, "bench/vm:1");
   const cache = new PrepareCache();
   const cold = await prepareArtifact(store, source, { cache });
-  const rt = await QemuRuntime.create({ stateDir: store.workDir });
+  // One runtime per confinement, each with its own state folder (reachable by the QEMU user).
+  const root = process.getuid?.() === 0;
+  const rts = new Map<string, { rt: QemuRuntime; stateDir: string }>();
+  for (const c of a.confine) {
+    const stateDir = join(dir, `state-${c}`);
+    // "on" must really be namespaces: refuse to measure something else under its name.
+    const rt = await QemuRuntime.create({ stateDir, confine: root ? c : "auto" });
+    rts.set(c, { rt, stateDir });
+  }
+  const [first] = rts.values();
+  const rt = first.rt;
 
   // The snapshot: a counting guest, paused after a few counts.
   const src = await rt.start(cold, { accel: "tcg", name: "source" });
-  await firstOutput(join(store.workDir, "instances", src.id, "serial.log"), 200, performance.now());
+  await firstOutput(join(first.stateDir, "instances", src.id, "serial.log"), 200, performance.now());
   await new Promise((r) => setTimeout(r, 1000));
   const snap = await rt.snapshot(src.id, { stop: true }, (c) =>
     packSnapshot(store, source, c, "bench/vm:snap"),
@@ -111,25 +129,27 @@ async function main() {
     `snapshot ${snap.descriptor.digest}: ${snap.ramsnap.metadata.memory.bytes} of ${MEMORY} bytes non-zero, blob ${snap.ramsnap.size} bytes\n`,
   );
 
-  const series: Record<string, Sample[]> = {
-    "cold boot": [],
-    "restore (fresh QEMU)": [],
-    "restore (warm pool)": [],
-    "QEMU loadvm": [],
-  };
-
-  for (let i = 0; i < a.coldRuns; i++) series["cold boot"].push(await viaRuntime(rt, cold, store.workDir));
+  const series: Record<string, Sample[]> = {};
+  const label = (name: string, c: string) => (rts.size > 1 ? `${name} [confine ${c}]` : name);
+  const push = (name: string, c: string, s: Sample) => (series[label(name, c)] ??= []).push(s);
+  // Interleaved: sample i of every confinement before sample i + 1 of any.
+  for (let i = 0; i < a.coldRuns; i++)
+    for (const [c, r] of rts) push("cold boot", c, await viaRuntime(r.rt, cold, r.stateDir));
   for (let i = 0; i < a.runs; i++)
-    series["restore (fresh QEMU)"].push(await viaRuntime(rt, restorable, store.workDir));
-  await rt.configurePool(restorable, 1);
+    for (const [c, r] of rts) push("restore (fresh QEMU)", c, await viaRuntime(r.rt, restorable, r.stateDir));
+  for (const r of rts.values()) await r.rt.configurePool(restorable, 1);
   for (let i = 0; i < a.runs; i++) {
-    // Wait for the pool to refill, so every start is a pool start.
-    while (rt.poolStatus()[0].ready < 1) await new Promise((r) => setTimeout(r, 20));
-    series["restore (warm pool)"].push(await viaRuntime(rt, restorable, store.workDir));
+    for (const [c, r] of rts) {
+      // Wait for the pool to refill, so every start is a pool start.
+      while (r.rt.poolStatus()[0].ready < 1) await new Promise((res) => setTimeout(res, 20));
+      push("restore (warm pool)", c, await viaRuntime(r.rt, restorable, r.stateDir));
+    }
   }
-  await rt.configurePool(restorable, 0);
+  for (const r of rts.values()) {
+    await r.rt.configurePool(restorable, 0);
+    await r.rt.close();
+  }
   series["QEMU loadvm"] = await loadvmSeries(dir, cold, a.runs);
-  await rt.close();
 
   const rows = Object.entries(series).map(([name, xs]) => ({
     name,
@@ -138,8 +158,8 @@ async function main() {
     ...stats(xs, "firstOutputMs", "output"),
     ...stats(xs, "readyMs", "ready"),
   }));
-  const by = Object.fromEntries(rows.map((r) => [r.name, r]));
-  const ratios = {
+  const by = Object.fromEntries(rows.map((r) => [r.name.replace(` [confine ${a.confine[0]}]`, ""), r]));
+  const ratios: Record<string, number> = {
     "cold boot / warm pool (ready for work p50)":
       by["cold boot"].ready_p50_ms / by["restore (warm pool)"].ready_p50_ms,
     "cold boot / fresh restore (ready for work p50)":
@@ -155,19 +175,29 @@ async function main() {
     "loadvm / fresh restore (running p50)":
       by["QEMU loadvm"].running_p50_ms / by["restore (fresh QEMU)"].running_p50_ms,
   };
+  if (rts.size > 1) {
+    const on = (n: string) => rows.find((r) => r.name === `${n} [confine on]`)!;
+    const off = (n: string) => rows.find((r) => r.name === `${n} [confine off]`)!;
+    for (const n of ["cold boot", "restore (fresh QEMU)", "restore (warm pool)"]) {
+      ratios[`confine on / off, ${n} (running p50)`] = on(n).running_p50_ms / off(n).running_p50_ms;
+      ratios[`confine on / off, ${n} (ready p50)`] = on(n).ready_p50_ms / off(n).ready_p50_ms;
+    }
+  }
   const f = (n: number) => n.toFixed(1).padStart(9);
+  const w = Math.max(22, ...rows.map((r) => r.name.length));
   const lines = [
     `restore benchmark: ${MEMORY >> 20} MiB guest (microvm, TCG), ${cpus().length} CPUs; ms from start call`,
-    `${"contender".padEnd(22)} runs  running p50  running p95   output p50   output p95    ready p50    ready p95`,
+    `${"contender".padEnd(w)} runs  running p50  running p95   output p50   output p95    ready p50    ready p95`,
     ...rows.map(
       (r) =>
-        `${r.name.padEnd(22)} ${String(r.runs).padStart(4)} ${f(r.running_p50_ms)}    ${f(r.running_p95_ms)}    ${f(r.output_p50_ms)}    ${f(r.output_p95_ms)}    ${f(r.ready_p50_ms)}    ${f(r.ready_p95_ms)}`,
+        `${r.name.padEnd(w)} ${String(r.runs).padStart(4)} ${f(r.running_p50_ms)}    ${f(r.running_p95_ms)}    ${f(r.output_p50_ms)}    ${f(r.output_p95_ms)}    ${f(r.ready_p50_ms)}    ${f(r.ready_p95_ms)}`,
     ),
-    ...Object.entries(ratios).map(([k, v]) => `${k}: ${v.toFixed(1)}x`),
+    ...Object.entries(ratios).map(([k, v]) => `${k}: ${v.toFixed(2)}x`),
   ];
   process.stdout.write(lines.join("\n") + "\n");
   await writeResult("restore", {
     guest: { memoryBytes: MEMORY, machine: "microvm", accel: "tcg", cmdline: CMDLINE },
+    confine: Object.fromEntries([...rts].map(([c, r]) => [c, r.rt.confinement])),
     snapshot: {
       digest: snap.descriptor.digest,
       blobBytes: snap.ramsnap.size,

@@ -29,6 +29,9 @@ export class QemuWarmPool implements WarmPool {
   /** memoryCapBytes caps the guest memory all warm pools together may hold. */
   memoryCapBytes = 2 * 1024 ** 3;
   private readonly pools = new Map<string, Pool>();
+  /** Launches in flight, which close waits for: a process launched after it would be left running. */
+  private readonly launching = new Set<Promise<string>>();
+  private closing = false;
 
   constructor(private readonly procs: PoolProcesses) {}
 
@@ -74,22 +77,27 @@ export class QemuWarmPool implements WarmPool {
   async fill(a: PreparedArtifact): Promise<void> {
     const p = this.pools.get(a.digest);
     if (!p) return;
-    while (p.ready.length + p.filling < p.size) {
+    while (p.ready.length + p.filling < p.size && !this.closing) {
       const mem = a.ramSnapshot!.metadata.memoryBytes;
       if (this.pooledBytes() + mem > this.memoryCapBytes) return;
       p.filling++;
+      const launch = this.procs.launch(a);
+      this.launching.add(launch);
       try {
-        p.ready.push(await this.procs.launch(a));
+        p.ready.push(await launch);
       } catch {
         return; // a pool that cannot fill is only a slower start, never an error
       } finally {
         p.filling--;
+        this.launching.delete(launch);
       }
     }
   }
 
   /** close discards every ready process and forgets the pools (daemon shutdown). */
   async close(): Promise<void> {
+    this.closing = true;
+    await Promise.allSettled([...this.launching]);
     for (const p of this.pools.values()) for (const id of p.ready.splice(0)) await this.procs.discard(id);
     this.pools.clear();
   }

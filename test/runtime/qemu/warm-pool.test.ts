@@ -107,3 +107,21 @@ test("close discards every ready process and forgets the pools", async () => {
   assert.deepEqual(procs.discarded.sort(), ["sha256:a-0", "sha256:a-1", "sha256:b-2"]);
   assert.deepEqual(pool.status(), []);
 });
+
+test("close waits for a launch in flight and discards what it made: nothing is left running", async () => {
+  const procs = new FakeProcesses();
+  let finish!: () => void;
+  const gate = new Promise<void>((r) => (finish = r));
+  const launch = procs.launch.bind(procs);
+  procs.launch = async (a) => {
+    await gate;
+    return launch(a);
+  };
+  const pool = new QemuWarmPool(procs);
+  const filling = pool.configure(snapshot("sha256:a", 1 << 20), 1);
+  const closed = pool.close();
+  finish();
+  await Promise.all([filling, closed]);
+  assert.deepEqual(procs.launched, ["sha256:a-0"]);
+  assert.deepEqual(procs.discarded, ["sha256:a-0"], "the process launched during close is discarded");
+});
