@@ -49,7 +49,8 @@ function args(argv: string[]) {
       const v = argv[++i];
       if (v !== "on" && v !== "off" && v !== "both") throw new Error(`--confine ${v}: on, off or both`);
       a.confine = v === "both" ? ["on", "off"] : [v];
-    } else throw new Error(`unknown flag ${argv[i]} (--runs N, --cold-runs N, --confine on|off|both, --keep)`);
+    } else
+      throw new Error(`unknown flag ${argv[i]} (--runs N, --cold-runs N, --confine on|off|both, --keep)`);
   }
   return a;
 }

@@ -13,14 +13,7 @@ export type { PreparedArtifact, SnapshotCapture };
  * again or ends.
  */
 export type InstanceState =
-  | "created"
-  | "starting"
-  | "running"
-  | "stalled"
-  | "paused"
-  | "stopping"
-  | "exited"
-  | "failed";
+  "created" | "starting" | "running" | "stalled" | "paused" | "stopping" | "exited" | "failed";
 
 /** TERMINAL_STATES are the states an instance never leaves. */
 export const TERMINAL_STATES: ReadonlySet<InstanceState> = new Set(["exited", "failed"]);

@@ -36,6 +36,16 @@ export function register(program: Command): void {
         "--machine <machine>",
         "machine model (default: microvm, q35 when a device needs PCI)",
       ).choices(["microvm", "q35"]),
+    )
+    .option(
+      "--boot-timeout <seconds>",
+      "report the boot stalled when the console stays silent this long while booting (0: never; default: the daemon's)",
+      (v: string) => {
+        const n = Number(v);
+        if (!Number.isFinite(n) || n < 0)
+          throw new OvmsError("USAGE", `--boot-timeout ${v}: want seconds, 0 or more`);
+        return n;
+      },
     );
   addSocketOption(cmd).action(async (ref: string, opts: RunFlags, c: Command) => {
     const out = new Printer(globals(c));
@@ -46,6 +56,7 @@ export function register(program: Command): void {
     if (opts.cmdline !== undefined) overrides.cmdline = opts.cmdline;
     if (opts.accel !== undefined) overrides.accel = opts.accel;
     if (opts.machine !== undefined) overrides.machine = opts.machine;
+    if (opts.bootTimeout !== undefined) overrides.boot_timeout_ms = Math.round(opts.bootTimeout * 1000);
     const client = await ensureDaemon(c, out);
     const started = await client.start({
       manifest: manifestArg(ref),
@@ -69,6 +80,18 @@ export function register(program: Command): void {
         });
     };
     process.on("SIGINT", onInt);
+    // The console alone cannot say that a silent boot is stuck: the daemon's boot watchdog can.
+    let told = false;
+    const watch = setInterval(() => {
+      client
+        .status(started.instance_id)
+        .then((s) => {
+          if (s.state === "stalled" && !told) out.info(`${s.name}: ${s.reason ?? "boot stalled"}`);
+          told = s.state === "stalled";
+        })
+        .catch(() => undefined);
+    }, 1000);
+    watch.unref();
     try {
       for await (const rec of await client.logs(started.instance_id, { follow: true })) {
         if (!process.stdout.write(rec.line + "\n")) await new Promise((r) => process.stdout.once("drain", r));
@@ -78,6 +101,7 @@ export function register(program: Command): void {
         throw new OvmsError("INSTANCE_FAILED", `${end.name} failed: ${end.reason ?? "no reason given"}`);
       out.info(`${end.name} ${end.state}${end.reason ? ` (${end.reason})` : ""}`);
     } finally {
+      clearInterval(watch);
       process.off("SIGINT", onInt);
     }
   });
@@ -91,4 +115,5 @@ interface RunFlags {
   cmdline?: string;
   accel?: "auto" | "kvm" | "tcg";
   machine?: "microvm" | "q35";
+  bootTimeout?: number;
 }

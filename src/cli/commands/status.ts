@@ -43,5 +43,20 @@ export function describe(i: InstanceInfo): string {
   if (m.cpu_time_ms !== undefined) lines.push(`CPU time:    ${m.cpu_time_ms} ms`);
   if (m.rss_bytes !== undefined) lines.push(`RSS:         ${formatSize(m.rss_bytes)}`);
   for (const d of i.devices) lines.push(`Device:      ${d.type} ${d.name} ${formatSize(d.size)}`);
+  if (i.kernel_args_added?.length)
+    lines.push(`Added args:  ${i.kernel_args_added.join(" ")} (by the runtime)`);
+  if (i.boot)
+    lines.push(
+      `Boot watch:  ${i.boot.phase}${i.boot.timeout_ms ? ` (silence allowed ${formatDuration(i.boot.timeout_ms)})` : ""}`,
+    );
+  for (const l of i.boot?.console_tail ?? []) lines.push(`  | ${l}`);
+  if (i.confinement) {
+    const c = i.confinement;
+    const l = c.limits;
+    lines.push(
+      `Confined:    ${c.mode}${c.user ? ` as ${c.user}` : ""}${c.namespaces ? `, namespaces ${c.namespaces.join(",")}` : ""}`,
+      `Limits:      ${l.enforced ? `${formatSize(l.memory_max ?? 0)} memory, ${l.cpu_max} CPU(s) (${l.via})` : `none: ${l.note}`}`,
+    );
+  }
   return lines.join("\n");
 }

@@ -82,6 +82,9 @@ function probe(kernel: string): Promise<boolean> {
         "panic=-1 console=ttyS0 quiet",
         "-serial",
         "stdio",
+        // The artifact's kernel runs here outside the instance sandbox: under seccomp at least.
+        "-sandbox",
+        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
       ],
       { stdio: ["ignore", "pipe", "ignore"] },
     );
@@ -110,7 +113,7 @@ function cacheKey(): string {
   } catch {
     // not Linux /proc: the key still changes with the binary
   }
-  return `${boot}:probe-v1`;
+  return `${boot}:probe-v2`;
 }
 
 /** chooseAccel resolves `auto` by probing; `kvm` and `tcg` are taken as asked. */

@@ -34,14 +34,14 @@ export const TAIL_LINES = 10;
  */
 const KERNEL_LINE = /^\[\s*\d+\.\d+\]/;
 
+/** CONTROL matches terminal escape sequences and control bytes. */
+// eslint-disable-next-line no-control-regex
+const CONTROL = /\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x1f]/g;
+
 /** isUserspaceLine tells a console line of the guest's userspace from one of its kernel (or an empty one). */
 export function isUserspaceLine(line: string): boolean {
   // Terminal control bytes (cursor moves, colours) may lead a line; they decide nothing.
-  // eslint-disable-next-line no-control-regex
-  const text = line
-    .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "")
-    .replace(/[\x00-\x1f]/g, "")
-    .trim();
+  const text = line.replace(CONTROL, "").trim();
   return text.length > 0 && !KERNEL_LINE.test(text);
 }
 
