@@ -7,7 +7,8 @@
  *
  * `--confine` (as root) chooses the daemon's `--confine`: `on` runs QEMU in its sandbox
  * (namespaces, the QEMU user, cgroup limits: the default), `off` as the QEMU user through
- * `-runas` only; `both` runs one daemon of each on the same store and interleaves their starts.
+ * `-runas` without limits (`--confine off --no-limits`: what ovmd did before); `both` runs one
+ * daemon of each on the same store and interleaves their starts.
  *
  * Prints a table and writes JSON to bench/results/boot-<date>.json.
  */
@@ -50,7 +51,7 @@ async function main(): Promise<void> {
         store.root,
         "--state-dir",
         join(dir, `state-${c}`),
-        ...(process.getuid?.() === 0 ? ["--confine", c] : []),
+        ...(process.getuid?.() === 0 ? ["--confine", c, ...(c === "off" ? ["--no-limits"] : [])] : []),
       ],
       { stdio: "ignore" },
     );

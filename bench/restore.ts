@@ -7,7 +7,8 @@
  *   node dist/bench/restore.js [--runs 20] [--cold-runs 20] [--confine on|off|both] [--keep]
  *
  * `--confine` (as root): `on` runs QEMU in its sandbox (namespaces, the QEMU user, cgroup
- * limits: ovmd's default), `off` as the QEMU user through `-runas` only (what ovmd did before);
+ * limits: ovmd's default), `off` as the QEMU user through `-runas`, without limits (what ovmd
+ * did before: `ovmd --confine off --no-limits`);
  * `both` times the two side by side, their starts interleaved so that both see the same load.
  *
  * Prints a table and writes JSON to bench/results/restore-<date>.json.
@@ -112,7 +113,9 @@ async function main() {
   for (const c of a.confine) {
     const stateDir = join(dir, `state-${c}`);
     // "on" must really be namespaces: refuse to measure something else under its name.
-    const rt = await QemuRuntime.create({ stateDir, confine: root ? c : "auto" });
+    const rt = await QemuRuntime.create(
+      root ? { stateDir, confine: c, ...(c === "off" ? { limits: false } : {}) } : { stateDir },
+    );
     rts.set(c, { rt, stateDir });
   }
   const [first] = rts.values();

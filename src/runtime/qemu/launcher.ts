@@ -17,6 +17,7 @@ import {
   type SandboxTools,
 } from "./confine.js";
 import { QemuUser } from "./qemu-user.js";
+import type { Live, OnExit, Supervisor } from "./supervisor.js";
 
 /** Launch is how to start one instance's QEMU: the program and arguments, and whether bwrap reports QEMU's pid. */
 export interface Launch {
@@ -119,6 +120,31 @@ export class VmmLauncher {
     );
     confinement.namespaces = namespacesOf(argv);
     return { ...joinCommand(cg.procs, this.tools.bwrap, args), sandboxed: true, confinement };
+  }
+
+  /**
+   * spawn launches instance `cfg.id`'s QEMU (see command) under `procs`, and resolves once
+   * QEMU's own pid is known: in a sandbox the child is bwrap, and QEMU's pid is what stop,
+   * status and re-attach need (bwrap's is kept as `launcher_pid`).
+   */
+  async spawn(
+    procs: Supervisor,
+    a: PreparedArtifact,
+    cfg: QemuConfig,
+    argv: string[],
+    logFile: string,
+    onExit: OnExit,
+  ): Promise<{ live: Live; pid?: number; launcher_pid?: number; confinement: ConfinementInfo }> {
+    const launch = await this.command(a, cfg, argv);
+    const { pid, live, vmmPid } = procs.spawn(cfg.id, launch, logFile, onExit);
+    const qemu = (await vmmPid) ?? pid;
+    const out: { live: Live; pid?: number; launcher_pid?: number; confinement: ConfinementInfo } = {
+      live,
+      confinement: launch.confinement,
+    };
+    if (qemu !== undefined) out.pid = qemu;
+    if (launch.sandboxed && pid !== qemu) out.launcher_pid = pid;
+    return out;
   }
 
   /** release removes instance `id`'s cgroup once its QEMU has ended. */

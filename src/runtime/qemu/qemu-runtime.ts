@@ -216,16 +216,18 @@ export class QemuRuntime implements Runtime {
     const cfg = qemuConfig(a, plan, { id, dir, shmDir, runAs: this.vmm.runAs, vmgenid: randomUUID() });
     await this.records.createFiles(a, cfg, shmDir, () => this.vmm.grant(a, cfg, dir));
     const argv = qemuArgv(cfg);
-    const rec = newRecord(a, plan, cfg, { shmDir, argv: [QEMU_BINARY, ...argv], pool, ...plan });
+    const rec = newRecord(a, plan, cfg, {
+      shmDir,
+      argv: [QEMU_BINARY, ...argv],
+      pool,
+      kernelArgsAdded: plan.kernelArgsAdded,
+      bootTimeoutMs: plan.bootTimeoutMs,
+    });
     this.records.add(rec);
     await this.records.save(rec);
-    const launch = await this.vmm.command(a, cfg, argv);
-    rec.confinement = launch.confinement;
     const onExit = (code: number | null, signal: NodeJS.Signals | null) => void this.onExit(id, code, signal);
-    const { pid, live, vmmPid } = this.procs.spawn(id, launch, join(dir, "qemu.log"), onExit);
-    // In a sandbox the child is bwrap; QEMU's own pid is what stop, status and re-attach need.
-    rec.pid = (await vmmPid) ?? pid;
-    if (launch.sandboxed && pid !== rec.pid) rec.launcher_pid = pid;
+    const { live, ...vmm } = await this.vmm.spawn(this.procs, a, cfg, argv, join(dir, "qemu.log"), onExit);
+    Object.assign(rec, vmm);
     if (rec.state === "created") transition(rec, "starting");
     await this.records.save(rec);
     if (!pool) this.watchBoot(rec, live, t0);
