@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Store } from "../../src/store/store.js";
 import { daemonStateDir } from "../../src/store/paths.js";
-import { buildDemo } from "../helpers.js";
+import { buildDemo, ovm } from "../helpers.js";
 import { ContractChecker } from "./openapi-check.js";
 import { serialLine, startDaemon, waitFor, type DaemonProc } from "./harness.js";
 
@@ -91,6 +91,13 @@ test("a boot whose console stays silent is `stalled` in GET /status, with a hint
     (i: { name: string }) => i.name === "silent",
   );
   assert.equal(listed.state, "stalled");
+  // What a person sees.
+  const st = await ovm(["status", "silent"], d.env);
+  assert.equal(st.code, 0, st.stderr);
+  assert.match(st.stdout, /State:\s+stalled \(boot stalled: /);
+  assert.match(st.stdout, /Boot watch:\s+stalled \(silence allowed 3s\)/);
+  if (process.getuid?.() === 0) assert.match(st.stdout, /Confined:\s+(namespaces|user) as nobody/);
+  assert.match((await ovm(["ps"], d.env)).stdout, /\ssilent\s+stalled\s/);
   assert.deepEqual((await d.api.post("/stop", { instance_id: "silent", force: true })).body, {
     status: "exited",
   });

@@ -1,4 +1,5 @@
 import { mkdir, readFile, rmdir, writeFile } from "node:fs/promises";
+import { totalmem } from "node:os";
 import { join } from "node:path";
 
 /** Limits are what one instance may use: memory in bytes and CPU time in cores. */
@@ -19,18 +20,29 @@ export interface LimitsInfo {
   note?: string;
 }
 
-/** MEMORY_OVERHEAD is what QEMU itself may use beside guest RAM and device regions (code, TCG's translation cache, buffers). */
+/** MEMORY_OVERHEAD is what QEMU itself may use beside guest RAM and device regions (code, buffers, I/O). */
 export const MEMORY_OVERHEAD = 256 << 20;
+
+/**
+ * tcgCodeCache is the most memory TCG's translation cache takes in QEMU 7.2: the default
+ * tb-size, a 1 GiB mapping on 64-bit hosts, no more than an eighth of the host's memory. It
+ * fills as the guest runs new code; a limit below it would let the OOM killer end a busy guest.
+ */
+export function tcgCodeCache(hostMemory = totalmem()): number {
+  return Math.min(1 << 30, Math.floor(hostMemory / 8));
+}
 
 /** CPU_PERIOD_US is the CFS period quotas are given in. */
 const CPU_PERIOD_US = 100_000;
 
 /**
  * limitsFor is what an instance gets: guest memory plus its device regions plus QEMU's own
- * overhead, and one core per vCPU (QEMU's I/O thread shares them).
+ * overhead (and TCG's translation cache under TCG), and one core per vCPU (QEMU's I/O thread
+ * shares them).
  */
-export function limitsFor(memoryBytes: number, deviceBytes: number, vcpus: number): Limits {
-  return { memoryBytes: memoryBytes + deviceBytes + MEMORY_OVERHEAD, cpus: vcpus };
+export function limitsFor(memoryBytes: number, deviceBytes: number, vcpus: number, tcg: boolean): Limits {
+  const overhead = MEMORY_OVERHEAD + (tcg ? tcgCodeCache() : 0);
+  return { memoryBytes: memoryBytes + deviceBytes + overhead, cpus: vcpus };
 }
 
 /** CgroupLayout is where this host's memory and CPU controllers are, read from /proc (pure input). */

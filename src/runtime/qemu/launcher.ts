@@ -44,7 +44,8 @@ export class VmmLauncher {
 
   /**
    * create chooses the mode for `setting` (see chooseConfinement); as root QEMU runs as
-   * `runAs` (default `nobody`). `limits: false` leaves cgroups alone.
+   * `runAs` (default `nobody`; null: QEMU keeps the daemon's user, which rules namespaces out).
+   * `limits: false` leaves cgroups alone.
    */
   static async create(opts: {
     confine?: ConfineSetting;
@@ -53,10 +54,14 @@ export class VmmLauncher {
   }): Promise<VmmLauncher> {
     const root = process.getuid?.() === 0;
     const setting = opts.confine ?? "auto";
+    const cgroups = root && opts.limits !== false ? new Cgroups() : undefined;
+    if (opts.runAs === null) {
+      chooseConfinement(setting, false, false); // `on` cannot be had without a user to drop to
+      return new VmmLauncher("none", new QemuUser(undefined), undefined, cgroups);
+    }
     const tools = root && setting !== "off" ? await findSandboxTools(QEMU_BINARY) : undefined;
     const mode = chooseConfinement(setting, root, !!tools);
-    const runAs = opts.runAs === null || mode === "none" ? undefined : (opts.runAs ?? "nobody");
-    const cgroups = root && opts.limits !== false ? new Cgroups() : undefined;
+    const runAs = mode === "none" ? undefined : (opts.runAs ?? "nobody");
     return new VmmLauncher(mode, new QemuUser(runAs), tools, cgroups);
   }
 
@@ -92,7 +97,7 @@ export class VmmLauncher {
    */
   async command(a: PreparedArtifact, cfg: QemuConfig, argv: string[]): Promise<Launch> {
     const deviceBytes = cfg.devices.reduce((n, d) => n + d.size, 0);
-    const limits = limitsFor(cfg.memoryBytes, deviceBytes, cfg.vcpus);
+    const limits = limitsFor(cfg.memoryBytes, deviceBytes, cfg.vcpus, cfg.accel === "tcg");
     const cg = this.cgroups
       ? await this.cgroups.create(cfg.id, limits)
       : { procs: [], info: { enforced: false, note: "limits need a daemon running as root" } };

@@ -11,6 +11,7 @@ import {
   findCgroupLayout,
   joinCommand,
   limitsFor,
+  tcgCodeCache,
 } from "../../../src/runtime/qemu/cgroup.js";
 
 // mountinfo of a hybrid host (this CI's kind: v1 memory and cpu, an empty unified v2 tree), of a pure v2 host, of none.
@@ -39,8 +40,17 @@ test("findCgroupLayout: v1 under the daemon's own cgroups, v2 at the daemon's, o
   assert.match((none as { note: string }).note, /no cgroup memory and cpu controllers/);
 });
 
-test("limitsFor: guest memory and device regions plus QEMU's overhead, a core per vCPU", () => {
-  assert.deepEqual(limitsFor(192 << 20, 1 << 20, 2), { memoryBytes: (193 << 20) + MEMORY_OVERHEAD, cpus: 2 });
+test("limitsFor: guest memory and device regions plus QEMU's overhead (and TCG's code cache), a core per vCPU", () => {
+  assert.deepEqual(limitsFor(192 << 20, 1 << 20, 2, false), {
+    memoryBytes: (193 << 20) + MEMORY_OVERHEAD,
+    cpus: 2,
+  });
+  assert.deepEqual(limitsFor(192 << 20, 0, 1, true), {
+    memoryBytes: (192 << 20) + MEMORY_OVERHEAD + tcgCodeCache(),
+    cpus: 1,
+  });
+  assert.equal(tcgCodeCache(64 * 2 ** 30), 1 << 30, "QEMU 7.2's default tb-size: 1 GiB");
+  assert.equal(tcgCodeCache(4 * 2 ** 30), 512 << 20, "or an eighth of the host's memory");
 });
 
 test("joinCommand: the process enters every cgroup before it becomes the command", async () => {

@@ -10,6 +10,7 @@ import { PrepareCache, prepareArtifact, type PreparedArtifact } from "../../../s
 import { packSnapshot } from "../../../src/artifact/snapshot.js";
 import { QemuRuntime } from "../../../src/runtime/qemu/qemu-runtime.js";
 import { isAlive } from "../../../src/runtime/qemu/supervisor.js";
+import { MEMORY_OVERHEAD, tcgCodeCache } from "../../../src/runtime/qemu/cgroup.js";
 import type { Instance } from "../../../src/runtime/types.js";
 import { buildDemo } from "../../helpers.js";
 
@@ -139,7 +140,11 @@ test("its cgroup holds QEMU with the instance's limits, or status says why there
     assert.ok(limits.note);
     return t.skip(`no limits on this host: ${limits.note}`);
   }
-  assert.equal(limits.memoryMax, (192 << 20) + (256 << 20));
+  assert.equal(
+    limits.memoryMax,
+    (192 << 20) + MEMORY_OVERHEAD + tcgCodeCache(),
+    "guest + QEMU + TCG's cache",
+  );
   assert.equal(limits.cpuMax, 1);
   const cg = await readFile(`/proc/${a.pid}/cgroup`, "utf8");
   assert.ok(
