@@ -1,6 +1,7 @@
 import { chmod } from "node:fs/promises";
 import { dirname } from "node:path";
 import type { PreparedArtifact } from "../../artifact/prepare.js";
+import { RuntimeError } from "../runtime-error.js";
 import { QEMU_BINARY } from "./accel.js";
 import { sandboxOption, type QemuConfig } from "./argv.js";
 import type { ConfinementInfo } from "../types.js";
@@ -56,7 +57,8 @@ export class VmmLauncher {
     const setting = opts.confine ?? "auto";
     const cgroups = root && opts.limits !== false ? new Cgroups() : undefined;
     if (opts.runAs === null) {
-      chooseConfinement(setting, false, false); // `on` cannot be had without a user to drop to
+      if (setting === "on")
+        throw new RuntimeError("RUNTIME_UNAVAILABLE", "confinement needs a QEMU user to drop to (runAs)");
       return new VmmLauncher("none", new QemuUser(undefined), undefined, cgroups);
     }
     const tools = root && setting !== "off" ? await findSandboxTools(QEMU_BINARY) : undefined;
