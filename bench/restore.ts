@@ -144,8 +144,11 @@ async function main() {
   for (const r of rts.values()) await r.rt.configurePool(restorable, 1);
   for (let i = 0; i < a.runs; i++) {
     for (const [c, r] of rts) {
-      // Wait for the pool to refill, so every start is a pool start.
-      while (r.rt.poolStatus()[0].ready < 1) await new Promise((res) => setTimeout(res, 20));
+      // Every pool refilled (so every start is a pool start) and settled: with two runtimes
+      // interleaved, one's refill would otherwise spawn QEMU during the other's restore.
+      for (const x of rts.values())
+        while (x.rt.poolStatus()[0].ready < 1) await new Promise((res) => setTimeout(res, 20));
+      if (rts.size > 1) await new Promise((res) => setTimeout(res, 300));
       push("restore (warm pool)", c, await viaRuntime(r.rt, restorable, r.stateDir));
     }
   }
