@@ -6,7 +6,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Store } from "../../src/store/store.js";
 import { daemonStateDir } from "../../src/store/paths.js";
-import { buildDemo, ovm } from "../helpers.js";
+import { spawn } from "node:child_process";
+import { OVM, buildDemo, ovm } from "../helpers.js";
 import { ContractChecker } from "./openapi-check.js";
 import { serialLine, startDaemon, waitFor, type DaemonProc } from "./harness.js";
 
@@ -108,4 +109,37 @@ test("boot_timeout_ms is checked by the contract: a negative one is 400 naming i
   assert.equal(r.status, 400);
   assert.equal(r.body.error.code, "BAD_REQUEST");
   assert.match(JSON.stringify(r.body.error.details), /boot_timeout_ms/);
+});
+
+test("ovm run in the foreground says when the boot stalls, and Ctrl-C still stops the instance", async () => {
+  const child = spawn(
+    process.execPath,
+    [
+      OVM,
+      "run",
+      "--name",
+      "fg-silent",
+      "--accel",
+      "tcg",
+      "--boot-timeout",
+      "2",
+      "--cmdline",
+      "loglevel=0 rdinit=/bin/busybox -- sleep 3600",
+      "demo/vm:plain",
+    ],
+    { env: { ...process.env, ...d.env }, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let stderr = "";
+  child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+  child.stdout.resume();
+  const exit = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  await waitFor(
+    "the stall notice",
+    async () => (/fg-silent: boot stalled: /.test(stderr) ? true : undefined),
+    60_000,
+  );
+  child.kill("SIGINT");
+  const code = await Promise.race([exit, new Promise<string>((r) => setTimeout(() => r("timeout"), 30_000))]);
+  assert.equal(code, 0, `ovm run exited ${code}: ${stderr}`);
+  assert.equal((await d.api.get("/status/fg-silent")).body.state, "exited");
 });
