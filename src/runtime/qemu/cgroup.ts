@@ -1,4 +1,4 @@
-import { mkdir, readFile, rmdir, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rmdir, stat, writeFile } from "node:fs/promises";
 import { totalmem } from "node:os";
 import { join } from "node:path";
 
@@ -110,14 +110,21 @@ function relative(root: string, path: string): string {
 export class Cgroups {
   private ready?: Promise<CgroupLayout>;
 
-  constructor(private readonly layout: () => Promise<CgroupLayout> = readLayout) {}
+  /**
+   * A Cgroups reads the host's layout with `layout`; instance cgroups of an earlier daemon
+   * left without a process for `staleMs` are removed when it first prepares them.
+   */
+  constructor(
+    private readonly layout: () => Promise<CgroupLayout> = readLayout,
+    private readonly staleMs = 60_000,
+  ) {}
 
   /**
    * create makes instance `id`'s cgroup with `limits`; it returns the `cgroup.procs` files a
    * process joins and what was applied, or no files and the reason there are no limits.
    */
   async create(id: string, limits: Limits): Promise<{ procs: string[]; info: LimitsInfo }> {
-    const layout = await (this.ready ??= this.layout().then(prepare));
+    const layout = await (this.ready ??= this.layout().then((l) => prepare(l, this.staleMs)));
     if (layout.kind === "none") return { procs: [], info: { enforced: false, note: layout.note } };
     const quota = Math.max(1000, Math.round(limits.cpus * CPU_PERIOD_US));
     try {
@@ -185,6 +192,20 @@ export function joinCommand(procs: string[], file: string, args: string[]): { fi
   return { file: "/bin/sh", args: ["-c", script, "sh", String(procs.length), ...procs, file, ...args] };
 }
 
+/**
+ * sweep removes instance cgroups that outlived their QEMU (a daemon killed before it could
+ * remove them): a cgroup with a process in it cannot be removed (EBUSY), and one younger than
+ * `staleMs` may be about to get its QEMU (another daemon's start), so both stay.
+ */
+async function sweep(base: string, staleMs: number): Promise<void> {
+  for (const name of await readdir(base).catch(() => [] as string[])) {
+    if (!/^[0-9a-f]{8}-[0-9a-f-]{27}$/.test(name)) continue;
+    const st = await stat(join(base, name)).catch(() => undefined);
+    if (st?.isDirectory() && Date.now() - st.mtimeMs >= staleMs)
+      await rmdir(join(base, name)).catch(() => undefined);
+  }
+}
+
 async function readLayout(): Promise<CgroupLayout> {
   const [mountinfo, self] = await Promise.all([
     readFile("/proc/self/mountinfo", "utf8").catch(() => ""),
@@ -199,11 +220,13 @@ async function readLayout(): Promise<CgroupLayout> {
  * own (except the root): the daemon moves itself into a leaf `ovmd/` of its cgroup first, as
  * a systemd service with Delegate=yes does; instances go under `instances/`.
  */
-async function prepare(layout: CgroupLayout): Promise<CgroupLayout> {
+async function prepare(layout: CgroupLayout, staleMs: number): Promise<CgroupLayout> {
   try {
     if (layout.kind === "v1") {
       await mkdir(layout.memory, { recursive: true });
       await mkdir(layout.cpu, { recursive: true });
+      await sweep(layout.memory, staleMs);
+      await sweep(layout.cpu, staleMs);
       return layout;
     }
     if (layout.kind !== "v2") return layout;
@@ -225,6 +248,7 @@ async function prepare(layout: CgroupLayout): Promise<CgroupLayout> {
     const base = join(layout.base, isRoot ? "ovms" : "instances");
     await mkdir(base, { recursive: true });
     await writeFile(join(base, "cgroup.subtree_control"), enable);
+    await sweep(base, staleMs);
     return { ...layout, base };
   } catch (e) {
     return {

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { mkdir, readFile, rmdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import {
   Cgroups,
@@ -96,5 +96,36 @@ test("Cgroups: a real cgroup with the limits, the launched process in it, remove
     for (const d of dirs) assert.ok(!existsSync(d), `${d} is removed`);
   } finally {
     await cg.remove(id);
+  }
+});
+
+test("Cgroups: instance cgroups an earlier daemon left empty are removed; busy ones stay", async (t) => {
+  const cg = new Cgroups();
+  const probeId = `probe-${randomUUID()}`;
+  const probe = await cg.create(probeId, { memoryBytes: 64 << 20, cpus: 1 });
+  if (!probe.info.enforced) return t.skip(`no cgroups here: ${probe.info.note}`);
+  const base = dirname(dirname(probe.procs[0]));
+  await cg.remove(probeId);
+  // A leftover: named like an instance, no process in it.
+  const left = join(base, randomUUID());
+  await mkdir(left);
+  // A busy one: a process still in it.
+  const busyId = randomUUID();
+  const busy = await cg.create(busyId, { memoryBytes: 64 << 20, cpus: 1 });
+  const j = joinCommand(busy.procs, "/bin/sleep", ["30"]);
+  const child = spawn(j.file, j.args, { stdio: "ignore" });
+  try {
+    await new Promise((r) => setTimeout(r, 300));
+    const sweeper = new Cgroups(undefined, 0);
+    const x = `x-${randomUUID()}`;
+    await sweeper.create(x, { memoryBytes: 64 << 20, cpus: 1 });
+    await sweeper.remove(x);
+    assert.ok(!existsSync(left), "the empty leftover is gone");
+    assert.ok(existsSync(join(base, busyId)), "the busy one stays");
+  } finally {
+    child.kill("SIGKILL");
+    await new Promise((r) => child.on("exit", r));
+    await cg.remove(busyId);
+    await rmdir(left).catch(() => undefined);
   }
 });
