@@ -19,6 +19,9 @@ declare -A PKG=(
   [debugfs]=e2fsprogs
   [htpasswd]=apache2-utils
   [curl]=curl
+  # ovmd confines each QEMU in namespaces as an unprivileged user (rfc §8.4).
+  [bwrap]=bubblewrap
+  [setpriv]=util-linux
 )
 missing=()
 for cmd in "${!PKG[@]}"; do

@@ -42,7 +42,8 @@ export interface Guest {
 export const LIFECYCLE: Readonly<Record<InstanceState, InstanceState[]>> = {
   created: ["starting", "failed", "exited"],
   starting: ["running", "paused", "stopping", "failed", "exited"],
-  running: ["paused", "stopping", "exited", "failed"],
+  running: ["stalled", "paused", "stopping", "exited", "failed"],
+  stalled: ["running", "paused", "stopping", "exited", "failed"],
   paused: ["running", "stopping", "exited", "failed"],
   stopping: ["exited", "failed"],
   exited: [],

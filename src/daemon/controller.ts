@@ -141,6 +141,7 @@ export class Controller {
         ...(o.network !== undefined ? { network: o.network } : {}),
         ...(o.ports !== undefined ? { ports: o.ports.map(fromPortRequest) } : {}),
         ...(o.mac !== undefined ? { mac: o.mac } : {}),
+        ...(o.boot_timeout_ms !== undefined ? { bootTimeoutMs: o.boot_timeout_ms } : {}),
       });
       if (prepared.ramSnapshot) void this.warm(prepared);
       this.log.info("instance started", {

@@ -35,6 +35,22 @@ export function toInstanceInfo(runtime: string, i: Instance): InstanceInfo {
     out.cold_start_target_ms = i.coldStartTargetMs;
     if (m.startMs !== undefined) out.met_target = m.startMs <= i.coldStartTargetMs;
   }
+  if (i.kernelArgsAdded?.length) out.kernel_args_added = i.kernelArgsAdded;
+  if (i.boot) {
+    out.boot = { phase: i.boot.phase, timeout_ms: i.boot.timeoutMs };
+    if (i.boot.consoleTail) out.boot.console_tail = i.boot.consoleTail;
+  }
+  if (i.confinement) {
+    const c = i.confinement;
+    const l = c.limits;
+    out.confinement = { mode: c.mode, seccomp: c.seccomp, limits: { enforced: l.enforced } };
+    if (c.user) out.confinement.user = c.user;
+    if (c.namespaces) out.confinement.namespaces = c.namespaces;
+    if (l.via) out.confinement.limits.via = l.via;
+    if (l.memoryMax !== undefined) out.confinement.limits.memory_max = l.memoryMax;
+    if (l.cpuMax !== undefined) out.confinement.limits.cpu_max = l.cpuMax;
+    if (l.note) out.confinement.limits.note = l.note;
+  }
   return out;
 }
 

@@ -5,7 +5,7 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
 import { OvmsError } from "../../core/errors.js";
-import { resolveStoreDir } from "../../store/paths.js";
+import { daemonStateDir, resolveStoreDir } from "../../store/paths.js";
 import { OvmdClient, isDaemonUnavailable } from "../../client/client.js";
 import { isPathLike, resolveSocketPath } from "../../api/paths.js";
 import type { InstanceInfo } from "../../api/types.generated.js";
@@ -33,7 +33,7 @@ export function daemonClient(cmd: Command): OvmdClient {
 /**
  * ensureDaemon returns a client of a daemon that answers, starting one in the background
  * when nobody answers on the socket: detached, with the same environment and store, its
- * output in `<store>/.ovms/ovmd.log`. It waits up to 5 s for the socket to answer.
+ * output in `ovmd.log` of its state folder (daemonStateDir). It waits up to 5 s for the socket to answer.
  */
 export async function ensureDaemon(cmd: Command, out: Printer): Promise<OvmdClient> {
   const client = daemonClient(cmd);
@@ -44,8 +44,8 @@ export async function ensureDaemon(cmd: Command, out: Printer): Promise<OvmdClie
     if (!isDaemonUnavailable(e)) throw e;
   }
   const storeDir = resolveStoreDir(globals(cmd).store);
-  const stateDir = join(storeDir, ".ovms");
-  await mkdir(stateDir, { recursive: true });
+  const stateDir = daemonStateDir(storeDir);
+  await mkdir(stateDir, { recursive: true, mode: 0o711 });
   const logFile = join(stateDir, "ovmd.log");
   const fd = openSync(logFile, "a");
   let exited: number | null | undefined;

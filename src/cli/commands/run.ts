@@ -67,6 +67,16 @@ Examples:
 The guest sees a virtio-net NIC and gets 10.0.2.15 by DHCP from a private network of its own
 (QEMU user-mode networking: no root, no bridge). In mode user it reaches the host's loopback
 services as 10.0.2.2; use restricted for guests you do not trust.`,
+    )
+    .option(
+      "--boot-timeout <seconds>",
+      "report the boot stalled when the console stays silent this long while booting (0: never; default: the daemon's)",
+      (v: string) => {
+        const n = Number(v);
+        if (!Number.isFinite(n) || n < 0)
+          throw new OvmsError("USAGE", `--boot-timeout ${v}: want seconds, 0 or more`);
+        return n;
+      },
     );
   addSocketOption(cmd).action(async (ref: string, opts: RunFlags, c: Command) => {
     const out = new Printer(globals(c));
@@ -80,6 +90,7 @@ services as 10.0.2.2; use restricted for guests you do not trust.`,
     if (opts.publish?.length) overrides.ports = opts.publish.map((p) => toWire(parsePortSpec(p)));
     if (opts.network !== undefined) overrides.network = opts.network;
     if (opts.macAddress !== undefined) overrides.mac = checkMac(opts.macAddress, "--mac-address");
+    if (opts.bootTimeout !== undefined) overrides.boot_timeout_ms = Math.round(opts.bootTimeout * 1000);
     const client = await ensureDaemon(c, out);
     const started = await client.start({
       manifest: manifestArg(ref),
@@ -108,6 +119,18 @@ services as 10.0.2.2; use restricted for guests you do not trust.`,
         });
     };
     process.on("SIGINT", onInt);
+    // The console alone cannot say that a silent boot is stuck: the daemon's boot watchdog can.
+    let told = false;
+    const watch = setInterval(() => {
+      client
+        .status(started.instance_id)
+        .then((s) => {
+          if (s.state === "stalled" && !told) out.info(`${s.name}: ${s.reason ?? "boot stalled"}`);
+          told = s.state === "stalled";
+        })
+        .catch(() => undefined);
+    }, 1000);
+    watch.unref();
     try {
       for await (const rec of await client.logs(started.instance_id, { follow: true })) {
         if (!process.stdout.write(rec.line + "\n")) await new Promise((r) => process.stdout.once("drain", r));
@@ -117,6 +140,7 @@ services as 10.0.2.2; use restricted for guests you do not trust.`,
         throw new OvmsError("INSTANCE_FAILED", `${end.name} failed: ${end.reason ?? "no reason given"}`);
       out.info(`${end.name} ${end.state}${end.reason ? ` (${end.reason})` : ""}`);
     } finally {
+      clearInterval(watch);
       process.off("SIGINT", onInt);
     }
   });
@@ -133,6 +157,7 @@ interface RunFlags {
   publish?: string[];
   network?: "none" | "user" | "restricted";
   macAddress?: string;
+  bootTimeout?: number;
 }
 
 /** toWire is a parsed -p in the API's words. */
