@@ -107,6 +107,7 @@ test("OpenApiContract: an undocumented status, a missing required field, another
     created_at: "2025-01-01T00:00:00Z",
     metrics: { uptime_ms: 1, memory_bytes: 1, vcpus: 1 },
     devices: [],
+    network: { mode: "none", ports: [] },
   };
   assert.deepEqual(c.check("GET", "/status/web-1", 200, "application/json", info).problems, []);
   const { created_at: _drop, ...missing } = info;
