@@ -17,6 +17,7 @@ import {
   type ConfineSetting,
   type SandboxTools,
 } from "./confine.js";
+import { publishesLowPorts } from "./network.js";
 import { QemuUser } from "./qemu-user.js";
 import type { Live, OnExit, Supervisor } from "./supervisor.js";
 
@@ -122,6 +123,7 @@ export class VmmLauncher {
         groups: paths.devices.length ? await kvmGroups() : [],
         ...paths,
         hostname: `ovms-${cfg.id.slice(0, 8)}`,
+        bindLowPorts: publishesLowPorts(cfg.network),
       },
       argv,
     );
