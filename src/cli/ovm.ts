@@ -20,6 +20,7 @@ import { register as registerSnapshot } from "./commands/snapshot.js";
 import { register as registerServe } from "./commands/serve.js";
 import { register as registerKey } from "./commands/key.js";
 import { register as registerSign } from "./commands/sign.js";
+import { register as registerConvert } from "./commands/convert.js";
 import { VERSION } from "../version.js";
 
 /** program builds the `ovm` command tree. */
@@ -55,6 +56,7 @@ export function program(): Command {
   registerSnapshot(p);
   registerKey(p);
   registerSign(p);
+  registerConvert(p);
   registerServe(p);
   return p;
 }

@@ -16,6 +16,7 @@ import { PrepareCache, prepareArtifact } from "../artifact/prepare.js";
 import { resolveReference } from "../artifact/resolve.js";
 import { packSnapshot } from "../artifact/snapshot.js";
 import { TERMINAL_STATES, type Injection, type Runtime } from "../runtime/types.js";
+import { checkRuntimeChoice } from "../runtime/adapters.js";
 import type { PreparedArtifact } from "../artifact/prepare.js";
 import type {
   InstanceInfo,
@@ -105,6 +106,8 @@ export class Controller {
       ]);
     }
     const o = req.overrides ?? {};
+    // Asked for another runtime adapter: refused before anything is resolved or pulled.
+    if (o.runtime !== undefined) checkRuntimeChoice(this.runtime.name, o.runtime, undefined, req.manifest);
     const name = o.name;
     if (name !== undefined) {
       if (this.reserved.has(name)) {
@@ -125,6 +128,14 @@ export class Controller {
         );
       }
       const artifact = await this.resolveArtifact(req.manifest);
+      // runtimeHints.preferredRuntime is honoured when no runtime was asked for (rfc §2.2).
+      if (o.runtime === undefined)
+        checkRuntimeChoice(
+          this.runtime.name,
+          undefined,
+          artifact.ovms.runtimeHints?.preferredRuntime,
+          req.manifest,
+        );
       // Admission: after the artifact is resolved and verified as an artifact, before anything
       // of it is unpacked, preloaded or started.
       if (this.policy) await this.admit(req.manifest, artifact);
@@ -137,6 +148,8 @@ export class Controller {
         ...(o.cmdline !== undefined ? { cmdline: o.cmdline } : {}),
         ...(o.accel !== undefined ? { accel: o.accel } : {}),
         ...(o.machine !== undefined ? { machine: o.machine } : {}),
+        ...(o.args !== undefined ? { args: o.args } : {}),
+        ...(o.env !== undefined ? { env: o.env } : {}),
       });
       if (prepared.ramSnapshot) void this.warm(prepared);
       this.log.info("instance started", {

@@ -31,6 +31,10 @@ export interface StartOptions {
   cmdline?: string;
   accel?: "auto" | Accel;
   machine?: Machine;
+  /** containerMode only: replaces the image's cmd (arguments after its entrypoint). */
+  args?: string[];
+  /** containerMode only: NAME=VALUE entries that replace or add environment names. */
+  env?: string[];
 }
 
 /** InstanceMetrics are measured facts about an instance. */
@@ -70,6 +74,8 @@ export interface Instance {
   exitedAt?: string;
   /** The VMM's exit status, when it exited on its own with one. */
   exitCode?: number;
+  /** containerMode: the exit status of the image's program, as OVMS-Init reported it (rfc §6.6). */
+  programExitCode?: number;
   metrics: InstanceMetrics;
   /** The artifact's runtimeHints.coldStartTargetMs. */
   coldStartTargetMs?: number;

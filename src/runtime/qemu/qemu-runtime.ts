@@ -199,7 +199,7 @@ export class QemuRuntime implements Runtime {
     const dir = this.records.dir(id);
     const shmDir = join(this.shmRoot, id);
     const cfg = qemuConfig(a, plan, { id, dir, shmDir, runAs: this.user.name, vmgenid: randomUUID() });
-    await this.records.createFiles(a, cfg, shmDir, (paths) => this.user.grant(paths));
+    await this.records.createFiles(a, cfg, shmDir, (paths) => this.user.grant(paths), plan.launch);
     const argv = qemuArgv(cfg);
     const rec = newRecord(a, plan, cfg, { shmDir, argv: [QEMU_BINARY, ...argv], pool });
     this.records.add(rec);

@@ -16,6 +16,7 @@ import {
 } from "../types.js";
 import { defaultCpuModel, type QemuConfig } from "./argv.js";
 import type { Plan } from "./plan.js";
+import { readProgramExit, writeLaunchInitrd } from "./container.js";
 import { exitReason } from "./supervisor.js";
 
 /** InstanceRecord is an instance's state.json: what survives a daemon restart. */
@@ -32,6 +33,10 @@ export interface InstanceRecord {
   started_at?: string;
   exited_at?: string;
   exit_code?: number;
+  /** containerMode: the program's exit status (OVMS-Init's report on the control port). */
+  program_exit_code?: number;
+  /** containerMode: the instance has OVMS-Init's control port (control.log in its folder). */
+  container?: boolean;
   memory_bytes: number;
   vcpus: number;
   boot_ms?: number;
@@ -119,6 +124,7 @@ export class InstanceRecords {
     cfg: QemuConfig,
     shmDir: string,
     grant: (paths: string[]) => Promise<void>,
+    launch?: string,
   ): Promise<void> {
     const dir = this.dir(cfg.id);
     await mkdir(dir, { recursive: true, mode: 0o711 });
@@ -130,6 +136,14 @@ export class InstanceRecords {
       }
       await writeFile(cfg.serialLog, "");
       const mine = [dir, shmDir, cfg.serialLog, ...(cfg.disk ? [cfg.disk] : [])];
+      if (cfg.controlLog) {
+        await writeFile(cfg.controlLog, "");
+        mine.push(cfg.controlLog);
+      }
+      if (launch && cfg.initrd && a.initrdPath && cfg.initrd !== a.initrdPath) {
+        await writeLaunchInitrd(a.initrdPath, cfg.initrd, launch);
+        mine.push(cfg.initrd);
+      }
       // A private (share=off) mapping still opens the file read-write, so the QEMU user must own it.
       if (a.ramSnapshot) mine.push(a.ramSnapshot.memoryFile);
       await grant(mine);
@@ -165,8 +179,20 @@ export class InstanceRecords {
     if (TERMINAL_STATES.has(rec.state)) return;
     rec.exited_at = new Date().toISOString();
     if (code !== null) rec.exit_code = code;
-    if (code === 0 || asked) transition(rec, "exited");
-    else {
+    const program = rec.container
+      ? await readProgramExit(join(this.dir(rec.instance_id), "control.log"))
+      : undefined;
+    if (program?.status !== undefined) rec.program_exit_code = program.status;
+    if (program && program.status === undefined && code === 0 && !asked) {
+      // The guest powered off, but OVMS-Init never said how the program ended (a kernel panic,
+      // a broken image): not a success.
+      transition(rec, "failed");
+      rec.reason = `the guest ended without reporting the program's exit status${program.tail ? `; its console said: ${program.tail}` : ""}`;
+    } else if (code === 0 || asked) {
+      transition(rec, "exited");
+      if (program?.status !== undefined && !asked)
+        rec.reason = `the program exited with status ${program.status}`;
+    } else {
       transition(rec, "failed");
       rec.reason = exitReason(code, signal);
       const log = await readFile(join(this.dir(rec.instance_id), "qemu.log"), "utf8").catch(() => "");
@@ -270,6 +296,7 @@ export function newRecord(
     argv: at.argv,
   };
   if (a.ramSnapshot) rec.restored_from = a.ramSnapshot.digest;
+  if (cfg.controlLog) rec.container = true;
   if (at.pool) rec.pool = true;
   if (a.manifest.runtimeHints?.coldStartTargetMs !== undefined)
     rec.cold_start_target_ms = a.manifest.runtimeHints.coldStartTargetMs;
@@ -327,6 +354,7 @@ export function toInstance(r: InstanceRecord, now = Date.now()): Instance {
   if (r.started_at) info.startedAt = r.started_at;
   if (r.exited_at) info.exitedAt = r.exited_at;
   if (r.exit_code !== undefined) info.exitCode = r.exit_code;
+  if (r.program_exit_code !== undefined) info.programExitCode = r.program_exit_code;
   if (r.boot_ms !== undefined) info.metrics.bootMs = r.boot_ms;
   if (r.start_ms !== undefined) info.metrics.startMs = r.start_ms;
   if (r.cold_start_target_ms !== undefined) info.coldStartTargetMs = r.cold_start_target_ms;
