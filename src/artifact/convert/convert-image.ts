@@ -1,7 +1,7 @@
 import { createReadStream } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { basename, join } from "node:path";
-import { sha256, type Digest } from "../../core/digest.js";
+import { sha256 } from "../../core/digest.js";
 import type { OvmsManifest } from "../../core/manifest.generated.js";
 import { Annotation, MediaType } from "../../core/media-types.js";
 import type { Platform } from "../../core/oci.js";
@@ -58,7 +58,13 @@ export async function convertImage(
     const lt = performance.now();
     const what = `layer ${i + 1}/${image.layers.length} ${l.descriptor.digest}`;
     const u = await cache.unpack(src, l, what);
-    layers.push({ digest: u.digest, cached: u.cached, bytes: u.bytes, entries: u.entries.length });
+    layers.push({
+      digest: l.descriptor.digest,
+      diffId: u.diffId,
+      cached: u.cached,
+      bytes: u.bytes,
+      entries: u.entries.length,
+    });
     say(
       `${what}: ${u.cached ? "cached" : `downloaded and unpacked ${mib(u.bytes)} MiB in ${secs(lt)} s`} (${u.entries.length} entries)`,
     );
@@ -69,8 +75,8 @@ export async function convertImage(
   const time = createdTime(image.config.created);
   const root = new RootFs(time);
   for (const l of image.layers) {
-    const doc = JSON.parse(await readFile(join(cache.dir(l.descriptor.digest), "entries.json"), "utf8"));
-    root.apply(l.descriptor.digest, doc.entries);
+    const doc = JSON.parse(await readFile(join(cache.dir(l.diffId), "entries.json"), "utf8"));
+    root.apply(l.diffId, doc.entries);
   }
   const readText = async (p: string) => {
     const n = root.find(p);
@@ -90,7 +96,9 @@ export async function convertImage(
       sizeBuffer: opts.sizeBuffer ?? DEFAULT_SIZE_BUFFER,
       maxSize: opts.maxSize ?? DEFAULT_MAX_SIZE,
       time,
-      uuid: uuidOf(image.descriptor.digest),
+      // From the layers' uncompressed digests: the same filesystem content gives the same
+      // UUID whatever compression or manifest encoding the image travelled in.
+      uuid: uuidOf(image.layers.map((l) => l.diffId).join(",")),
       progress: say,
     });
     const qcow2 = join(work, "rootfs.qcow2");
@@ -158,9 +166,9 @@ export async function convertImage(
   }
 }
 
-/** uuidOf makes a filesystem UUID from an image digest: the same image, the same UUID. */
-export function uuidOf(digest: Digest): string {
-  const h = sha256(`ovms-rootfs:${digest}`).slice(7, 39).split("");
+/** uuidOf makes a filesystem UUID from a text (an image's diff_ids): the same text, the same UUID. */
+export function uuidOf(text: string): string {
+  const h = sha256(`ovms-rootfs:${text}`).slice(7, 39).split("");
   h[12] = "4"; // version 4 layout, variant 10xx: a well-formed UUID
   h[16] = ((parseInt(h[16], 16) & 0x3) | 0x8).toString(16);
   const s = h.join("");

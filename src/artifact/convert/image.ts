@@ -1,6 +1,6 @@
 import type { Readable } from "node:stream";
 import { isDigest, type Digest } from "../../core/digest.js";
-import { OvmsError } from "../../core/errors.js";
+import { OvmsError, isOvmsError } from "../../core/errors.js";
 import { MediaType } from "../../core/media-types.js";
 import type { Descriptor, ImageIndex, ImageManifest, Platform } from "../../core/oci.js";
 import { formatPlatform, selectPlatform } from "../../registry/platform.js";
@@ -81,7 +81,19 @@ export async function resolveImage(src: ImageStore, platform: Platform): Promise
   let index: Descriptor | undefined;
   if ("manifests" in doc && Array.isArray(doc.manifests)) {
     index = top.descriptor;
-    const pick = selectPlatform(doc as ImageIndex, platform, src.name);
+    let pick: Descriptor;
+    try {
+      pick = selectPlatform(doc as ImageIndex, platform, src.name);
+    } catch (e) {
+      if (!isOvmsError(e, "NO_MATCHING_PLATFORM")) throw e;
+      throw new OvmsError(
+        "IMAGE_UNSUPPORTED",
+        `${e.message} (OVMS v0.1 runs linux/amd64 guests only, rfc §10)`,
+        {
+          cause: e,
+        },
+      );
+    }
     const m = await src.manifest(pick);
     doc = parse<ImageManifest>(m.bytes, `${src.name}: manifest ${pick.digest}`);
     descriptor = { ...m.descriptor, platform: pick.platform! };

@@ -42,7 +42,8 @@ export interface LayerEntry {
 
 /** UnpackedLayer is a layer in the cache: its entries, in tar order, and where its file contents are. */
 export interface UnpackedLayer {
-  digest: Digest;
+  /** The layer's uncompressed digest (diff_id), its key in the cache. */
+  diffId: Digest;
   dir: string;
   entries: LayerEntry[];
   /** Whether it was there already (shared with an earlier conversion). */
@@ -68,8 +69,9 @@ const WHITEOUT = ".wh.";
 const OPAQUE = ".wh..wh..opq";
 
 /**
- * LayerCache keeps unpacked container image layers by blob digest, so that two images that
- * share base layers download and unpack them once:
+ * LayerCache keeps unpacked container image layers by their uncompressed digest (the image
+ * config's diff_id), so that two images that share base layers download and unpack them once,
+ * however each was compressed or pushed (known before anything is downloaded):
  * `<root>/sha256/<hex>/{entries.json, files/<n>}`. A layer's regular files are stored by
  * number, never by their path in the image, so nothing in a layer (symlinks, `..`) can make
  * the unpacking write outside its folder. Contents are read-only: conversions hard-link them.
@@ -77,14 +79,14 @@ const OPAQUE = ".wh..wh..opq";
 export class LayerCache {
   constructor(readonly root: string) {}
 
-  /** dir is the folder of the layer with blob digest `digest`. */
-  dir(digest: Digest): string {
-    return join(this.root, "sha256", digestHex(digest));
+  /** dir is the folder of the layer with uncompressed digest `diffId`. */
+  dir(diffId: Digest): string {
+    return join(this.root, "sha256", digestHex(diffId));
   }
 
   /** contentPath is the cached content of entry `n` of a layer. */
-  contentPath(digest: Digest, n: number): string {
-    return join(this.dir(digest), "files", String(n));
+  contentPath(diffId: Digest, n: number): string {
+    return join(this.dir(diffId), "files", String(n));
   }
 
   /**
@@ -94,12 +96,12 @@ export class LayerCache {
    * appears complete or not at all (temp folder, then rename).
    */
   async unpack(src: ImageStore, layer: ImageLayer, what: string): Promise<UnpackedLayer> {
-    const digest = layer.descriptor.digest;
-    const dir = this.dir(digest);
+    const diffId = layer.diffId;
+    const dir = this.dir(diffId);
     const existing = await readFile(join(dir, "entries.json"), "utf8").catch(() => undefined);
     if (existing) {
       const doc = JSON.parse(existing) as { bytes: number; entries: LayerEntry[] };
-      return { digest, dir, entries: doc.entries, cached: true, bytes: doc.bytes };
+      return { diffId, dir, entries: doc.entries, cached: true, bytes: doc.bytes };
     }
     await mkdir(join(this.root, "sha256"), { recursive: true });
     const tmp = await mkdtemp(join(this.root, ".unpack-"));
@@ -109,13 +111,13 @@ export class LayerCache {
       const { entries, bytes } = await readLayer(blob, layer, tmp, what);
       await writeFile(
         join(tmp, "entries.json"),
-        JSON.stringify({ digest, diffId: layer.diffId, bytes, entries }),
+        JSON.stringify({ diffId, blob: layer.descriptor.digest, bytes, entries }),
       );
       await rename(tmp, dir).catch(async (e: NodeJS.ErrnoException) => {
         // Another conversion unpacked the same layer first; its copy is as good as ours.
         if (e.code !== "ENOTEMPTY" && e.code !== "EEXIST") throw e;
       });
-      return { digest, dir, entries, cached: false, bytes };
+      return { diffId, dir, entries, cached: false, bytes };
     } finally {
       await rm(tmp, { recursive: true, force: true });
     }
@@ -167,11 +169,16 @@ async function readLayer(
     }
   });
   let bytes = 0;
+  const chunks = hasher[Symbol.asyncIterator]();
   try {
-    for await (const chunk of hasher) {
-      const b = chunk as Buffer;
+    for (let r = await chunks.next(); !r.done; r = await chunks.next()) {
+      const b = r.value as Buffer;
       bytes += b.length;
-      scanner.write(b);
+      try {
+        scanner.write(b);
+      } catch (e) {
+        fail(e instanceof OvmsError ? bad(what, e.message) : (e as Error));
+      }
       if (failure) throw failure;
       if (!parser.write(b)) await new Promise((r) => parser.once("drain", r));
     }
@@ -181,8 +188,17 @@ async function readLayer(
     });
     await Promise.all(writes);
   } catch (e) {
-    plain.destroy();
     await Promise.allSettled(writes);
+    // Bytes that do not parse are most often bytes that are not what the digest promised:
+    // read to the end, so the blob's (or the diff_id's) check can say so.
+    if (!(e instanceof OvmsError && e.code === "DIGEST_MISMATCH")) {
+      try {
+        for (let r = await chunks.next(); !r.done; r = await chunks.next());
+      } catch (d) {
+        if (d instanceof OvmsError && d.code === "DIGEST_MISMATCH") throw d;
+      }
+    }
+    plain.destroy();
     throw e instanceof OvmsError ? e : bad(what, (e as Error).message);
   }
   if (failure) throw failure;

@@ -50,7 +50,7 @@ export interface ConvertResult {
   source: { kind: "image" | "vm-config"; name: string; digest?: Digest };
   bootstrap?: BootstrapConfig;
   /** For an image: each layer, and whether the cache had it already. */
-  layers?: { digest: Digest; cached: boolean; bytes: number; entries: number }[];
+  layers?: { digest: Digest; diffId: Digest; cached: boolean; bytes: number; entries: number }[];
   /** For an image: the root filesystem made. */
   disk?: { contentBytes: number; sizeBytes: number; paths: number };
   /** For a `vm` config: what was carried over, and what not (with the reason). */

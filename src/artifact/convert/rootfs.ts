@@ -17,6 +17,7 @@ export interface RootNode {
   gid: number;
   mtime: number;
   size?: number;
+  /** The layer (by diff_id) and number of the cached content file. */
   content?: { layer: Digest; n: number };
   target?: string;
   major?: number;
@@ -44,7 +45,7 @@ export class RootFs {
     this.nodes.set("", { type: "dir", mode: 0o755, uid: 0, gid: 0, mtime: defaultTime });
   }
 
-  /** apply adds one layer: whiteouts first (they only hide what is below), then its entries in order. */
+  /** apply adds one layer (named by its diff_id): whiteouts first (they only hide what is below), then its entries in order. */
   apply(layer: Digest, entries: LayerEntry[]): void {
     for (const e of entries) {
       if (e.type === "whiteout") this.remove(this.resolve(e.path, false));
