@@ -130,15 +130,7 @@ test("an image becomes a containerMode artifact whose ext4 root holds the merged
   assert.match(attrs, /user\.ovms \(6\) = "tagged"/);
   assert.match(attrs, /security\.capability \(8\) = 01 00 00 02 00 20 00 00/);
   assert.match(await fs("stat /etc/kept"), /mtime: 0x6553f100/, "times come from the tar headers");
-  assert.equal(
-    (
-      await exec("sh", [
-        "-c",
-        `e2fsck -fn ${join(dir, `disk-${a.descriptor.digest.slice(7, 19)}.raw`)} >/dev/null; echo $?`,
-      ])
-    ).trim(),
-    "0",
-  );
+  assert.equal((await exec("sh", ["-c", `e2fsck -fn ${raw} >/dev/null; echo $?`])).trim(), "0");
 });
 
 test("the same image converted twice, into two stores, from a layout and from a registry, gives the same disk and bootstrap", async (t) => {
