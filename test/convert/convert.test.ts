@@ -11,7 +11,8 @@ import type { ImageManifest } from "../../src/core/oci.js";
 import { Store } from "../../src/store/store.js";
 import { convert } from "../../src/artifact/convert/index.js";
 import { loadArtifact } from "../../src/artifact/artifact.js";
-import { exec } from "../helpers.js";
+import { OVM, exec } from "../helpers.js";
+import { spawn } from "node:child_process";
 import { startRegistry, type RegistryServer } from "../registry-server.js";
 import { baseLayer, topLayer, writeImageLayout, type ImageConfigFields } from "./image-fixture.js";
 
@@ -312,4 +313,39 @@ test("images that cannot be converted are refused with IMAGE_UNSUPPORTED saying 
     join(fresh.workDir, "convert/layers/sha256", cfg.rootfs.diff_ids[1].slice(7), "entries.json"),
   ).catch(() => undefined);
   assert.equal(cached, undefined);
+});
+
+test("Ctrl-C stops ovm convert cleanly: exit 130, nothing named, no temp files left", async (t) => {
+  const big = join(dir, "big");
+  // Enough data that the conversion is still running when the signal comes.
+  const files = Array.from({ length: 64 }, (_, i) => ({
+    path: `data/f${i}`,
+    data: createHash("sha512").update(String(i)).digest().toString("hex").repeat(8192),
+  }));
+  await writeImageLayout(big, "1", [baseLayer(), files], { Cmd: ["sh"] });
+  const storeDir = join(dir, "interrupted");
+  t.after(() => rm(storeDir, { recursive: true, force: true }));
+  const child = spawn(process.execPath, [OVM, "convert", `oci:${big}:1`, "-t", "x/big:1"], {
+    env: { ...process.env, OVM_STORE: storeDir },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let err = "";
+  let sent = false;
+  const code = await new Promise<number | null>((resolve) => {
+    child.stderr.on("data", (d: Buffer) => {
+      err += d.toString();
+      // Once: a second Ctrl-C means "exit now".
+      if (!sent && /layer 2\/2 .*downloading and unpacking/.test(err)) {
+        sent = true;
+        child.kill("SIGINT");
+      }
+    });
+    child.on("close", (c) => resolve(c));
+  });
+  assert.equal(code, 130, err);
+  assert.match(err, /conversion of oci:.* interrupted \(SIGINT\); nothing half-written was kept/);
+  const store = await Store.open(storeDir);
+  assert.deepEqual(await store.entries(), []);
+  const left = await exec("find", [join(storeDir, ".ovms"), "-name", "work-*", "-o", "-name", ".unpack-*"]);
+  assert.equal(left.trim(), "");
 });

@@ -2,6 +2,7 @@ import { createReadStream } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { sha256 } from "../../core/digest.js";
+import { OvmsError } from "../../core/errors.js";
 import type { OvmsManifest } from "../../core/manifest.generated.js";
 import { Annotation, MediaType } from "../../core/media-types.js";
 import type { Platform } from "../../core/oci.js";
@@ -43,6 +44,10 @@ export async function convertImage(
   opts: ConvertOptions,
 ): Promise<ConvertResult> {
   const say = opts.progress ?? (() => {});
+  const signal = opts.signal;
+  const check = (what: string) => {
+    if (signal?.aborted) throw new OvmsError("CANCELLED", `conversion of ${src.name}: cancelled ${what}`);
+  };
   const t0 = performance.now();
   const timings: Record<string, number> = {};
   const lap = (k: string, since: number) => (timings[k] = Math.round(performance.now() - since));
@@ -57,7 +62,9 @@ export async function convertImage(
   for (const [i, l] of image.layers.entries()) {
     const lt = performance.now();
     const what = `layer ${i + 1}/${image.layers.length} ${l.descriptor.digest}`;
-    const u = await cache.unpack(src, l, what);
+    check(`before ${what}`);
+    if (!cache.has(l.diffId)) say(`${what}: downloading and unpacking ${mib(l.descriptor.size)} MiB`);
+    const u = await cache.unpack(src, l, what, signal);
     layers.push({
       digest: l.descriptor.digest,
       diffId: u.diffId,
@@ -86,6 +93,7 @@ export async function convertImage(
   };
   const bootstrap = await bootstrapFromImage(image.config, readText);
   lap("mergeMs", t);
+  check("before making the root filesystem");
 
   await mkdir(join(store.workDir, "convert"), { recursive: true });
   const work = await mkdtemp(join(store.workDir, "convert", "work-"));
@@ -100,11 +108,14 @@ export async function convertImage(
       // UUID whatever compression or manifest encoding the image travelled in.
       uuid: uuidOf(image.layers.map((l) => l.diffId).join(",")),
       progress: say,
+      ...(signal ? { signal } : {}),
     });
     const qcow2 = join(work, "rootfs.qcow2");
     await run("qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", raw, qcow2], {
       timeoutMs: 30 * 60_000,
+      ...(signal ? { signal } : {}),
     });
+    check("before storing the artifact");
     await rm(raw, { force: true });
     lap("filesystemMs", t);
 

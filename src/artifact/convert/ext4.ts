@@ -35,6 +35,8 @@ export interface Ext4Options {
   /** The filesystem UUID, also its directory hash seed. */
   uuid: string;
   progress?: (line: string) => void;
+  /** signal kills the e2fsprogs tool running (CANCELLED). */
+  signal?: AbortSignal;
 }
 
 /** Ext4Result says what was made. */
@@ -139,6 +141,7 @@ export async function buildExt4(
           `${size / 1024}k`,
         ],
         env,
+        opts.signal,
       );
       break;
     } catch (e) {
@@ -153,7 +156,7 @@ export async function buildExt4(
 
   opts.progress?.(`debugfs: ownership, modes, times, xattrs and device nodes of ${paths} paths`);
   const script = await fixupScript(root, work);
-  const { stderr } = await tool("debugfs", ["-w", "-f", script, out], env);
+  const { stderr } = await tool("debugfs", ["-w", "-f", script, out], env, opts.signal);
   const problems = stderr
     .split("\n")
     .filter((l) => l.trim() && !/^debugfs \d/.test(l))
@@ -163,7 +166,7 @@ export async function buildExt4(
       "TOOL_FAILED",
       `debugfs could not set up the root filesystem: ${problems.join("; ")}`,
     );
-  await tool("e2fsck", ["-fn", out], env);
+  await tool("e2fsck", ["-fn", out], env, opts.signal);
   await rm(staging, { recursive: true, force: true });
   return { contentBytes, sizeBytes: size, paths };
 }
@@ -253,10 +256,14 @@ function tool(
   cmd: string,
   args: string[],
   env: NodeJS.ProcessEnv,
+  signal?: AbortSignal,
 ): Promise<{ stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { env, maxBuffer: 256 << 20, timeout: 30 * 60_000 }, (err, stdout, stderr) => {
+    const o = { env, maxBuffer: 256 << 20, timeout: 30 * 60_000, ...(signal ? { signal } : {}) };
+    execFile(cmd, args, o, (err, stdout, stderr) => {
       if (!err) return resolve({ stdout, stderr });
+      if (signal?.aborted)
+        return reject(new OvmsError("CANCELLED", `${cmd}: cancelled`, { cause: signal.reason }));
       if ((err as NodeJS.ErrnoException).code === "ENOENT")
         return reject(
           new OvmsError("TOOL_MISSING", `${cmd} is not installed (apt-get install e2fsprogs)`, {

@@ -48,8 +48,8 @@ export interface ImageStore {
   readonly name: string;
   /** manifest reads a manifest or index (an index entry), or the source's own one (its tag) when none is given. */
   manifest(entry?: Pick<Descriptor, "digest" | "size">): Promise<{ descriptor: Descriptor; bytes: Buffer }>;
-  /** blob streams a blob; the stream fails at its end when size or digest is wrong. */
-  blob(desc: Descriptor): Promise<Readable>;
+  /** blob streams a blob; the stream fails at its end when size or digest is wrong; `signal` stops it. */
+  blob(desc: Descriptor, signal?: AbortSignal): Promise<Readable>;
   close(): Promise<void>;
 }
 
@@ -67,7 +67,7 @@ export async function openImageStore(
         const r = await repo.fetchManifest(entry?.digest ?? tag);
         return { descriptor: r.descriptor, bytes: r.bytes };
       },
-      blob: (desc) => repo.fetch(desc),
+      blob: (desc, signal) => repo.fetch(desc, signal ? { signal } : {}),
       close: () => client.close(),
     };
   }
@@ -100,7 +100,13 @@ export async function openImageStore(
       const mediaType = doc.mediaType ?? (doc.manifests ? MediaType.OciIndex : MediaType.OciManifest);
       return { descriptor: { mediaType, digest: d.digest, size: bytes.length }, bytes };
     },
-    blob: (desc) => layout.fetch(desc),
+    blob: async (desc, signal) => {
+      const s = await layout.fetch(desc);
+      signal?.addEventListener("abort", () => s.destroy(new OvmsError("CANCELLED", "cancelled")), {
+        once: true,
+      });
+      return s;
+    },
     close: async () => {},
   };
 }

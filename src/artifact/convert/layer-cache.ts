@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { createWriteStream } from "node:fs";
+import { createWriteStream, existsSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join, posix } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
@@ -84,6 +84,11 @@ export class LayerCache {
     return join(this.root, "sha256", digestHex(diffId));
   }
 
+  /** has tells whether the layer with uncompressed digest `diffId` is in the cache. */
+  has(diffId: Digest): boolean {
+    return existsSync(join(this.dir(diffId), "entries.json"));
+  }
+
   /** contentPath is the cached content of entry `n` of a layer. */
   contentPath(diffId: Digest, n: number): string {
     return join(this.dir(diffId), "files", String(n));
@@ -95,7 +100,12 @@ export class LayerCache {
    * diff_id, every entry recorded and every regular file's content written. The folder
    * appears complete or not at all (temp folder, then rename).
    */
-  async unpack(src: ImageStore, layer: ImageLayer, what: string): Promise<UnpackedLayer> {
+  async unpack(
+    src: ImageStore,
+    layer: ImageLayer,
+    what: string,
+    signal?: AbortSignal,
+  ): Promise<UnpackedLayer> {
     const diffId = layer.diffId;
     const dir = this.dir(diffId);
     const existing = await readFile(join(dir, "entries.json"), "utf8").catch(() => undefined);
@@ -107,7 +117,7 @@ export class LayerCache {
     const tmp = await mkdtemp(join(this.root, ".unpack-"));
     try {
       await mkdir(join(tmp, "files"));
-      const blob = await src.blob(layer.descriptor);
+      const blob = await src.blob(layer.descriptor, signal);
       const { entries, bytes } = await readLayer(blob, layer, tmp, what);
       await writeFile(
         join(tmp, "entries.json"),

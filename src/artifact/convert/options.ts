@@ -25,6 +25,8 @@ export interface ConvertOptions {
   cpus?: number;
   /** progress is told each long step as a line for people. */
   progress?: (line: string) => void;
+  /** signal stops the conversion (CANCELLED), leaving nothing half-made and naming nothing. */
+  signal?: AbortSignal;
 }
 
 /** NotCarried is a field of a source that the artifact cannot hold, and why. */

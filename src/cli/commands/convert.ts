@@ -3,7 +3,7 @@ import { formatSize, parseSize } from "../../core/size.js";
 import { convert, type ConvertOptions, type ConvertResult } from "../../artifact/convert/index.js";
 import { parsePlatform } from "../../registry/platform.js";
 import { Printer, globals, openStore } from "../context.js";
-import { positiveInt } from "./copy.js";
+import { interruptible, positiveInt } from "./copy.js";
 
 /**
  * register adds `ovm convert SOURCE -t REF`: a container image (registry, `docker://`,
@@ -57,8 +57,11 @@ Examples:
       if (flags.cpus !== undefined) opts.cpus = flags.cpus;
       if (flags.kernel !== undefined) opts.kernel = flags.kernel;
       if (flags.initrd !== undefined) opts.initrd = flags.initrd;
-      const r = await convert(store, source, opts);
-      out.result(summary(r), () => text(r));
+      // Ctrl-C stops it cleanly: temp files go, nothing is named (exit 130).
+      const r = await interruptible(globals(cmd), `conversion of ${source}`, { stop: () => {} }, (signal) =>
+        convert(store, source, { ...opts, signal }),
+      );
+      if (r.done) out.result(summary(r.value), () => text(r.value));
     });
 }
 
