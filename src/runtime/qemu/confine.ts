@@ -155,7 +155,7 @@ function parents(paths: string[]): string[] {
 
 /**
  * sandboxPaths are the host paths one instance's QEMU may see (RFC §8.4): its kernel and
- * initrd and the layers of its disk chain read-only; its overlay, serial log and tmpfs folder
+ * initrd and the layers of its disk chain read-only; its overlay, serial log (and OVMS-Init's control log) and tmpfs folder
  * (guest RAM, ivshmem regions, sockets) read-write; for a restore, the preloaded snapshot
  * memory it maps privately (QEMU 7.2 opens a memory-backend-file read-write even for
  * share=off). /dev/kvm when the instance runs on KVM.
@@ -164,8 +164,15 @@ export function sandboxPaths(
   a: PreparedArtifact,
   cfg: QemuConfig,
 ): { ro: string[]; rw: string[]; devices: string[] } {
-  const ro = [a.kernelPath, ...(a.initrdPath ? [a.initrdPath] : []), ...a.disks.map((d) => d.path)];
-  const rw = [cfg.serialLog, ...(cfg.disk ? [cfg.disk] : []), dirname(cfg.qmpSocket)];
+  // cfg.initrd, not the artifact's: a container's cold boot gets an initrd of its own (its launch file).
+  const initrd = cfg.initrd ?? a.initrdPath;
+  const ro = [a.kernelPath, ...(initrd ? [initrd] : []), ...a.disks.map((d) => d.path)];
+  const rw = [
+    cfg.serialLog,
+    ...(cfg.controlLog ? [cfg.controlLog] : []),
+    ...(cfg.disk ? [cfg.disk] : []),
+    dirname(cfg.qmpSocket),
+  ];
   if (cfg.restore) rw.push(cfg.ramFile);
   return { ro, rw, devices: cfg.accel === "kvm" ? ["/dev/kvm"] : [] };
 }
