@@ -20,7 +20,7 @@ import { createHash } from "node:crypto";
 import { chmod, mkdtemp, rm } from "node:fs/promises";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
-import { DEMO_CMDLINE, OVM, ROOT, median, percentile, run, writeResult } from "./bench-lib.js";
+import { DEMO_CMDLINE, OVM, ROOT, demoAssetsDir, median, percentile, run, writeResult } from "./bench-lib.js";
 import { baseLayer, topLayer, writeImageLayout, type TarEntry } from "../test/convert/image-fixture.js";
 
 interface Args {
@@ -158,7 +158,7 @@ async function main(): Promise<void> {
     const small = join(dir, "small");
     await writeImageLayout(small, "1", [baseLayer(), topLayer()], { Env: ["PATH=/bin"], Cmd: ["sh"] });
     await cli(["convert", `oci:${small}:1`, "-t", "bench/busybox:vm"], env);
-    const assets = join(ROOT, ".cache", "demo-assets");
+    const assets = demoAssetsDir();
     await cli(
       [
         "build",
