@@ -62,6 +62,7 @@ export type ApiErrorCode =
   | "UNAUTHORIZED"
   | "POLICY_DENIED"
   | "NOT_FOUND"
+  | "METHOD_NOT_ALLOWED"
   | "ARTIFACT_NOT_FOUND"
   | "CONFLICT"
   | "MANIFEST_INVALID"

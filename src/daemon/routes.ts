@@ -96,12 +96,9 @@ export function requestHandler(
       if (!("op" in m)) {
         if (m.allowed.length) {
           res.setHeader("allow", m.allowed.join(", "));
-          throw Object.assign(
-            new OvmsError(
-              "BAD_REQUEST",
-              `${method} ${url.pathname}: method not allowed (allowed: ${m.allowed.join(", ")})`,
-            ),
-            { status: 405 },
+          throw new OvmsError(
+            "METHOD_NOT_ALLOWED",
+            `${method} ${url.pathname}: method not allowed (allowed: ${m.allowed.join(", ")})`,
           );
         }
         throw new OvmsError("NOT_FOUND", `${method} ${url.pathname}: no such endpoint`);
@@ -127,18 +124,17 @@ export function requestHandler(
       done(reply.status);
     } catch (e) {
       const { status, body } = toApiError(e);
-      const s = (e as { status?: number }).status ?? status;
-      if (s >= 500)
+      if (status >= 500)
         log.error(`${method} ${url.pathname}: ${body.error.message}`, {
           code: body.error.code,
           stack: (e as Error)?.stack?.split("\n").slice(1, 4).join(" |"),
         });
       if (!res.headersSent) {
-        send(res, s, body);
+        send(res, status, body);
         // A refused oversized body is not drained: the connection goes once the answer is out.
         if (res.getHeader("connection") === "close") res.on("finish", () => req.destroy());
       } else res.destroy();
-      done(s);
+      done(status);
     }
   };
 }
