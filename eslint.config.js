@@ -38,6 +38,17 @@ const zones = LAYERS.flatMap((group, i) =>
   })),
 );
 
+/**
+ * BLACK_BOX: the conformance suite checks any runtime over the HTTP contract alone, so it never
+ * imports the reference runtime or its daemon, although they sit below it in LAYERS.
+ */
+const BLACK_BOX = {
+  target: "./src/conformance",
+  from: ["./src/daemon", "./src/runtime"],
+  message:
+    "src/conformance is a black box over the runtime API: it may use client/ and api/, never daemon/ or runtime/ (see eslint.config.js).",
+};
+
 export default tseslint.config(
   { ignores: ["dist/**", "node_modules/**", ".cache/**"] },
   js.configs.recommended,
@@ -55,7 +66,7 @@ export default tseslint.config(
       "import-x/resolver-next": [createTypeScriptImportResolver({ project: "./tsconfig.json" })],
     },
     rules: {
-      "import-x/no-restricted-paths": ["error", { zones }],
+      "import-x/no-restricted-paths": ["error", { zones: [...zones, BLACK_BOX] }],
       "import-x/no-cycle": ["error", { ignoreExternal: true }],
     },
   },

@@ -227,6 +227,13 @@ export function networkFlag(v: string | undefined): ("off" | "on")[] {
   throw new Error(`--network takes off, on or both, not ${v}`);
 }
 
+/** confineFlag reads `--confine on|off|both` into the confinement modes to compare. */
+export function confineFlag(v: string | undefined): ("on" | "off")[] {
+  if (v === "on" || v === "off") return [v];
+  if (v === "both") return ["on", "off"];
+  throw new Error(`--confine takes on, off or both, not ${v}`);
+}
+
 /**
  * httpAnswer polls `http://127.0.0.1:PORT/cgi-bin/state` (the demo guest's httpd, through a
  * published port) every 5 ms until it answers 200, and returns the ms since `t0`.

@@ -7,7 +7,13 @@
  * guest with a NIC) and also times the first HTTP answer through that port; `both` runs each
  * contender with and without, side by side (loadvm runs without only).
  *
- *   node dist/bench/restore.js [--runs 20] [--cold-runs 20] [--network off|on|both] [--keep]
+ *   node dist/bench/restore.js [--runs 20] [--cold-runs 20] [--network off|on|both]
+ *                              [--confine on|off|both] [--keep]
+ *
+ * `--confine` (as root): `on` runs QEMU in its sandbox (namespaces, the QEMU user, cgroup
+ * limits: ovmd's default), `off` as the QEMU user through `-runas`, without limits (what ovmd
+ * did before: `ovmd --confine off --no-limits`). With `both` for either flag, the variants'
+ * starts are interleaved so that all see the same load.
  *
  * Prints a table and writes JSON to bench/results/restore-<date>.json.
  */
@@ -15,7 +21,15 @@ import { spawn } from "node:child_process";
 import { copyFile, mkdir, rm, stat, writeFile } from "node:fs/promises";
 import { cpus } from "node:os";
 import { join } from "node:path";
-import { DEMO_CMDLINE, demoStore, httpAnswer, networkFlag, percentile, writeResult } from "./bench-lib.js";
+import {
+  DEMO_CMDLINE,
+  confineFlag,
+  demoStore,
+  httpAnswer,
+  networkFlag,
+  percentile,
+  writeResult,
+} from "./bench-lib.js";
 import { loadArtifact } from "../src/artifact/artifact.js";
 import { PrepareCache, prepareArtifact, type PreparedArtifact } from "../src/artifact/prepare.js";
 import { packSnapshot, type SnapshotResult } from "../src/artifact/snapshot.js";
@@ -42,15 +56,20 @@ interface Sample {
 }
 
 type Net = "off" | "on";
+type Confine = "on" | "off";
 
 function args(argv: string[]) {
-  const a = { runs: 20, coldRuns: 20, keep: false, network: ["off"] as Net[] };
+  const a = { runs: 20, coldRuns: 20, keep: false, network: ["off"] as Net[], confine: ["on"] as Confine[] };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === "--runs") a.runs = Number(argv[++i]);
     else if (argv[i] === "--cold-runs") a.coldRuns = Number(argv[++i]);
     else if (argv[i] === "--keep") a.keep = true;
     else if (argv[i] === "--network") a.network = networkFlag(argv[++i]);
-    else throw new Error(`unknown flag ${argv[i]} (--runs N, --cold-runs N, --network off|on|both, --keep)`);
+    else if (argv[i] === "--confine") a.confine = confineFlag(argv[++i]);
+    else
+      throw new Error(
+        `unknown flag ${argv[i]} (--runs N, --cold-runs N, --network off|on|both, --confine on|off|both, --keep)`,
+      );
   }
   return a;
 }
@@ -96,9 +115,13 @@ async function viaRuntime(rt: QemuRuntime, a: PreparedArtifact, stateDir: string
   return sample;
 }
 
-/** label names a series; with both network settings in one run, each gets its own. */
-function label(name: string, net: Net, nets: Net[]): string {
-  return nets.length === 2 ? `${name} [network ${net}]` : name;
+/** label names a series; with both settings of a flag in one run, each gets its own. */
+function label(name: string, c: Confine, net: Net, confines: Confine[], nets: Net[]): string {
+  const tags = [
+    ...(confines.length === 2 ? [`confine ${c}`] : []),
+    ...(nets.length === 2 ? [`network ${net}`] : []),
+  ];
+  return tags.length ? `${name} [${tags.join(", ")}]` : name;
 }
 
 /** lineSeen waits until the serial log holds a line matching `re`. */
@@ -117,7 +140,19 @@ async function main() {
   const source = await loadArtifact(store, "bench/vm:1");
   const cache = new PrepareCache();
   const cold = await prepareArtifact(store, source, { cache });
-  const rt = await QemuRuntime.create({ stateDir: store.workDir });
+  // One runtime per confinement, each with its own state folder (reachable by the QEMU user).
+  const root = process.getuid?.() === 0;
+  const rts = new Map<string, { rt: QemuRuntime; stateDir: string }>();
+  for (const c of a.confine) {
+    const stateDir = join(dir, `state-${c}`);
+    // "on" must really be namespaces: refuse to measure something else under its name.
+    const rt = await QemuRuntime.create(
+      root ? { stateDir, confine: c, ...(c === "off" ? { limits: false } : {}) } : { stateDir },
+    );
+    rts.set(c, { rt, stateDir });
+  }
+  const [first] = rts.values();
+  const rt = first.rt;
 
   // One snapshot per network setting: a counting guest (with a NIC for "on"), paused after a few counts.
   const snaps: Partial<Record<Net, { prepared: PreparedArtifact; result: SnapshotResult }>> = {};
@@ -127,12 +162,10 @@ async function main() {
       name: `source-${net}`,
       network: net === "on" ? "user" : "none",
     });
-    await firstOutput(join(store.workDir, "instances", src.id, "serial.log"), 200, performance.now());
+    await firstOutput(join(first.stateDir, "instances", src.id, "serial.log"), 200, performance.now());
     await new Promise((r) => setTimeout(r, 1000));
-    const result = await rt.snapshot(src.id, { stop: true }, (c) =>
-      packSnapshot(store, source, c, `bench/vm:snap-net-${net}`),
-    );
     const ref = `bench/vm:snap-net-${net}`;
+    const result = await rt.snapshot(src.id, { stop: true }, (c) => packSnapshot(store, source, c, ref));
     snaps[net] = {
       prepared: await prepareArtifact(store, await loadArtifact(store, ref), { cache }),
       result,
@@ -143,27 +176,41 @@ async function main() {
   }
 
   const series: Record<string, Sample[]> = {};
-  const add = (name: string, net: Net, s: Sample) => (series[label(name, net, a.network)] ??= []).push(s);
-  // Network off and on alternate run by run, so a change of load on the host hits both alike.
+  const add = (name: string, c: Confine, net: Net, s: Sample) =>
+    (series[label(name, c, net, a.confine, a.network)] ??= []).push(s);
+  // Every variant's sample i before any variant's sample i + 1, so a change of load hits all alike.
+  const variants = a.confine.flatMap((c) => a.network.map((net) => ({ c, net, ...rts.get(c)! })));
   for (let i = 0; i < a.coldRuns; i++)
-    for (const net of a.network) add("cold boot", net, await viaRuntime(rt, cold, store.workDir, net));
+    for (const v of variants) add("cold boot", v.c, v.net, await viaRuntime(v.rt, cold, v.stateDir, v.net));
   for (let i = 0; i < a.runs; i++)
-    for (const net of a.network)
-      add("restore (fresh QEMU)", net, await viaRuntime(rt, snaps[net]!.prepared, store.workDir, net));
-  for (const net of a.network) await rt.configurePool(snaps[net]!.prepared, 1);
+    for (const v of variants)
+      add(
+        "restore (fresh QEMU)",
+        v.c,
+        v.net,
+        await viaRuntime(v.rt, snaps[v.net]!.prepared, v.stateDir, v.net),
+      );
+  for (const v of variants) await v.rt.configurePool(snaps[v.net]!.prepared, 1);
   for (let i = 0; i < a.runs; i++) {
-    for (const net of a.network) {
-      // Wait for the pool to refill, so every start is a pool start.
-      const digest = snaps[net]!.prepared.digest;
-      while ((rt.poolStatus().find((p) => p.digest === digest)?.ready ?? 0) < 1)
-        await new Promise((r) => setTimeout(r, 20));
-      add("restore (warm pool)", net, await viaRuntime(rt, snaps[net]!.prepared, store.workDir, net));
+    for (const v of variants) {
+      // Every pool refilled (so every start is a pool start) and settled: otherwise one pool's
+      // refill would spawn QEMU during another variant's restore.
+      for (const x of variants)
+        while ((x.rt.poolStatus().find((p) => p.digest === snaps[x.net]!.prepared.digest)?.ready ?? 0) < 1)
+          await new Promise((r) => setTimeout(r, 20));
+      if (variants.length > 1) await new Promise((r) => setTimeout(r, 300));
+      add(
+        "restore (warm pool)",
+        v.c,
+        v.net,
+        await viaRuntime(v.rt, snaps[v.net]!.prepared, v.stateDir, v.net),
+      );
     }
   }
-  for (const net of a.network) await rt.configurePool(snaps[net]!.prepared, 0);
+  for (const v of variants) await v.rt.configurePool(snaps[v.net]!.prepared, 0);
+  for (const r of rts.values()) await r.rt.close();
   if (a.network.includes("off"))
-    series[label("QEMU loadvm", "off", a.network)] = await loadvmSeries(dir, cold, a.runs);
-  await rt.close();
+    series[label("QEMU loadvm", a.confine[0], "off", [], a.network)] = await loadvmSeries(dir, cold, a.runs);
 
   const rows = Object.entries(series).map(([name, xs]) => ({
     name,
@@ -173,11 +220,15 @@ async function main() {
     ...stats(xs, "readyMs", "ready"),
     ...stats(xs, "httpMs", "http"),
   }));
-  // The classic ratios compare the contenders under the first network setting (off with both).
+  // The classic ratios compare the contenders under the first variant (confine on, network off).
+  const firstName = (n: string) => label(n, a.confine[0], a.network[0], a.confine, a.network);
   const by = Object.fromEntries(
-    rows
-      .filter((r) => !r.name.includes("[network") || r.name.endsWith(`[network ${a.network[0]}]`))
-      .map((r) => [r.name.replace(/ \[network (on|off)\]$/, ""), r]),
+    ["cold boot", "restore (fresh QEMU)", "restore (warm pool)", "QEMU loadvm"].map((n) => [
+      n,
+      rows.find(
+        (r) => r.name === (n === "QEMU loadvm" ? label(n, a.confine[0], "off", [], a.network) : firstName(n)),
+      )!,
+    ]),
   );
   const ratios: Record<string, number> = {
     "cold boot / warm pool (ready for work p50)":
@@ -195,12 +246,20 @@ async function main() {
     "loadvm / fresh restore (running p50)":
       by["QEMU loadvm"]?.running_p50_ms / by["restore (fresh QEMU)"].running_p50_ms,
   };
-  if (a.network.length === 2) {
-    for (const n of ["cold boot", "restore (fresh QEMU)", "restore (warm pool)"]) {
-      const on = rows.find((r) => r.name === `${n} [network on]`)!;
-      const off = rows.find((r) => r.name === `${n} [network off]`)!;
+  const row = (n: string, c: Confine, net: Net) =>
+    rows.find((r) => r.name === label(n, c, net, a.confine, a.network))!;
+  for (const n of ["cold boot", "restore (fresh QEMU)", "restore (warm pool)"]) {
+    if (a.network.length === 2) {
+      const on = row(n, a.confine[0], "on");
+      const off = row(n, a.confine[0], "off");
       ratios[`${n}: network on / off (running p50)`] = on.running_p50_ms / off.running_p50_ms;
       ratios[`${n}: network on / off (ready p50)`] = on.ready_p50_ms / off.ready_p50_ms;
+    }
+    if (a.confine.length === 2) {
+      const on = row(n, "on", a.network[0]);
+      const off = row(n, "off", a.network[0]);
+      ratios[`${n}: confine on / off (running p50)`] = on.running_p50_ms / off.running_p50_ms;
+      ratios[`${n}: confine on / off (ready p50)`] = on.ready_p50_ms / off.ready_p50_ms;
     }
   }
   for (const k of Object.keys(ratios)) if (!Number.isFinite(ratios[k])) delete ratios[k];
@@ -219,6 +278,7 @@ async function main() {
   await writeResult("restore", {
     guest: { memoryBytes: MEMORY, machine: "microvm", accel: "tcg", cmdline: CMDLINE },
     network: a.network,
+    confine: Object.fromEntries([...rts].map(([c, r]) => [c, r.rt.confinement])),
     snapshots: Object.fromEntries(
       Object.entries(snaps).map(([net, { result }]) => [
         `network ${net}`,

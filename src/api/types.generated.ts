@@ -73,11 +73,14 @@ export type ApiErrorCode =
 /**
  * Where an instance is in its life:
  * created → starting → running ⇄ paused → stopping → exited | failed.
+ * `stalled` is a running instance whose console stayed silent for the boot timeout while
+ * it booted (the boot watchdog, RFC §6.5): `reason` and `boot.console_tail` say what it
+ * printed last and what probably holds it; console output brings it back to `running`.
  * `exited` and `failed` are terminal; `reason` says why.
  *
  */
 export type InstanceState =
-  "created" | "starting" | "running" | "paused" | "stopping" | "exited" | "failed";
+  "created" | "starting" | "running" | "stalled" | "paused" | "stopping" | "exited" | "failed";
 
 /**
  * A host port to publish to a guest port.
@@ -202,6 +205,26 @@ export interface StartOverrides {
    */
   ports?: PortRequest[];
   mac?: MacAddress;
+  /**
+   * The boot watchdog (RFC §6.5): how long the console of a booting guest may stay silent before the instance is `stalled`; 0 turns the watchdog off for this instance (for a guest that is silent on purpose while it boots). Default chosen by the runtime (ovmd: `--boot-timeout`, 60 s). Not used for a restore.
+   */
+  boot_timeout_ms?: number;
+  /**
+   * The runtime adapter to run the instance with (`qemu` for the reference runtime). A runtime that is not this one is refused with `501 NOT_IMPLEMENTED`. Without it, the artifact's `runtimeHints.preferredRuntime` is honoured: when it names runtimes and none of them (nor `generic`) is this one, the start is refused the same way.
+   */
+  runtime?: string;
+  /**
+   * containerMode artifacts only (rfc §6.7): the command, replacing the image's cmd (it follows the image's entrypoint, as with `docker run IMAGE ARGS`). Refused for other artifacts and for a RAM snapshot restore.
+   *
+   * @maxItems 1024
+   */
+  args?: string[];
+  /**
+   * containerMode artifacts only (rfc §6.7): `NAME=VALUE` entries that replace or add names in the image's environment.
+   *
+   * @maxItems 1024
+   */
+  env?: string[];
 }
 export interface StartRequest {
   /**
@@ -302,6 +325,70 @@ export interface RemoveResponse {
   name: InstanceName;
 }
 /**
+ * The boot watchdog (RFC §6.5). Boot is over at the first console line from the guest's
+ * userspace (a line without the kernel's `[    1.234567]` timestamp). Until then a
+ * console that stays silent for `timeout_ms` — from the moment the instance runs, or
+ * since its last output — makes the instance `stalled`.
+ *
+ */
+export interface BootInfo {
+  /**
+   * `booting` until the guest's userspace speaks, then `booted`; `stalled` while the watchdog holds the boot as stalled; `unwatched` when the watchdog is off or the instance was restored (its kernel booted before the snapshot).
+   */
+  phase: "booting" | "booted" | "stalled" | "unwatched";
+  /**
+   * The silence allowed while booting; 0 when not watched.
+   */
+  timeout_ms: number;
+  /**
+   * The last console lines (at most 10), while stalled.
+   */
+  console_tail?: string[];
+}
+/**
+ * How the instance's VMM is confined (RFC §8.4).
+ */
+export interface Confinement {
+  /**
+   * `namespaces`: own mount, PID, IPC, UTS and cgroup namespaces (and network, unless the instance has a NIC) as an unprivileged user, seeing only its own files; `user`: as an unprivileged user only (the VMM drops root itself); `none`: as the runtime's user.
+   */
+  mode: "namespaces" | "user" | "none";
+  /**
+   * The user the VMM runs as, when not the runtime's.
+   */
+  user?: string;
+  /**
+   * The namespaces of its own.
+   */
+  namespaces?: ("mnt" | "pid" | "ipc" | "uts" | "cgroup" | "net")[];
+  /**
+   * The VMM's seccomp filter setting (QEMU `-sandbox`).
+   */
+  seccomp: string;
+  /**
+   * Resource limits of the VMM process (cgroups), or why there are none.
+   */
+  limits: {
+    enforced: boolean;
+    /**
+     * `cgroup2` or `cgroup1`.
+     */
+    via?: string;
+    /**
+     * Most memory the VMM may use (guest RAM, device regions and the VMM's own), in bytes.
+     */
+    memory_max?: number;
+    /**
+     * Most CPU time, in cores.
+     */
+    cpu_max?: number;
+    /**
+     * Why no limits are enforced.
+     */
+    note?: string;
+  };
+}
+/**
  * Measured facts about an instance.
  */
 export interface Metrics {
@@ -347,7 +434,7 @@ export interface InstanceInfo {
   name: InstanceName;
   state: InstanceState;
   /**
-   * Why the instance failed or exited.
+   * Why the instance failed or exited, or why its boot is `stalled` (with a hint).
    */
   reason?: string;
   /**
@@ -377,6 +464,10 @@ export interface InstanceInfo {
    * Exit status of the VMM process, when it exited on its own with one.
    */
   exit_code?: number;
+  /**
+   * containerMode artifacts (rfc §6.7): the exit status of the image's program as the guest's OVMS-Init reported it (128 + N when a signal N ended it; 125 when OVMS-Init itself failed, 126 when the program could not run, 127 when it was not found). Absent while it runs, and when the guest ended without a report (then `state` is `failed` unless a stop was asked for).
+   */
+  program_exit_code?: number;
   metrics: Metrics;
   /**
    * The artifact's `runtimeHints.coldStartTargetMs`.
@@ -388,6 +479,12 @@ export interface InstanceInfo {
   met_target?: boolean;
   devices: DeviceInfo[];
   network: NetworkInfo;
+  /**
+   * Kernel arguments the runtime added to the artifact's `kernel.args` (and the start's `cmdline`), e.g. `tsc_early_khz=…`, the host's TSC rate, which a guest without a reference clock needs to boot on microvm under TCG (RFC §6.5).
+   */
+  kernel_args_added?: string[];
+  boot?: BootInfo;
+  confinement?: Confinement;
 }
 /**
  * The warm pool of one snapshot artifact.

@@ -20,6 +20,8 @@ import { register as registerKey } from "./commands/key.js";
 import { register as registerSign } from "./commands/sign.js";
 import { register as registerPool } from "./commands/pool.js";
 import { register as registerSystem } from "./commands/system.js";
+import { register as registerConformance } from "./commands/conformance.js";
+import { register as registerConvert } from "./commands/convert.js";
 import { VERSION } from "../version.js";
 import { STORE_HELP } from "./context.js";
 
@@ -63,7 +65,9 @@ Examples:
   registerKey(p);
   registerSign(p);
   registerSystem(p);
+  registerConvert(p);
   registerServe(p);
+  registerConformance(p);
   pointToHelp(p, "ovm");
   return p;
 }

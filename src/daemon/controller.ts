@@ -10,6 +10,7 @@ import { PrepareCache, prepareArtifact } from "../artifact/prepare.js";
 import { resolveReference } from "../artifact/resolve.js";
 import { packSnapshot } from "../artifact/snapshot.js";
 import { TERMINAL_STATES, type Injection, type Instance, type Runtime } from "../runtime/types.js";
+import { checkRuntimeChoice } from "../runtime/adapters.js";
 import type { PreparedArtifact } from "../artifact/prepare.js";
 import type {
   InstanceInfo,
@@ -155,6 +156,8 @@ export class Controller {
       ]);
     }
     const o = req.overrides ?? {};
+    // Asked for another runtime adapter: refused before anything is resolved or pulled.
+    if (o.runtime !== undefined) checkRuntimeChoice(this.runtime.name, o.runtime, undefined, req.manifest);
     const name = o.name;
     if (name !== undefined) {
       if (this.reserved.has(name)) {
@@ -175,6 +178,14 @@ export class Controller {
         );
       }
       const artifact = await this.resolveArtifact(req.manifest, opts.lifeline);
+      // runtimeHints.preferredRuntime is honoured when no runtime was asked for (rfc §2.2).
+      if (o.runtime === undefined)
+        checkRuntimeChoice(
+          this.runtime.name,
+          undefined,
+          artifact.ovms.runtimeHints?.preferredRuntime,
+          req.manifest,
+        );
       // Admission: after the artifact is resolved and verified as an artifact, before anything
       // of it is unpacked, preloaded or started.
       if (this.policy) await admit(this.policy, this.store, this.log, req.manifest, artifact);

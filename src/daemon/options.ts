@@ -4,6 +4,7 @@ import { Option, type Command } from "commander";
 import { LOG_LEVELS, type LogLevel } from "./log.js";
 import type { ServeOptions } from "./server.js";
 import { SOCKET_DEFAULTS } from "../api/paths.js";
+import type { ConfineSetting } from "../runtime/qemu/confine.js";
 
 /** DaemonFlags are the parsed flags of `ovmd` and `ovm serve`. */
 export interface DaemonFlags {
@@ -18,6 +19,9 @@ export interface DaemonFlags {
   warmPoolFor?: Record<string, number>;
   policy?: string;
   snapshotCache?: number;
+  confine?: ConfineSetting;
+  limits?: boolean;
+  bootTimeout?: number;
 }
 
 /**
@@ -32,7 +36,30 @@ export function addDaemonOptions(cmd: Command, withStore = true): Command {
       "local store (default: $OVM_STORE, else /var/lib/ovms/store as root, else $XDG_DATA_HOME/ovms/store, with ~/.local/share for an unset XDG_DATA_HOME)",
     );
   return cmd
-    .option("--state-dir <dir>", "where instances live (default: <store>/.ovms)")
+    .option(
+      "--state-dir <dir>",
+      "where instances live (default: /var/lib/ovms/daemons/<store key> as root, else $XDG_DATA_HOME/ovms/daemons/<store key>)",
+    )
+    .addOption(
+      new Option(
+        "--confine <mode>",
+        "how QEMU is confined as root: auto (namespaces with bubblewrap where installed, else -runas), on (namespaces or refuse to start), off (-runas only)",
+      )
+        .choices(["auto", "on", "off"])
+        .default("auto", "auto"),
+    )
+    .option("--no-limits", "no per-instance cgroup limits (memory and CPU)")
+    .option(
+      "--boot-timeout <seconds>",
+      "a booting guest whose console stays silent this long is reported stalled (0: never)",
+      (v) => {
+        const n = Number(v);
+        if (!Number.isFinite(n) || n < 0)
+          throw new OvmsError("USAGE", `--boot-timeout ${v}: want seconds, 0 or more`);
+        return n;
+      },
+      60,
+    )
     .option("--group <name>", "give this group access to the socket (mode 0660 instead of 0600)")
     .option("--listen <host:port>", "also listen on TCP (requires --token)")
     .option("--token <token>", "bearer token TCP requests must carry (default: $OVMD_TOKEN)")
@@ -88,5 +115,8 @@ export function serveOptions(flags: DaemonFlags): ServeOptions {
   if (flags.warmPoolFor) o.warmPools = flags.warmPoolFor;
   if (flags.policy) o.policy = flags.policy;
   if (flags.snapshotCache !== undefined) o.snapshotCache = flags.snapshotCache;
+  if (flags.confine) o.confine = flags.confine;
+  if (flags.limits === false) o.limits = false;
+  if (flags.bootTimeout !== undefined) o.bootTimeoutMs = Math.round(flags.bootTimeout * 1000);
   return o;
 }

@@ -86,5 +86,8 @@ export function startOptions(o: NonNullable<StartRequest["overrides"]>): StartOp
     ...(o.network !== undefined ? { network: o.network } : {}),
     ...(o.ports !== undefined ? { ports: o.ports.map(fromPortRequest) } : {}),
     ...(o.mac !== undefined ? { mac: o.mac } : {}),
+    ...(o.boot_timeout_ms !== undefined ? { bootTimeoutMs: o.boot_timeout_ms } : {}),
+    ...(o.args !== undefined ? { args: o.args } : {}),
+    ...(o.env !== undefined ? { env: o.env } : {}),
   };
 }

@@ -1,13 +1,14 @@
 import { execFileSync } from "node:child_process";
-import { chmod, chown, lstat, mkdir, readFile, rm, writeFile } from "node:fs/promises";
-import { readFileSync } from "node:fs";
+import { chmod, chown, lstat, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { existsSync, readFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { connect } from "node:net";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { OvmsError } from "../core/errors.js";
 import { Store } from "../store/store.js";
-import { defaultStoreDir, resolveStoreDir } from "../store/paths.js";
+import { daemonStateDir, defaultStoreDir, resolveStoreDir } from "../store/paths.js";
 import type { Runtime } from "../runtime/types.js";
+import type { ConfineSetting } from "../runtime/qemu/confine.js";
 import { resolveSocketPath } from "../api/paths.js";
 import { Contract } from "./contract.js";
 import { Controller, type PullFn } from "./controller.js";
@@ -24,8 +25,17 @@ export interface ServeOptions {
   warmPools?: Record<string, number>;
   /** store folder (default: OVM_STORE, else the default store). */
   store?: string;
-  /** stateDir holds the instances (default `<store>/.ovms`, so daemons of different stores never share instances). */
+  /**
+   * stateDir holds the instances, the pid file and the log (default: daemonStateDir of the
+   * store, `/var/lib/ovms/daemons/<key>` as root: the daemon's own, never inside the store).
+   */
   stateDir?: string;
+  /** confine says how QEMU is confined (RFC §8.4; default `auto`: namespaces where it can). */
+  confine?: ConfineSetting;
+  /** limits: false leaves cgroups alone (no per-instance memory and CPU limits). */
+  limits?: boolean;
+  /** bootTimeoutMs is the boot watchdog's default silence (0: off; default 60 s). */
+  bootTimeoutMs?: number;
   /** group gets read-write access to the socket (mode 0660); without it the mode is 0600. */
   group?: string;
   /** listen is `HOST:PORT` of an extra TCP listener; it requires `token`. */
@@ -82,10 +92,14 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
 
   const storeDir = resolveStoreDir(opts.store);
   const store = await Store.open(storeDir);
-  const stateDir = opts.stateDir ?? store.workDir;
-  // Traversable (not listable) by others: QEMU may run as an unprivileged user and must reach its instance folder.
+  const stateDir = opts.stateDir ?? daemonStateDir(storeDir);
+  // Traversable (not listable) by others: with -runas, QEMU as the QEMU user must reach its instance folder.
   await mkdir(stateDir, { recursive: true, mode: 0o711 });
   const releasePid = await takePidFile(join(stateDir, "ovmd.pid"));
+  if (!opts.stateDir) {
+    await writeFile(join(stateDir, "store-path"), resolve(storeDir));
+    await pruneStateDirs(dirname(stateDir)).catch(() => undefined);
+  }
 
   const cleanups: (() => Promise<void>)[] = [releasePid];
   const cleanup = async () => {
@@ -93,7 +107,7 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
   };
   try {
     const contract = Contract.load();
-    const rt: Runtime = opts.runtime ?? (await qemuRuntime(stateDir));
+    const rt: Runtime = opts.runtime ?? (await qemuRuntime(stateDir, opts));
     cleanups.push(() => rt.close());
     await rt.recover();
     const live = await rt.list();
@@ -182,9 +196,29 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
 }
 
 /** qemuRuntime makes the reference runtime, loaded only when no other is given. */
-async function qemuRuntime(stateDir: string): Promise<Runtime> {
+async function qemuRuntime(stateDir: string, opts: ServeOptions): Promise<Runtime> {
   const { QemuRuntime } = await import("../runtime/qemu/qemu-runtime.js");
-  return QemuRuntime.create({ stateDir });
+  return QemuRuntime.create({
+    stateDir,
+    ...(opts.confine ? { confine: opts.confine } : {}),
+    ...(opts.limits === false ? { limits: false } : {}),
+    ...(opts.bootTimeoutMs !== undefined ? { bootTimeoutMs: opts.bootTimeoutMs } : {}),
+  });
+}
+
+/**
+ * pruneStateDirs removes the state folders (under `root`, one per store) of stores that are
+ * gone and whose daemon left no instance behind: what test runs and deleted stores leave.
+ */
+async function pruneStateDirs(root: string): Promise<void> {
+  for (const key of await readdir(root)) {
+    const dir = join(root, key);
+    const store = await readFile(join(dir, "store-path"), "utf8").catch(() => undefined);
+    if (store === undefined || existsSync(join(store, "oci-layout"))) continue;
+    if ((await readdir(join(dir, "instances")).catch(() => [])).length) continue;
+    if (existsSync(join(dir, "ovmd.pid"))) continue;
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 /** tune lets log streams stay open: no request or idle timeout cuts a `follow`. */

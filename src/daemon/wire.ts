@@ -27,6 +27,7 @@ export function toInstanceInfo(runtime: string, i: Instance): InstanceInfo {
   if (i.startedAt !== undefined) out.started_at = i.startedAt;
   if (i.exitedAt !== undefined) out.exited_at = i.exitedAt;
   if (i.exitCode !== undefined) out.exit_code = i.exitCode;
+  if (i.programExitCode !== undefined) out.program_exit_code = i.programExitCode;
   if (m.bootMs !== undefined) out.metrics.boot_ms = m.bootMs;
   if (m.startMs !== undefined) out.metrics.start_ms = m.startMs;
   if (m.cpuTimeMs !== undefined) out.metrics.cpu_time_ms = m.cpuTimeMs;
@@ -34,6 +35,22 @@ export function toInstanceInfo(runtime: string, i: Instance): InstanceInfo {
   if (i.coldStartTargetMs !== undefined) {
     out.cold_start_target_ms = i.coldStartTargetMs;
     if (m.startMs !== undefined) out.met_target = m.startMs <= i.coldStartTargetMs;
+  }
+  if (i.kernelArgsAdded?.length) out.kernel_args_added = i.kernelArgsAdded;
+  if (i.boot) {
+    out.boot = { phase: i.boot.phase, timeout_ms: i.boot.timeoutMs };
+    if (i.boot.consoleTail) out.boot.console_tail = i.boot.consoleTail;
+  }
+  if (i.confinement) {
+    const c = i.confinement;
+    const l = c.limits;
+    out.confinement = { mode: c.mode, seccomp: c.seccomp, limits: { enforced: l.enforced } };
+    if (c.user) out.confinement.user = c.user;
+    if (c.namespaces) out.confinement.namespaces = c.namespaces;
+    if (l.via) out.confinement.limits.via = l.via;
+    if (l.memoryMax !== undefined) out.confinement.limits.memory_max = l.memoryMax;
+    if (l.cpuMax !== undefined) out.confinement.limits.cpu_max = l.cpuMax;
+    if (l.note) out.confinement.limits.note = l.note;
   }
   return out;
 }

@@ -6,12 +6,16 @@ import type { InstanceState } from "./types.js";
  * each state may go. Every live state may fail, and may exit (the guest powers off, or the
  * VMM is found gone after a daemon restart). `starting → stopping` is there because a stop is
  * accepted for any instance whose VMM runs, one still starting included (the warm pool
- * discards its paused processes that way). `exited` and `failed` are terminal.
+ * discards its paused processes that way). `stalled` is the boot watchdog's verdict on a
+ * running guest whose console stayed silent while it booted: output brings it back to
+ * `running`; it can be paused, stopped, or end like any live instance. `exited` and `failed`
+ * are terminal.
  */
 export const NEXT_STATES: Readonly<Record<InstanceState, readonly InstanceState[]>> = {
   created: ["starting", "exited", "failed"],
   starting: ["running", "paused", "stopping", "exited", "failed"],
-  running: ["paused", "stopping", "exited", "failed"],
+  running: ["stalled", "paused", "stopping", "exited", "failed"],
+  stalled: ["running", "paused", "stopping", "exited", "failed"],
   paused: ["running", "stopping", "exited", "failed"],
   stopping: ["exited", "failed"],
   exited: [],

@@ -9,9 +9,12 @@ export type { PreparedArtifact, SnapshotCapture, PortRequest, Protocol, Publishe
 
 /**
  * InstanceState is where an instance is in its life (spec/runtimes/README.md):
- * created → starting → running ⇄ paused → stopping → exited | failed.
+ * created → starting → running ⇄ paused → stopping → exited | failed; a running instance
+ * whose console stays silent while it boots is `stalled` (the boot watchdog) until it speaks
+ * again or ends.
  */
-export type InstanceState = "created" | "starting" | "running" | "paused" | "stopping" | "exited" | "failed";
+export type InstanceState =
+  "created" | "starting" | "running" | "stalled" | "paused" | "stopping" | "exited" | "failed";
 
 /** TERMINAL_STATES are the states an instance never leaves. */
 export const TERMINAL_STATES: ReadonlySet<InstanceState> = new Set(["exited", "failed"]);
@@ -54,6 +57,12 @@ export interface StartOptions {
   ports?: PortRequest[];
   /** The NIC's MAC address; default a fresh one (a restore keeps the snapshot's). */
   mac?: string;
+  /** How long the console of a booting guest may stay silent before it is `stalled` (0: not watched). */
+  bootTimeoutMs?: number;
+  /** containerMode only: replaces the image's cmd (arguments after its entrypoint). */
+  args?: string[];
+  /** containerMode only: NAME=VALUE entries that replace or add environment names. */
+  env?: string[];
 }
 
 /** InstanceMetrics are measured facts about an instance. */
@@ -93,11 +102,39 @@ export interface Instance {
   exitedAt?: string;
   /** The VMM's exit status, when it exited on its own with one. */
   exitCode?: number;
+  /** containerMode: the exit status of the image's program, as OVMS-Init reported it (rfc §6.7). */
+  programExitCode?: number;
   metrics: InstanceMetrics;
   /** The artifact's runtimeHints.coldStartTargetMs. */
   coldStartTargetMs?: number;
   devices: DeviceSummary[];
   network: InstanceNetwork;
+  /** Kernel arguments the runtime added to the artifact's (e.g. the TSC rate a microvm guest needs under TCG). */
+  kernelArgsAdded?: string[];
+  /** The boot watchdog: where the boot is, the silence allowed, and the last console lines of a stall. */
+  boot?: BootInfo;
+  /** How the VMM is confined (RFC §8.4). */
+  confinement?: ConfinementInfo;
+}
+
+/** BootInfo is what the boot watchdog knows of an instance. */
+export interface BootInfo {
+  phase: "booting" | "booted" | "stalled" | "unwatched";
+  timeoutMs: number;
+  /** The last console lines, while stalled. */
+  consoleTail?: string[];
+}
+
+/** Namespace is a kind of Linux namespace a confined VMM gets of its own. */
+export type Namespace = "mnt" | "pid" | "ipc" | "uts" | "cgroup" | "net";
+
+/** ConfinementInfo says how an instance's VMM is confined: namespaces, user, seccomp and resource limits. */
+export interface ConfinementInfo {
+  mode: "namespaces" | "user" | "none";
+  user?: string;
+  namespaces?: Namespace[];
+  seccomp: string;
+  limits: { enforced: boolean; via?: string; memoryMax?: number; cpuMax?: number; note?: string };
 }
 
 /** LogRecord is one line of an instance's serial console. */

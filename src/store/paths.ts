@@ -1,5 +1,6 @@
 import { homedir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
+import { digestHex, sha256 } from "../core/digest.js";
 
 /**
  * defaultStateDir is where OVMS keeps its state: `/var/lib/ovms` as root, else
@@ -18,4 +19,14 @@ export function defaultStoreDir(env: NodeJS.ProcessEnv = process.env): string {
 /** resolveStoreDir picks the store: the flag, else `OVM_STORE`, else the default store. */
 export function resolveStoreDir(flag?: string, env: NodeJS.ProcessEnv = process.env): string {
   return flag || env.OVM_STORE || defaultStoreDir(env);
+}
+
+/**
+ * daemonStateDir is where the daemon serving the store `storeDir` keeps its instances, pid
+ * file and log: `<state dir>/daemons/<key>`, the key naming the store's absolute path, so that
+ * daemons of different stores never share instances. It is never inside the store: a store may
+ * sit anywhere, in a folder only its owner may enter, and the daemon's state is its own.
+ */
+export function daemonStateDir(storeDir: string, env: NodeJS.ProcessEnv = process.env): string {
+  return join(defaultStateDir(env), "daemons", digestHex(sha256(resolve(storeDir))).slice(0, 16));
 }

@@ -5,6 +5,7 @@ import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/pr
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { OVM, ovm } from "../helpers.js";
+import { daemonStateDir } from "../../src/store/paths.js";
 import { answers, buildDemoCli, waitFor } from "./harness.js";
 
 // The CLI side of the runtime: `ovm run` with no daemon running starts one in the
@@ -27,7 +28,9 @@ before(async () => {
 });
 
 after(async () => {
-  const pid = Number((await readFile(join(store, ".ovms", "ovmd.pid"), "utf8").catch(() => "")).trim());
+  const pid = Number(
+    (await readFile(join(daemonStateDir(store), "ovmd.pid"), "utf8").catch(() => "")).trim(),
+  );
   if (pid) {
     const ps = await ovm(["--json", "ps", "-a"], env);
     for (const i of ps.code === 0 ? (JSON.parse(ps.stdout) as { instance_id: string }[]) : [])
@@ -60,7 +63,7 @@ test("ovm run -d starts a daemon in the background when none answers, and prints
   assert.match(r.stderr, /started ovmd \(pid \d+\)/);
   assert.ok(await answers(socket), "the daemon answers on the socket");
   assert.equal((await stat(socket)).mode & 0o777, 0o600);
-  const log = await readFile(join(store, ".ovms", "ovmd.log"), "utf8");
+  const log = await readFile(join(daemonStateDir(store), "ovmd.log"), "utf8");
   assert.match(log, /listening/);
   // A second run finds the daemon there: no second start.
   const again = await ovm(["run", "-d", "--accel", "tcg", "--memory", "128M", "demo/vm:1.0"], env);

@@ -24,22 +24,23 @@ export interface DaemonProc {
 }
 
 /**
- * startDaemon runs `ovmd` under `dir` with its own XDG_RUNTIME_DIR and OVM_STORE, and waits
- * (≤ 15 s) until `GET /version` answers on its socket. The socket path is given in
+ * startDaemon runs `ovmd` under `dir` with its own XDG_RUNTIME_DIR and OVM_STORE (`storeDir`,
+ * default `<dir>/store`), and waits (≤ 15 s) until `GET /version` answers on its socket. The socket path is given in
  * OVMD_SOCKET too: as root the default would be /run/ovms/ovmd.sock, shared by every test.
  */
 export async function startDaemon(
   dir: string,
   checker: ContractChecker,
   args: string[] = [],
+  storeDir?: string,
 ): Promise<DaemonProc> {
   const runtimeDir = join(dir, "run");
-  // As root QEMU runs as `nobody`, which must reach the instance folders under the store.
+  // Traversable, as a daemon started with --confine off runs QEMU as nobody through -runas.
   await mkdir(dir, { recursive: true, mode: 0o755 });
   await chmod(dir, 0o755);
   await chmod(dirname(dir), 0o755).catch(() => undefined);
   await mkdir(runtimeDir, { recursive: true, mode: 0o700 });
-  const store = join(dir, "store");
+  const store = storeDir ?? join(dir, "store");
   const socket = join(runtimeDir, "ovms", "ovmd.sock");
   const env = { OVM_STORE: store, XDG_RUNTIME_DIR: runtimeDir, OVMD_SOCKET: socket };
   let out = "";

@@ -1,70 +1,29 @@
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
-import { Ajv2020, type ValidateFunction } from "ajv/dist/2020.js";
-import * as ajvFormats from "ajv-formats";
-import { parse as parseYaml } from "yaml";
+import { OpenApiContract } from "../../src/conformance/openapi.js";
 import { ROOT } from "../helpers.js";
 
 /**
  * Test helper: holds every response the daemon tests receive to the runtime API document
  * (spec/api/ovms-runtime.openapi.yaml), the way Firecracker checks its API against its
- * OpenAPI file. The checker loads the YAML on its own (not through src/daemon/contract.ts),
- * so a bug in the daemon's loader cannot hide a response that breaks the contract.
+ * OpenAPI file. The checking is the conformance suite's (src/conformance/openapi.ts), which
+ * loads the YAML on its own (not through src/daemon/contract.ts), so a bug in the daemon's
+ * loader cannot hide a response that breaks the contract, and the suite and these tests judge
+ * responses the same way.
  */
-
-type AddFormats = (a: Ajv2020) => unknown;
-const fmt = ajvFormats as unknown as { default: AddFormats | { default: AddFormats } };
-const addFormats: AddFormats = typeof fmt.default === "function" ? fmt.default : fmt.default.default;
-
-const ID = "urn:test:ovms-runtime-api";
-
-interface Op {
-  id: string;
-  method: string;
-  pattern: RegExp;
-  responses: Record<string, { contentType?: string; validate?: ValidateFunction }>;
-}
 
 /** ContractChecker validates a response (status, content type, body) against its operation. */
 export class ContractChecker {
-  private readonly ops: Op[] = [];
-  /** seen records `operationId status` of every checked response, for coverage assertions. */
-  readonly seen = new Set<string>();
+  private readonly contract: OpenApiContract;
 
   constructor(path = join(ROOT, "spec/api/ovms-runtime.openapi.yaml")) {
-    const doc = parseYaml(readFileSync(path, "utf8")) as Record<string, any>;
-    const ajv = new Ajv2020({ allErrors: true, strict: false });
-    addFormats(ajv);
-    ajv.addSchema({ ...doc, $id: ID });
-    const esc = (s: string) => s.replace(/~/g, "~0").replace(/\//g, "~1");
-    for (const [template, item] of Object.entries(doc.paths as Record<string, Record<string, any>>)) {
-      for (const [method, op] of Object.entries(item)) {
-        if (!op?.operationId) continue;
-        const pattern = new RegExp(`^${template.replace(/\{[^}]+\}/g, "[^/]+")}$`);
-        const responses: Op["responses"] = {};
-        for (const [status, r0] of Object.entries(op.responses as Record<string, any>)) {
-          let pointer = `/paths/${esc(template)}/${method}/responses/${status}`;
-          let r = r0;
-          if (typeof r.$ref === "string") {
-            pointer = r.$ref.slice(1);
-            r = pointer
-              .split("/")
-              .slice(1)
-              .reduce((o: any, k: string) => o[k.replace(/~1/g, "/").replace(/~0/g, "~")], doc);
-          }
-          const [contentType] = Object.keys(r.content ?? {});
-          responses[status] = contentType
-            ? {
-                contentType,
-                validate: ajv.compile({ $ref: `${ID}#${pointer}/content/${esc(contentType)}/schema` }),
-              }
-            : {};
-        }
-        this.ops.push({ id: op.operationId, method: method.toUpperCase(), pattern, responses });
-      }
-    }
+    this.contract = new OpenApiContract(path);
+  }
+
+  /** seen records `operationId status` of every checked response, for coverage assertions. */
+  get seen(): Set<string> {
+    return this.contract.seen;
   }
 
   /**
@@ -72,27 +31,8 @@ export class ContractChecker {
    * type differs, or when the body (each record, for NDJSON) does not match the schema.
    */
   check(method: string, path: string, status: number, contentType: string | undefined, body: unknown): void {
-    const op = this.ops.find((o) => o.method === method && o.pattern.test(path));
-    assert.ok(op, `${method} ${path} is not an operation of the contract`);
-    const r = op.responses[String(status)];
-    assert.ok(
-      r,
-      `${method} ${path} answered ${status}, which the contract does not document for ${op.id}: ${JSON.stringify(body)}`,
-    );
-    this.seen.add(`${op.id} ${status}`);
-    if (!r.validate) return;
-    assert.equal(
-      (contentType ?? "").split(";")[0].trim(),
-      r.contentType,
-      `${method} ${path} ${status}: content type`,
-    );
-    const items = r.contentType === "application/x-ndjson" ? (body as unknown[]) : [body];
-    for (const item of items) {
-      assert.ok(
-        r.validate(item),
-        `${method} ${path} ${status}: body breaks the contract: ${JSON.stringify(r.validate.errors)}\n${JSON.stringify(item)}`,
-      );
-    }
+    const { problems } = this.contract.check(method, path, status, contentType, body);
+    assert.deepEqual(problems, [], problems.join("\n"));
   }
 }
 

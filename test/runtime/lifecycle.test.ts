@@ -3,7 +3,16 @@ import assert from "node:assert/strict";
 import { canTransition, transition } from "../../src/runtime/lifecycle.js";
 import { TERMINAL_STATES, type InstanceState } from "../../src/runtime/types.js";
 
-const STATES: InstanceState[] = ["created", "starting", "running", "paused", "stopping", "exited", "failed"];
+const STATES: InstanceState[] = [
+  "created",
+  "starting",
+  "running",
+  "stalled",
+  "paused",
+  "stopping",
+  "exited",
+  "failed",
+];
 
 // The lifecycle of RFC §6.5, written out pair by pair: everything not listed is refused.
 const ALLOWED = new Set([
@@ -15,10 +24,16 @@ const ALLOWED = new Set([
   "starting→stopping",
   "starting→exited",
   "starting→failed",
+  "running→stalled",
   "running→paused",
   "running→stopping",
   "running→exited",
   "running→failed",
+  "stalled→running",
+  "stalled→paused",
+  "stalled→stopping",
+  "stalled→exited",
+  "stalled→failed",
   "paused→running",
   "paused→stopping",
   "paused→exited",

@@ -5,7 +5,7 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
 import { OvmsError, isOvmsError } from "../../core/errors.js";
-import { defaultStoreDir, resolveStoreDir } from "../../store/paths.js";
+import { daemonStateDir, defaultStoreDir, resolveStoreDir } from "../../store/paths.js";
 import { OvmdClient, isDaemonUnavailable } from "../../client/client.js";
 import { SOCKET_DEFAULTS, canonicalStore, isPathLike, resolveSocketPath } from "../../api/paths.js";
 import type { InstanceInfo, VersionInfo } from "../../api/types.generated.js";
@@ -89,7 +89,7 @@ export async function daemonClient(cmd: Command): Promise<OvmdClient> {
 /**
  * ensureDaemon returns a client of the daemon serving this command's store, starting one in
  * the background when nobody answers on the socket: detached, with the same environment and
- * store, its output in `<store>/.ovms/ovmd.log`. It waits up to 5 s for the socket to answer.
+ * store, its output in `ovmd.log` of its state folder (daemonStateDir). It waits up to 5 s for the socket to answer.
  */
 export async function ensureDaemon(cmd: Command, out: Printer): Promise<OvmdClient> {
   const t = target(cmd);
@@ -103,8 +103,8 @@ export async function ensureDaemon(cmd: Command, out: Printer): Promise<OvmdClie
   const storeDir = t.storeDir;
   await checkStoreDir(storeDir);
   if (!existsSync(join(storeDir, "oci-layout"))) out.info(`creating the store ${resolve(storeDir)}`);
-  const stateDir = join(storeDir, ".ovms");
-  await mkdir(stateDir, { recursive: true });
+  const stateDir = daemonStateDir(storeDir);
+  await mkdir(stateDir, { recursive: true, mode: 0o711 });
   const logFile = join(stateDir, "ovmd.log");
   const fd = openSync(logFile, "a");
   let exited: number | null | undefined;

@@ -3,6 +3,7 @@ import { OvmsError, isOvmsError } from "../../core/errors.js";
 import { parseSize } from "../../core/size.js";
 import { checkMac, parsePortSpec, type PortRequest } from "../../core/ports.js";
 import type { PortRequest as WirePortRequest, StartOverrides } from "../../api/types.generated.js";
+import { RUNTIME_ADAPTERS } from "../../runtime/adapters.js";
 import { Printer, globals } from "../context.js";
 import { cpuCount, instanceName } from "../flags.js";
 import { addSocketOption, ensureDaemon, inFlagWords, manifestArg } from "./daemon-client.js";
@@ -15,7 +16,9 @@ import { portsText } from "./ps.js";
  * (foreground.ts): the serial console is streamed to stdout, Ctrl-C stops the instance (twice:
  * at once), the command ends when the instance does, and whatever ends the command ends the
  * instance; with -d only the instance id is printed. `-p` publishes guest ports on the host (the ports
- * it got go to stderr), `--network` picks the NIC's mode.
+ * it got go to stderr), `--network` picks the NIC's mode. A container image converted with
+ * `ovm convert` runs like `docker run`: its program's output, its exit status as ours,
+ * `-- CMD ARGS` and `-e NAME=VALUE` overrides, `--rm` to remove the instance afterwards.
  */
 export function register(program: Command): void {
   const cmd = program
@@ -24,6 +27,10 @@ export function register(program: Command): void {
       "run an artifact (store or registry reference, OCI layout folder, .tar of one, or manifest.json)",
     )
     .argument("<ref>", "what to run")
+    .argument(
+      "[command...]",
+      "a converted container image only: the command to run instead of the image's cmd (after --)",
+    )
     .option("--name <name>", "instance name (default: generated)", instanceName)
     .option("-d, --detach", "start in the background, print the instance id, and leave it running")
     .option("--memory <size>", "guest memory, e.g. 512M (default: the artifact's)")
@@ -57,6 +64,16 @@ export function register(program: Command): void {
       "--mac-address <mac>",
       "the NIC's MAC address (default: a fresh one; a restore keeps the snapshot's)",
     )
+    .option(
+      "-e, --env <NAME=VALUE>",
+      "a converted container image only: set an environment variable (repeatable; NAME alone takes it from here)",
+      (v: string, all: string[] = []) => [...all, v],
+    )
+    .option("--rm", "remove the instance once it has ended")
+    .option(
+      "--runtime <name>",
+      `the runtime adapter (${RUNTIME_ADAPTERS.join(", ")}; default: the artifact's runtimeHints.preferredRuntime, else the daemon's)`,
+    )
     .addHelpText(
       "after",
       `
@@ -66,6 +83,9 @@ Examples:
   curl http://127.0.0.1:8080/
   ovm run -d -p 80 --network restricted example/vm:fast  # a free host port, no outbound access
   ovm ps                                               # PORTS shows what each instance got
+  ovm convert docker://127.0.0.1:5000/tools/busybox:1.36 -t tools/busybox:vm
+  ovm run --rm -e GREETING=hi tools/busybox:vm -- sh -c 'echo $GREETING'
+                                                a container image as a VM: its output, its exit status
 
 The guest sees a virtio-net NIC and gets 10.0.2.15 by DHCP from a private network of its own
 (QEMU user-mode networking: no root, no bridge). In mode user it reaches the host's loopback
@@ -74,13 +94,34 @@ services as 10.0.2.2; use restricted for guests you do not trust.
 Without -d the VM lives only as long as this command: Ctrl-C asks the guest to power off (a
 second Ctrl-C forces it), and if the command is ended any other way (SIGTERM, a closed
 terminal, kill -9) the daemon notices and stops the VM.`,
+    )
+    .option(
+      "--boot-timeout <seconds>",
+      "report the boot stalled when the console stays silent this long while booting (0: never; default: the daemon's)",
+      (v: string) => {
+        const n = Number(v);
+        if (!Number.isFinite(n) || n < 0)
+          throw new OvmsError("USAGE", `--boot-timeout ${v}: want seconds, 0 or more`);
+        return n;
+      },
     );
-  addSocketOption(cmd).action(async (ref: string, opts: RunFlags, c: Command) => {
+  addSocketOption(cmd).action(async (ref: string, command: string[], opts: RunFlags, c: Command) => {
     const out = new Printer(globals(c));
+    if (opts.rm && opts.detach)
+      throw new OvmsError(
+        "USAGE",
+        "--rm needs the foreground: ovm waits for the instance to end, then removes it (drop -d)",
+      );
+    if (opts.runtime !== undefined && !(RUNTIME_ADAPTERS as readonly string[]).includes(opts.runtime))
+      throw new OvmsError(
+        "USAGE",
+        `--runtime ${opts.runtime}: unknown runtime adapter (known: ${RUNTIME_ADAPTERS.join(", ")})`,
+      );
+    const overrides = startOverrides(opts, command);
     // In the foreground, signals are ours from this moment: before the daemon is even asked.
     const fg = opts.detach ? undefined : new Foreground(out);
+    let watch: NodeJS.Timeout | undefined;
     try {
-      const overrides = startOverrides(opts);
       const client = await ensureDaemon(c, out);
       fg?.connected(client);
       const started = await client
@@ -114,6 +155,18 @@ terminal, kill -9) the daemon notices and stops the VM.`,
       const records = await client.logs(started.instance_id, { follow: true, attach: true });
       fg.holding();
       out.info(`${started.name} (${started.instance_id}) is starting; Ctrl-C stops it`);
+      // The console alone cannot say that a silent boot is stuck: the daemon's boot watchdog can.
+      let told = false;
+      watch = setInterval(() => {
+        client
+          .status(started.instance_id)
+          .then((s) => {
+            if (s.state === "stalled" && !told) out.info(`${s.name}: ${s.reason ?? "boot stalled"}`);
+            told = s.state === "stalled";
+          })
+          .catch(() => undefined);
+      }, 1000);
+      watch.unref();
       // Host ports the runtime picked (-p 80) are only known now.
       if (overrides.ports)
         out.info(`${started.name}: ${portsText(await client.status(started.instance_id))}`);
@@ -127,17 +180,21 @@ terminal, kill -9) the daemon notices and stops the VM.`,
           `the daemon went away while ${started.name} ran; a daemon that shuts down stops the instances attached to it`,
         );
       });
+      if (opts.rm) await client.remove(started.instance_id, { force: true });
       if (end.state === "failed")
         throw new OvmsError("INSTANCE_FAILED", `${end.name} failed: ${end.reason ?? "no reason given"}`);
       out.info(`${end.name} ${end.state}${end.reason ? ` (${end.reason})` : ""}`);
+      // A container image's program decides how `ovm run` ends, as with `docker run`.
+      if (end.program_exit_code !== undefined) process.exitCode = end.program_exit_code;
     } finally {
+      if (watch) clearInterval(watch);
       fg?.close();
     }
   });
 }
 
 /** startOverrides turns the flags into POST /start overrides, refusing bad values in the flags' words. */
-function startOverrides(opts: RunFlags): StartOverrides {
+function startOverrides(opts: RunFlags, command: string[]): StartOverrides {
   const o: StartOverrides = {};
   if (opts.name !== undefined) o.name = opts.name;
   if (opts.memory !== undefined) o.memory = parseSize(opts.memory, "--memory");
@@ -148,6 +205,15 @@ function startOverrides(opts: RunFlags): StartOverrides {
   if (opts.publish?.length) o.ports = opts.publish.map((p) => toWire(parsePortSpec(p)));
   if (opts.network !== undefined) o.network = opts.network;
   if (opts.macAddress !== undefined) o.mac = checkMac(opts.macAddress, "--mac-address");
+  if (opts.bootTimeout !== undefined) o.boot_timeout_ms = Math.round(opts.bootTimeout * 1000);
+  if (opts.runtime !== undefined) o.runtime = opts.runtime;
+  if (command.length) o.args = command;
+  const env = (opts.env ?? []).flatMap((e) => {
+    if (e.includes("=")) return [e];
+    // NAME alone passes this process's value on, as docker does; an unset one is left out.
+    return process.env[e] !== undefined ? [`${e}=${process.env[e]}`] : [];
+  });
+  if (env.length) o.env = env;
   return o;
 }
 
@@ -162,6 +228,10 @@ interface RunFlags {
   publish?: string[];
   network?: "none" | "user" | "restricted";
   macAddress?: string;
+  bootTimeout?: number;
+  env?: string[];
+  rm?: boolean;
+  runtime?: string;
 }
 
 /** toWire is a parsed -p in the API's words. */

@@ -52,5 +52,20 @@ export function describe(i: InstanceInfo): string {
   for (const d of i.devices) lines.push(`Device:      ${d.type} ${d.name} ${formatSize(d.size)}`);
   lines.push(`Network:     ${i.network.mode}${i.network.mac ? `, MAC ${i.network.mac}` : ""}`);
   if (i.network.ports.length) lines.push(`Ports:       ${portsText(i)}`);
+  if (i.kernel_args_added?.length)
+    lines.push(`Added args:  ${i.kernel_args_added.join(" ")} (by the runtime)`);
+  if (i.boot)
+    lines.push(
+      `Boot watch:  ${i.boot.phase}${i.boot.timeout_ms ? ` (silence allowed ${formatDuration(i.boot.timeout_ms)})` : ""}`,
+    );
+  for (const l of i.boot?.console_tail ?? []) lines.push(`  | ${l}`);
+  if (i.confinement) {
+    const c = i.confinement;
+    const l = c.limits;
+    lines.push(
+      `Confined:    ${c.mode}${c.user ? ` as ${c.user}` : ""}${c.namespaces ? `, namespaces ${c.namespaces.join(",")}` : ""}`,
+      `Limits:      ${l.enforced ? `${formatSize(l.memory_max ?? 0)} memory, ${l.cpu_max} CPU(s) (${l.via})` : `none: ${l.note}`}`,
+    );
+  }
   return lines.join("\n");
 }

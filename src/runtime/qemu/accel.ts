@@ -3,9 +3,28 @@ import { existsSync, readFileSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { run } from "../../artifact/exec.js";
+import { RuntimeError } from "../runtime-error.js";
 import type { Accel } from "../types.js";
 
+/** QEMU_BINARY is the QEMU the runtime runs, found on PATH. */
 export const QEMU_BINARY = "qemu-system-x86_64";
+
+let version: Promise<string> | undefined;
+
+/** qemuVersion is the QEMU version, read once (`qemu-system-x86_64 --version`); RUNTIME_UNAVAILABLE without QEMU. */
+export function qemuVersion(): Promise<string> {
+  version ??= run(QEMU_BINARY, ["--version"]).then(
+    (out) => /version (\S+)/.exec(out)?.[1] ?? "unknown",
+    (e) => {
+      version = undefined;
+      throw new RuntimeError("RUNTIME_UNAVAILABLE", `QEMU is not available: ${(e as Error).message}`, {
+        cause: e,
+      });
+    },
+  );
+  return version;
+}
 
 /** PROBE_TIMEOUT_MS bounds the KVM probe: a working KVM reaches the panic in well under a second. */
 const PROBE_TIMEOUT_MS = 3000;
@@ -63,6 +82,9 @@ function probe(kernel: string): Promise<boolean> {
         "panic=-1 console=ttyS0 quiet",
         "-serial",
         "stdio",
+        // The artifact's kernel runs here outside the instance sandbox: under seccomp at least.
+        "-sandbox",
+        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
       ],
       { stdio: ["ignore", "pipe", "ignore"] },
     );
@@ -91,7 +113,7 @@ function cacheKey(): string {
   } catch {
     // not Linux /proc: the key still changes with the binary
   }
-  return `${boot}:probe-v1`;
+  return `${boot}:probe-v2`;
 }
 
 /** chooseAccel resolves `auto` by probing; `kvm` and `tcg` are taken as asked. */

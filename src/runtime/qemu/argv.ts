@@ -14,6 +14,8 @@ export interface QemuConfig {
   /** The per-instance overlay (qcow2) on top of the artifact's disk chain. */
   disk?: string;
   serialLog: string;
+  /** containerMode: a second serial port (COM2) into this file, OVMS-Init's control channel. */
+  controlLog?: string;
   qmpSocket: string;
   /** File backing guest RAM (on tmpfs), so a snapshot can keep memory out of the migration stream. */
   ramFile: string;
@@ -71,6 +73,13 @@ export function qemuArgv(c: QemuConfig): string[] {
   if (c.initrd) a.push("-initrd", c.initrd);
   a.push("-append", c.cmdline);
   a.push("-chardev", `file,id=serial0,path=${c.serialLog}`, "-serial", "chardev:serial0");
+  if (c.controlLog)
+    a.push(
+      "-chardev",
+      `file,id=control0,path=${c.controlLog}`,
+      "-device",
+      "isa-serial,chardev=control0,index=1",
+    );
   // SeaBIOS (q35) would otherwise print its own escape codes on the guest's serial console.
   if (c.machine === "q35") a.push("-fw_cfg", "name=etc/sercon-port,string=0");
   if (c.disk) {

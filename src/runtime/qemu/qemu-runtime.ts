@@ -3,7 +3,6 @@ import { existsSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
-import { run } from "../../artifact/exec.js";
 import type { PreparedArtifact } from "../../artifact/prepare.js";
 import { transition } from "../lifecycle.js";
 import { RuntimeError } from "../runtime-error.js";
@@ -17,26 +16,33 @@ import {
   type StopOptions,
   type WarmPool,
 } from "../types.js";
-import { QEMU_BINARY, chooseAccel } from "./accel.js";
+import { QEMU_BINARY, chooseAccel, qemuVersion } from "./accel.js";
 import { qemuArgv } from "./argv.js";
+import { DEFAULT_BOOT_TIMEOUT_MS, bootTimeout, trackBoot } from "./boot-watchdog.js";
+import { clockArgs, hostTscKhz, withKernelArgs } from "./clock.js";
+import type { ConfineSetting } from "./confine.js";
 import { readHostFacts } from "./host-facts.js";
 import { injectTarget, writeRegion } from "./ivshmem.js";
 import { Migration, checkSnapshottable } from "./migration.js";
 import { checkHost, defaultName, draftPlan, finishPlan, qemuConfig, type Plan } from "./plan.js";
+import { VmmLauncher } from "./launcher.js";
 import type { QmpClient } from "./qmp-client.js";
-import { QemuUser } from "./qemu-user.js";
 import { InstanceRecords, newRecord, toCapture, toInstance, type InstanceRecord } from "./records.js";
-import { serialLog, watchFirstOutput } from "./serial-log.js";
+import { serialLog } from "./serial-log.js";
 import { Supervisor, connectQmp, isOurQemu, kill, procMetrics, type Live } from "./supervisor.js";
 import { trace } from "./trace.js";
 import { QemuWarmPool } from "./warm-pool.js";
 import { PortBook, type Probe } from "../ports.js";
 import * as net from "./network.js";
 
+/** Planned is a plan with what the runtime adds: kernel arguments, and the boot watchdog's timeout. */
+type Planned = Plan & { kernelArgsAdded: string[]; bootTimeoutMs: number };
+
 /**
  * QemuRuntime is the reference Runtime: one QEMU process per instance, each with its own
  * folder under `<stateDir>/instances/<id>` (state.json, serial.log, overlay.qcow2,
- * qemu.log). QEMU runs detached from the daemon, so instances outlive a daemon restart;
+ * qemu.log), confined as the launcher (launcher.ts) decides, its boot watched
+ * (boot-watchdog.ts). QEMU runs detached from the daemon, so instances outlive a daemon restart;
  * `recover` re-attaches to them through their QMP sockets. It composes the planner (plan.ts),
  * the records (records.ts), process supervision (supervisor.ts), migration (migration.ts), the
  * warm pool (warm-pool.ts) and the serial log (serial-log.ts); every state change goes through
@@ -48,13 +54,13 @@ export class QemuRuntime implements Runtime {
   private readonly procs = new Supervisor();
   private readonly migration = new Migration();
   private readonly warm: QemuWarmPool;
-  private qemuVersion = "";
 
   private constructor(
     readonly stateDir: string,
     private readonly shmRoot: string,
-    private readonly user: QemuUser,
     private readonly ports: PortBook,
+    private readonly vmm: VmmLauncher,
+    private readonly bootTimeoutMs: number,
   ) {
     this.records = new InstanceRecords(stateDir);
     this.warm = new QemuWarmPool({
@@ -72,26 +78,36 @@ export class QemuRuntime implements Runtime {
   }
 
   /**
-   * create makes a runtime keeping instances under `stateDir`. As root, QEMU drops to
-   * `runAs` (default `nobody`) after start-up. `portProbe` replaces the check that a host port
-   * is free (tests use it to lose the race with another program on purpose).
+   * create makes a runtime keeping instances under `stateDir`. As root, QEMU runs as `runAs`
+   * (default `nobody`), confined in namespaces unless `confine` is `off` or bubblewrap is
+   * missing (then it drops to that user itself, `-runas`), with per-instance cgroup limits
+   * unless `limits` is false. A booting guest's console may stay silent `bootTimeoutMs`
+   * (default 60 s, 0: not watched) before it is `stalled`. `portProbe` replaces the check
+   * that a host port is free (tests use it to lose the race with another program on purpose).
    */
   static async create(opts: {
     stateDir: string;
     shmDir?: string;
     runAs?: string | null;
     portProbe?: Probe;
+    confine?: ConfineSetting;
+    limits?: boolean;
+    bootTimeoutMs?: number;
   }): Promise<QemuRuntime> {
-    const runAs =
-      opts.runAs === null ? undefined : (opts.runAs ?? (process.getuid?.() === 0 ? "nobody" : undefined));
+    const vmm = await VmmLauncher.create(opts);
     const shm = opts.shmDir ?? (existsSync("/dev/shm") ? "/dev/shm/ovms" : join(opts.stateDir, "shm"));
-    const user = new QemuUser(runAs);
-    const rt = new QemuRuntime(opts.stateDir, shm, user, new PortBook(opts.portProbe));
+    const ports = new PortBook(opts.portProbe);
+    const rt = new QemuRuntime(opts.stateDir, shm, ports, vmm, opts.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS);
     void net.hasUserNetworking(); // asked now, so that no start waits for the answer
     await mkdir(join(opts.stateDir, "instances"), { recursive: true, mode: 0o755 });
-    await user.checkReachable(join(opts.stateDir, "instances"));
+    await vmm.checkReachable([join(opts.stateDir, "instances")]);
     await mkdir(shm, { recursive: true });
     return rt;
+  }
+
+  /** confinement is how this runtime's QEMUs run: `namespaces`, `user` (-runas) or `none`. */
+  get confinement(): VmmLauncher["mode"] {
+    return this.vmm.mode;
   }
 
   /** pool is the Runtime's warm-pool capability (QemuWarmPool). */
@@ -119,16 +135,8 @@ export class QemuRuntime implements Runtime {
   }
 
   /** version is the QEMU version, read once (`qemu-system-x86_64 --version`). */
-  async version(): Promise<string> {
-    if (!this.qemuVersion) {
-      const out = await run(QEMU_BINARY, ["--version"]).catch((e) => {
-        throw new RuntimeError("RUNTIME_UNAVAILABLE", `QEMU is not available: ${(e as Error).message}`, {
-          cause: e,
-        });
-      });
-      this.qemuVersion = /version (\S+)/.exec(out)?.[1] ?? "unknown";
-    }
-    return this.qemuVersion;
+  version(): Promise<string> {
+    return qemuVersion();
   }
 
   async start(a: PreparedArtifact, opts: StartOptions = {}): Promise<Instance> {
@@ -177,9 +185,10 @@ export class QemuRuntime implements Runtime {
 
   /**
    * plan decides an instance's shape (draftPlan), checks the host can hold it (checkHost), and
-   * only then chooses the accelerator: the KVM probe is the slow part.
+   * only then chooses the accelerator: the KVM probe is the slow part. A cold boot gets the
+   * kernel arguments its clock needs (clockArgs) and the boot watchdog's timeout.
    */
-  private async plan(a: PreparedArtifact, opts: StartOptions): Promise<Plan> {
+  private async plan(a: PreparedArtifact, opts: StartOptions): Promise<Planned> {
     const name = opts.name ?? defaultName(a.manifest.name, randomUUID().slice(0, 6));
     const owner = this.records.named(name);
     const draft = draftPlan(a, opts, {
@@ -187,8 +196,15 @@ export class QemuRuntime implements Runtime {
       name,
       ...(owner ? { owner: { id: owner.instance_id, state: owner.state } } : {}),
     });
-    checkHost(draft, await readHostFacts(this.shmRoot, draft.memLock, this.user.name));
-    return finishPlan(draft, draft.accel ?? (await chooseAccel(opts.accel, a.kernelPath)));
+    checkHost(draft, await readHostFacts(this.shmRoot, draft.memLock, this.vmm.user.name));
+    const plan = finishPlan(draft, draft.accel ?? (await chooseAccel(opts.accel, a.kernelPath)));
+    const added = a.ramSnapshot ? [] : clockArgs({ ...plan, tscKhz: await hostTscKhz() });
+    plan.cmdline = withKernelArgs(plan.cmdline, added);
+    return {
+      ...plan,
+      kernelArgsAdded: added,
+      bootTimeoutMs: bootTimeout(opts.bootTimeoutMs, this.bootTimeoutMs),
+    };
   }
 
   /**
@@ -197,7 +213,7 @@ export class QemuRuntime implements Runtime {
    */
   private takeFromPool(a: PreparedArtifact, plan: Plan): { rec: InstanceRecord; live: Live } | undefined {
     const nic = a.ramSnapshot!.metadata.network;
-    if (!net.poolServes(nic && { mode: "user", mac: nic.mac }, plan.network, this.user.name))
+    if (!net.poolServes(nic && { mode: "user", mac: nic.mac }, plan.network, this.vmm.user.name))
       return undefined;
     const id = this.warm.take(a);
     if (id === undefined) return undefined;
@@ -214,23 +230,35 @@ export class QemuRuntime implements Runtime {
    */
   private async launch(
     a: PreparedArtifact,
-    plan: Plan,
+    plan: Planned,
     t0: number,
     pool = false,
   ): Promise<{ rec: InstanceRecord; live: Live }> {
     const id = randomUUID();
     const dir = this.records.dir(id);
     const shmDir = join(this.shmRoot, id);
-    const cfg = qemuConfig(a, plan, { id, dir, shmDir, runAs: this.user.name, vmgenid: randomUUID() });
-    await this.records.createFiles(a, cfg, shmDir, (paths) => this.user.grant(paths));
+    const cfg = qemuConfig(a, plan, { id, dir, shmDir, runAs: this.vmm.runAs, vmgenid: randomUUID() });
+    await this.records.createFiles(
+      a,
+      cfg,
+      shmDir,
+      (extra) => this.vmm.grant(a, cfg, dir, extra),
+      plan.launch,
+    );
     const argv = qemuArgv(cfg);
-    const rec = newRecord(a, plan, cfg, { shmDir, argv: [QEMU_BINARY, ...argv], pool });
+    const rec = newRecord(a, plan, cfg, {
+      shmDir,
+      argv: [QEMU_BINARY, ...argv],
+      pool,
+      kernelArgsAdded: plan.kernelArgsAdded,
+      bootTimeoutMs: plan.bootTimeoutMs,
+    });
     this.records.add(rec);
     await this.records.save(rec);
     const onExit = (code: number | null, signal: NodeJS.Signals | null) => void this.onExit(id, code, signal);
-    const { pid, live } = this.procs.spawn(id, argv, join(dir, "qemu.log"), onExit);
-    rec.pid = pid;
-    transition(rec, "starting");
+    const { live, ...vmm } = await this.vmm.spawn(this.procs, a, cfg, argv, join(dir, "qemu.log"), onExit);
+    Object.assign(rec, vmm);
+    if (rec.state === "created") transition(rec, "starting");
     await this.records.save(rec);
     if (!pool) this.watchBoot(rec, live, t0);
     try {
@@ -245,8 +273,9 @@ export class QemuRuntime implements Runtime {
   /** failStart ends an instance that could not start (failed, with QEMU's last words) and throws START_FAILED. */
   private async failStart(rec: InstanceRecord, live: Live, e: unknown): Promise<never> {
     if (!TERMINAL_STATES.has(rec.state)) {
+      // QEMU first: in a sandbox the child is bwrap, which ends with QEMU but does not take it along.
+      kill(rec.pid);
       live.child?.kill("SIGKILL");
-      if (!live.child) kill(rec.pid);
       await live.exited;
     }
     await this.records.recordStartFailure(rec, e);
@@ -284,7 +313,9 @@ export class QemuRuntime implements Runtime {
     const overlay = join(this.records.dir(rec.instance_id), "overlay.qcow2");
     let result: R;
     try {
-      const deviceState = await this.migration.capture(qmp, rec.shm_dir, (paths) => this.user.grant(paths));
+      const deviceState = await this.migration.capture(qmp, rec.shm_dir, (paths) =>
+        this.vmm.user.grant(paths),
+      );
       const version = await this.version();
       result = await sink(
         toCapture(rec, { name: this.name, version }, deviceState, existsSync(overlay) ? overlay : undefined),
@@ -348,6 +379,7 @@ export class QemuRuntime implements Runtime {
       await this.stop(rec.instance_id, { force: true });
     }
     await this.records.remove(rec);
+    await this.vmm.release(rec.instance_id);
   }
 
   async recover(): Promise<void> {
@@ -356,6 +388,7 @@ export class QemuRuntime implements Runtime {
       isOurs: (rec) => isOurQemu(rec.pid!, rec.instance_id),
       kill: (rec) => kill(rec.pid),
       reattach: (rec) => this.reattach(rec),
+      release: (rec) => this.vmm.release(rec.instance_id),
     });
   }
 
@@ -375,10 +408,13 @@ export class QemuRuntime implements Runtime {
       rec.reason = "re-attached without QMP: the monitor did not answer";
     }
     if (status !== undefined && rec.state !== "stopping") {
-      const to = status === "paused" ? "paused" : "running";
+      const to = status === "paused" ? "paused" : rec.state === "stalled" ? "stalled" : "running";
       if (rec.state !== to) transition(rec, to);
     }
     await this.records.save(rec);
+    // A boot the earlier daemon watched is watched on (its silence counted from now).
+    if (rec.boot?.phase === "booting" || rec.boot?.phase === "stalled")
+      this.watchBoot(rec, live, performance.now());
   }
 
   async close(): Promise<void> {
@@ -401,21 +437,14 @@ export class QemuRuntime implements Runtime {
     live?.qmp?.close();
     await this.records.recordExit(rec, code, signal, live?.stopping ?? false);
     await rm(rec.shm_dir, { recursive: true, force: true }).catch(() => undefined);
+    await this.vmm.release(id);
     this.procs.ended(id);
   }
 
-  /** watchBoot records boot_ms: from the start request to the guest's first console output. */
+  /** watchBoot records boot_ms (start request to first console output) and runs the boot watchdog (trackBoot). */
   private watchBoot(rec: InstanceRecord, live: Live, t0: number): void {
-    const id = rec.instance_id;
-    const booting = () => {
-      const r = this.records.get(id);
-      return !!r && !TERMINAL_STATES.has(r.state);
-    };
-    const stop = watchFirstOutput(join(this.records.dir(id), "serial.log"), booting, () => {
-      rec.boot_ms = Math.round(performance.now() - t0);
-      void this.records.save(rec).catch(() => undefined);
-    });
-    live.watchers.add(stop);
+    const serial = join(this.records.dir(rec.instance_id), "serial.log");
+    live.watchers.add(trackBoot(rec, serial, t0, () => this.records.save(rec).catch(() => undefined)));
   }
 
   /** connectQmp connects to a starting QEMU's monitor and follows its pause/resume events. */

@@ -9,6 +9,7 @@ import { RuntimeError } from "../runtime-error.js";
 import {
   TERMINAL_STATES,
   type Accel,
+  type ConfinementInfo,
   type Instance,
   type InstanceNetwork,
   type InstanceState,
@@ -17,6 +18,7 @@ import {
 } from "../types.js";
 import { defaultCpuModel, type QemuConfig } from "./argv.js";
 import type { Plan } from "./plan.js";
+import { readProgramExit, writeLaunchInitrd } from "./container.js";
 import { exitReason } from "./supervisor.js";
 
 /** InstanceRecord is an instance's state.json: what survives a daemon restart. */
@@ -33,6 +35,10 @@ export interface InstanceRecord {
   started_at?: string;
   exited_at?: string;
   exit_code?: number;
+  /** containerMode: the program's exit status (OVMS-Init's report on the control port). */
+  program_exit_code?: number;
+  /** containerMode: the instance has OVMS-Init's control port (control.log in its folder). */
+  container?: boolean;
   memory_bytes: number;
   vcpus: number;
   boot_ms?: number;
@@ -52,6 +58,17 @@ export interface InstanceRecord {
   pooled?: boolean;
   /** The NIC and published ports; absent: no NIC. */
   network?: InstanceNetwork;
+  /** The sandbox process (bwrap) around QEMU, when QEMU runs in namespaces; `pid` is QEMU's own. */
+  launcher_pid?: number;
+  /** Kernel arguments the runtime added to the artifact's (clock.ts). */
+  kernel_args_added?: string[];
+  /** The boot watchdog: its phase, the silence it allows (0: off) and, while stalled, the last console lines. */
+  boot?: {
+    phase: "booting" | "booted" | "stalled" | "unwatched";
+    timeout_ms: number;
+    console_tail?: string[];
+  };
+  confinement?: ConfinementInfo;
 }
 
 /** Recovery is what recovering a record needs from process supervision. */
@@ -62,6 +79,8 @@ export interface Recovery {
   kill(rec: InstanceRecord): void;
   /** reattach watches a live QEMU again and reads its state; it saves the record. */
   reattach(rec: InstanceRecord): Promise<void>;
+  /** release frees what an ended instance held outside its folders (its cgroup). */
+  release(rec: InstanceRecord): Promise<void>;
 }
 
 /**
@@ -113,29 +132,37 @@ export class InstanceRecords {
   }
 
   /**
-   * createFiles makes an instance's folders (`cfg`'s state folder and `shmDir` on tmpfs), its
-   * overlay on the artifact's top disk layer and an empty serial log, and lets the QEMU user
-   * (`grant`) have them; when that fails, the folders are removed again.
+   * createFiles makes an instance's folders (`cfg`'s state folder, the daemon's own, and
+   * `shmDir` on tmpfs), its overlay on the artifact's top disk layer and an empty serial log,
+   * and lets the QEMU user have what it writes (`grant`, given the container files made here); when that fails, the folders are
+   * removed again.
    */
   async createFiles(
     a: PreparedArtifact,
     cfg: QemuConfig,
     shmDir: string,
     grant: (paths: string[]) => Promise<void>,
+    launch?: string,
   ): Promise<void> {
     const dir = this.dir(cfg.id);
-    await mkdir(dir, { recursive: true, mode: 0o711 });
-    await mkdir(shmDir, { recursive: true, mode: 0o711 });
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await mkdir(shmDir, { recursive: true, mode: 0o700 });
     try {
       if (cfg.disk) {
         const top = a.disks[a.disks.length - 1];
         await createOverlay(cfg.disk, top.path, top.format);
       }
       await writeFile(cfg.serialLog, "");
-      const mine = [dir, shmDir, cfg.serialLog, ...(cfg.disk ? [cfg.disk] : [])];
-      // A private (share=off) mapping still opens the file read-write, so the QEMU user must own it.
-      if (a.ramSnapshot) mine.push(a.ramSnapshot.memoryFile);
-      await grant(mine);
+      const extra: string[] = [];
+      if (cfg.controlLog) {
+        await writeFile(cfg.controlLog, "");
+        extra.push(cfg.controlLog);
+      }
+      if (launch && cfg.initrd && a.initrdPath && cfg.initrd !== a.initrdPath) {
+        await writeLaunchInitrd(a.initrdPath, cfg.initrd, launch);
+        extra.push(cfg.initrd);
+      }
+      await grant(extra);
     } catch (e) {
       await rm(dir, { recursive: true, force: true });
       await rm(shmDir, { recursive: true, force: true });
@@ -166,17 +193,34 @@ export class InstanceRecords {
    */
   async recordExit(rec: InstanceRecord, code: number | null, signal: NodeJS.Signals | null, asked: boolean) {
     if (TERMINAL_STATES.has(rec.state)) return;
+    // A stall report describes a live guest; once it has ended, the stall is only context.
+    const stall = rec.state === "stalled" || rec.boot?.phase === "stalled" ? rec.reason : undefined;
+    if (stall) delete rec.reason;
     rec.exited_at = new Date().toISOString();
     if (code !== null) rec.exit_code = code;
-    if (code === 0 || asked) transition(rec, "exited");
-    else {
+    const program = rec.container
+      ? await readProgramExit(join(this.dir(rec.instance_id), "control.log"))
+      : undefined;
+    if (program?.status !== undefined) rec.program_exit_code = program.status;
+    if (program && program.status === undefined && code === 0 && !asked) {
+      // The guest powered off, but OVMS-Init never said how the program ended (a kernel panic,
+      // a broken image): not a success.
+      transition(rec, "failed");
+      rec.reason = `the guest ended without reporting the program's exit status${program.tail ? `; its console said: ${program.tail}` : ""}`;
+    } else if (code === 0 || asked) {
+      transition(rec, "exited");
+      if (program?.status !== undefined && !asked)
+        rec.reason = `the program exited with status ${program.status}`;
+    } else {
       transition(rec, "failed");
       rec.reason = exitReason(code, signal);
       const log = await readFile(join(this.dir(rec.instance_id), "qemu.log"), "utf8").catch(() => "");
       if (log.trim()) rec.reason += `: ${log.trim().split("\n").slice(-2).join(" ")}`;
     }
     if (asked && !rec.reason) rec.reason = "stopped";
+    if (stall) rec.reason = `${rec.reason ?? "ended"} (${stall})`;
     delete rec.pid;
+    delete rec.launcher_pid;
     await this.save(rec).catch(() => undefined);
   }
 
@@ -200,7 +244,7 @@ export class InstanceRecords {
    */
   async recordEvent(rec: InstanceRecord, event: string): Promise<void> {
     if (TERMINAL_STATES.has(rec.state) || rec.state === "stopping") return;
-    if (event === "STOP" && rec.state === "running") transition(rec, "paused");
+    if (event === "STOP" && (rec.state === "running" || rec.state === "stalled")) transition(rec, "paused");
     else if (event === "RESUME" && rec.state === "paused") transition(rec, "running");
     else return;
     await this.save(rec).catch(() => undefined);
@@ -227,6 +271,7 @@ export class InstanceRecords {
         if (rec.pid && how.isOurs(rec)) how.kill(rec);
         await rm(this.dir(id), { recursive: true, force: true });
         await rm(rec.shm_dir, { recursive: true, force: true });
+        await how.release(rec);
         continue;
       }
       this.byId.set(id, rec);
@@ -241,6 +286,7 @@ export class InstanceRecords {
       delete rec.pid;
       await this.save(rec);
       await rm(rec.shm_dir, { recursive: true, force: true });
+      await how.release(rec);
     }
   }
 }
@@ -253,7 +299,7 @@ export function newRecord(
   a: PreparedArtifact,
   plan: Plan,
   cfg: QemuConfig,
-  at: { shmDir: string; argv: string[]; pool: boolean },
+  at: { shmDir: string; argv: string[]; pool: boolean; kernelArgsAdded?: string[]; bootTimeoutMs?: number },
 ): InstanceRecord {
   const rec: InstanceRecord = {
     instance_id: cfg.id,
@@ -273,9 +319,14 @@ export function newRecord(
     argv: at.argv,
   };
   if (a.ramSnapshot) rec.restored_from = a.ramSnapshot.digest;
+  if (cfg.controlLog) rec.container = true;
   if (at.pool) rec.pool = true;
   if (cfg.network)
     rec.network = { mode: cfg.network.mode, mac: cfg.network.mac, ports: cfg.network.forwards };
+  if (at.kernelArgsAdded?.length) rec.kernel_args_added = at.kernelArgsAdded;
+  // A restored kernel booted long ago: the watchdog only watches cold boots.
+  const timeout = a.ramSnapshot ? 0 : (at.bootTimeoutMs ?? 0);
+  rec.boot = { phase: timeout > 0 ? "booting" : "unwatched", timeout_ms: timeout };
   if (a.manifest.runtimeHints?.coldStartTargetMs !== undefined)
     rec.cold_start_target_ms = a.manifest.runtimeHints.coldStartTargetMs;
   return rec;
@@ -337,8 +388,15 @@ export function toInstance(r: InstanceRecord, now = Date.now()): Instance {
   if (r.started_at) info.startedAt = r.started_at;
   if (r.exited_at) info.exitedAt = r.exited_at;
   if (r.exit_code !== undefined) info.exitCode = r.exit_code;
+  if (r.program_exit_code !== undefined) info.programExitCode = r.program_exit_code;
   if (r.boot_ms !== undefined) info.metrics.bootMs = r.boot_ms;
   if (r.start_ms !== undefined) info.metrics.startMs = r.start_ms;
   if (r.cold_start_target_ms !== undefined) info.coldStartTargetMs = r.cold_start_target_ms;
+  if (r.kernel_args_added?.length) info.kernelArgsAdded = r.kernel_args_added;
+  if (r.boot) {
+    info.boot = { phase: r.boot.phase, timeoutMs: r.boot.timeout_ms };
+    if (r.boot.console_tail) info.boot.consoleTail = r.boot.console_tail;
+  }
+  if (r.confinement) info.confinement = r.confinement;
   return info;
 }

@@ -23,7 +23,16 @@ export async function serialLog(
     const ts = new Date().toISOString();
     return lines.map((line) => ({ ts, stream: "serial" as const, line }));
   };
-  const readMore = async (): Promise<string> => {
+  // One read at a time: a poll that takes longer than the interval (a busy host) must not run
+  // beside the next one, which would read the same bytes twice or find the offset already past
+  // the size it saw.
+  let reading: Promise<string> | undefined;
+  const readMore = (): Promise<string> => {
+    const next = (reading ?? Promise.resolve("")).then(readOnce, readOnce);
+    reading = next.catch(() => "");
+    return next;
+  };
+  const readOnce = async (): Promise<string> => {
     const st = await stat(path).catch(() => undefined);
     if (!st || st.size <= offset) return "";
     const fh = await open(path, "r");
@@ -47,7 +56,9 @@ export async function serialLog(
   let done = false;
   const poll = setInterval(async () => {
     if (done) return;
-    for (const r of emit(await readMore(), false)) out.write(r);
+    const text = await readMore().catch(() => "");
+    // Reads are chained, so text read before finish() began is written before its end.
+    if (!out.writableEnded && !out.destroyed) for (const r of emit(text, false)) out.write(r);
   }, 50);
   const finish = async () => {
     if (done) return;

@@ -1,15 +1,17 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync, readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { constants } from "node:os";
+import { createInterface } from "node:readline";
+import type { Readable } from "node:stream";
 import { RuntimeError } from "../runtime-error.js";
 import type { StopOptions } from "../types.js";
-import { QEMU_BINARY } from "./accel.js";
 import { QmpClient } from "./qmp-client.js";
 
 /** Live is what the daemon holds for an instance whose QEMU runs, besides its record. */
 export interface Live {
   qmp?: QmpClient;
-  /** The QEMU child, when this daemon started it (not after a re-attach). */
+  /** The launched child (QEMU, or the sandbox around it), when this daemon started it (not after a re-attach). */
   child?: ChildProcess;
   /** Resolves once QEMU has ended and its exit was recorded. */
   exited: Promise<void>;
@@ -38,22 +40,40 @@ export class Supervisor {
   }
 
   /**
-   * spawn starts QEMU for instance `id`, detached with its output in `logFile`. Its exit is
-   * heard from the moment it is spawned, so even a QEMU that fails at once is recorded.
+   * spawn starts QEMU for instance `id` (the command `launch`: QEMU itself, or the sandbox that
+   * runs it), detached with its output in `logFile`. Its exit is heard from the moment it is
+   * spawned, so even a QEMU that fails at once is recorded. `vmmPid` resolves with QEMU's own
+   * pid: the child's, or the one a sandbox reports on fd 3 (undefined if it ended first).
    */
-  spawn(id: string, argv: string[], logFile: string, onExit: OnExit): { pid?: number; live: Live } {
+  spawn(
+    id: string,
+    launch: { file: string; args: string[]; sandboxed: boolean },
+    logFile: string,
+    onExit: OnExit,
+  ): { pid?: number; live: Live; vmmPid: Promise<number | undefined> } {
     const logFd = openSync(logFile, "a");
     let child: ChildProcess;
     try {
       // Detached: QEMU is not killed with the daemon; a restarted daemon re-attaches to it.
-      child = spawn(QEMU_BINARY, argv, { detached: true, stdio: ["ignore", logFd, logFd] });
+      child = spawn(launch.file, launch.args, {
+        detached: true,
+        stdio: ["ignore", logFd, logFd, ...(launch.sandboxed ? (["pipe"] as const) : [])],
+      });
     } finally {
       closeSync(logFd);
     }
     child.unref();
     const live = this.track(id, child);
-    child.on("exit", onExit);
-    return { pid: child.pid, live };
+    child.on("exit", (code, signal) => {
+      // bwrap exits with QEMU's status in the shell's encoding: 128 + n for a signal n.
+      if (launch.sandboxed && code !== null && code > 128) {
+        const sig = signalName(code - 128);
+        if (sig) return onExit(null, sig);
+      }
+      onExit(code, signal);
+    });
+    const vmmPid = launch.sandboxed ? sandboxChildPid(child) : Promise.resolve(child.pid);
+    return { pid: child.pid, live, vmmPid };
   }
 
   /** attach watches a re-attached QEMU (not our child, so no exit event) by its pid until it is gone. */
@@ -82,6 +102,9 @@ export class Supervisor {
     for (const l of this.live.values()) {
       l.qmp?.close();
       for (const w of l.watchers) w();
+      // The next daemon records this QEMU's end, not this one.
+      l.child?.removeAllListeners("exit");
+      (l.child?.stdio[3] as Readable | undefined)?.destroy();
     }
     this.live.clear();
   }
@@ -93,11 +116,15 @@ export class Supervisor {
    * the exit may have been recorded (and the pid forgotten) in the meantime.
    */
   async terminate(live: Live, pid: () => number | undefined, opts: StopOptions): Promise<void> {
-    const waitExit = (ms: number) =>
-      Promise.race([
+    // The timer is cleared when QEMU ends first: a graceful stop with a long timeout_ms must not
+    // hold the daemon's event loop (and its shutdown) for the rest of that timeout.
+    const waitExit = (ms: number) => {
+      let timer: NodeJS.Timeout | undefined;
+      return Promise.race([
         live.exited.then(() => true),
-        new Promise<boolean>((r) => setTimeout(() => r(false), ms)),
-      ]);
+        new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms))),
+      ]).finally(() => clearTimeout(timer));
+    };
     const p = pid();
     if (!live.qmp && p) {
       // No monitor: QEMU shuts down cleanly on SIGTERM.
@@ -149,6 +176,36 @@ export function exitReason(code: number | null, signal: NodeJS.Signals | null): 
     : code === null
       ? "the QEMU process ended unexpectedly (re-attached: exit status unknown)"
       : `QEMU exited with status ${code}`;
+}
+
+/**
+ * sandboxChildPid reads QEMU's pid from the JSON lines bwrap writes on the child's fd 3
+ * (`{"child-pid": N}`); the pipe then stays open, unreferenced, so that bwrap can still report
+ * the exit. Undefined when the sandbox ends before it started QEMU.
+ */
+function sandboxChildPid(child: ChildProcess): Promise<number | undefined> {
+  const pipe = child.stdio[3] as Readable & { unref?: () => void };
+  return new Promise((resolve) => {
+    const lines = createInterface({ input: pipe });
+    lines.on("line", (l) => {
+      try {
+        const pid = (JSON.parse(l) as { "child-pid"?: number })["child-pid"];
+        if (typeof pid !== "number") return;
+        // Held until now (someone waits for the pid); then it must not keep the daemon alive.
+        pipe.unref?.();
+        resolve(pid);
+      } catch {
+        // not a line for us
+      }
+    });
+    lines.on("close", () => resolve(undefined));
+    child.once("exit", () => resolve(undefined));
+  });
+}
+
+/** signalName is the name of signal number `n`, if it is one. */
+function signalName(n: number): NodeJS.Signals | undefined {
+  return (Object.entries(constants.signals) as [NodeJS.Signals, number][]).find(([, v]) => v === n)?.[0];
 }
 
 /** kill sends SIGKILL to a QEMU that still runs. */

@@ -99,13 +99,16 @@ test("recover: terminal records as they are, dead ones exited, live ones re-atta
   const records = new InstanceRecords(dir);
   const killed: number[] = [];
   const reattached: string[] = [];
+  const released: string[] = [];
   await records.recover({
     isOurs: (r) => r.pid === 222 || r.pid === 333,
     kill: (r) => killed.push(r.pid!),
     reattach: async (r) => void reattached.push(r.name),
+    release: async (r) => void released.push(r.name),
   });
   assert.deepEqual(killed, [333]);
   assert.deepEqual(reattached, ["alive"]);
+  assert.deepEqual(released.sort(), ["dead", "pool-1"], "the cgroups of ended instances are freed");
   assert.ok(!existsSync(join(dir, "instances", P)), "the pool process's folder is gone");
   assert.throws(() => records.find(P));
   const d = records.find("dead");

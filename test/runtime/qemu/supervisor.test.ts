@@ -67,3 +67,26 @@ test("detachAll lets go of every process without stopping it", async () => {
   assert.equal(exited, false, "and no longer watched");
   kill(pid);
 });
+
+test("terminate leaves no timer behind once QEMU has ended: a long timeout does not hold the process", async () => {
+  // In a child process, so that what keeps an event loop alive is what is measured.
+  const mod = new URL("../../../src/runtime/qemu/supervisor.js", import.meta.url).href;
+  const script = `
+    import { spawn } from "node:child_process";
+    import { Supervisor } from ${JSON.stringify(mod)};
+    const p = spawn("sleep", ["30"], { detached: true, stdio: "ignore" });
+    p.unref();
+    const procs = new Supervisor();
+    const live = procs.attach("i-t", p.pid, () => procs.ended("i-t"));
+    live.stopping = true;
+    await procs.terminate(live, () => p.pid, { timeoutMs: 600000 });
+  `;
+  const t0 = Date.now();
+  const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: "inherit" });
+  const code = await new Promise((r) => child.on("exit", r));
+  assert.equal(code, 0);
+  assert.ok(
+    Date.now() - t0 < 20_000,
+    `the process lived ${Date.now() - t0} ms after its stop with timeoutMs 600000`,
+  );
+});
