@@ -329,11 +329,6 @@ export class Controller {
     return { snapshot_ref: r.descriptor.digest, reference: r.reference, size: r.ramsnap.size };
   }
 
-  /** poolSizeFor is the warm-pool size of a snapshot: its own setting (by digest, then reference), else the global one. */
-  poolSizeFor(reference: string, digest: string): number {
-    return this.pools.sizeFor(reference, digest);
-  }
-
   /**
    * inject decodes the data and has the runtime write it into an ivshmem region. Bad base64
    * is refused here; the runtime refuses an unknown device or bytes that do not fit

@@ -4,6 +4,7 @@ import { chmod, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ovm } from "../helpers.js";
+import { daemonStateDir } from "../../src/store/paths.js";
 import { buildDemoCli, waitFor } from "../daemon/harness.js";
 
 // Instance commands as a docker user types them (issue 14, items 3, 5, 6, 7 and 11), against
@@ -38,7 +39,7 @@ after(async () => {
   for (const env of [envA, envB]) {
     await ovm(["rm", "-f", ...(await ids(env))], env).catch(() => undefined);
     const pid = Number(
-      (await readFile(join(env.OVM_STORE, ".ovms", "ovmd.pid"), "utf8").catch(() => "")).trim(),
+      (await readFile(join(daemonStateDir(env.OVM_STORE), "ovmd.pid"), "utf8").catch(() => "")).trim(),
     );
     if (pid) {
       process.kill(pid, "SIGTERM");
@@ -159,7 +160,7 @@ test("OVM_STORE=/other ovm run -d: the other store's own daemon runs it, never t
 
 test("a daemon named by --socket or OVMD_SOCKET that serves another store is refused, naming both", async () => {
   // Store a's daemon socket, as the daemon itself reports it in its log.
-  const log = await readFile(join(envA.OVM_STORE, ".ovms", "ovmd.log"), "utf8");
+  const log = await readFile(join(daemonStateDir(envA.OVM_STORE), "ovmd.log"), "utf8");
   const sock = / listening socket=(\S+)/.exec(log)?.[1];
   assert.ok(sock, log);
   for (const [args, env, named] of [

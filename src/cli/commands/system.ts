@@ -6,6 +6,7 @@ import { MediaType } from "../../core/media-types.js";
 import type { ImageManifest } from "../../core/oci.js";
 import { formatSize } from "../../core/size.js";
 import type { Store } from "../../store/store.js";
+import { daemonStateDir } from "../../store/paths.js";
 import {
   DEFAULT_SNAPSHOT_CACHE_BYTES,
   defaultSnapshotCache,
@@ -100,7 +101,10 @@ async function diskUsage(c: Command, store: Store | undefined): Promise<DiskUsag
     return { count: names.filter((n) => !n.startsWith(".")).length, bytes: await du(dir) };
   };
   const layers = store ? await folder(join(store.workDir, "layers", "sha256")) : { count: 0, bytes: 0 };
-  const instances = store ? await folder(join(store.workDir, "instances")) : { count: 0, bytes: 0 };
+  // Instances live in the state folder of the store's daemon, not in the store.
+  const instances = store
+    ? await folder(join(daemonStateDir(store.root), "instances"))
+    : { count: 0, bytes: 0 };
 
   // The daemon, when one serves this store, says what is in use and what the pool holds.
   let pools: PoolInfo[] = [];
