@@ -15,6 +15,7 @@ import { fileURLToPath } from "node:url";
 import { startRegistry, type RegistryServer } from "../test/registry-server.js";
 import { baseLayer, topLayer, writeImageLayout } from "../test/convert/image-fixture.js";
 import { DEMO_CMDLINE } from "./demo-guest.js";
+import { daemonStateDir } from "../src/store/paths.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const OVM = join(ROOT, "dist/src/cli/ovm.js");
@@ -279,7 +280,9 @@ async function main(): Promise<void> {
   } finally {
     await registry?.stop().catch(() => undefined);
     // The daemon `ovm run` started serves only this demo's temp store: stop it (SIGTERM).
-    const pid = Number(await readFile(join(user.OVM_STORE, ".ovms", "ovmd.pid"), "utf8").catch(() => "0"));
+    const pid = Number(
+      await readFile(join(daemonStateDir(user.OVM_STORE), "ovmd.pid"), "utf8").catch(() => "0"),
+    );
     if (pid > 0) {
       try {
         process.kill(pid, "SIGTERM");

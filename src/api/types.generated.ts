@@ -62,6 +62,7 @@ export type ApiErrorCode =
   | "UNAUTHORIZED"
   | "POLICY_DENIED"
   | "NOT_FOUND"
+  | "METHOD_NOT_ALLOWED"
   | "ARTIFACT_NOT_FOUND"
   | "CONFLICT"
   | "MANIFEST_INVALID"
@@ -157,6 +158,10 @@ export interface VersionInfo {
    */
   api: "v0.1";
   /**
+   * The local store the runtime serves (its canonical absolute path), for runtimes that have one. Clients compare it with the store they use and refuse to mix two stores (rfc §6.1).
+   */
+  store?: string;
+  /**
    * The VMM behind the runtime.
    */
   runtime: {
@@ -227,6 +232,10 @@ export interface StartRequest {
    */
   manifest: string;
   overrides?: StartOverrides;
+  /**
+   * The instance lives only as long as its client is attached (rfc §6.3): until the answer, this request's own connection holds it; after the answer, a `GET /logs/{instance_id}?follow=1&attach=1` must take over within 30 s. When the connection that holds it closes while the instance lives (the client was interrupted, killed, or its terminal closed), the runtime stops the instance, as `POST /stop` would. Without `attach` the instance outlives its client (`ovm run -d`).
+   */
+  attach?: boolean;
 }
 export interface StartResponse {
   instance_id: string;
@@ -246,6 +255,11 @@ export interface StopRequest {
 }
 export interface StopResponse {
   status: "stopping" | "exited";
+  /**
+   * The id of the instance the request named (by id, name or id prefix).
+   */
+  instance_id: string;
+  name: InstanceName;
 }
 export interface SnapshotRequest {
   instance_id: InstanceRef;
@@ -304,6 +318,11 @@ export interface InjectResponse {
 }
 export interface RemoveResponse {
   status: "removed";
+  /**
+   * The id of the instance that was removed.
+   */
+  instance_id: string;
+  name: InstanceName;
 }
 /**
  * The boot watchdog (RFC §6.5). Boot is over at the first console line from the guest's
@@ -466,6 +485,40 @@ export interface InstanceInfo {
   kernel_args_added?: string[];
   boot?: BootInfo;
   confinement?: Confinement;
+}
+/**
+ * The warm pool of one snapshot artifact.
+ */
+export interface PoolInfo {
+  /**
+   * The reference of the start that made the pool (restores by other names of the same digest use it too).
+   */
+  reference: string;
+  digest: Digest;
+  /**
+   * How many ready processes the pool keeps (0 once emptied).
+   */
+  size: number;
+  /**
+   * How many are ready now.
+   */
+  ready: number;
+  /**
+   * Guest memory each ready process maps (its snapshot's memory size).
+   */
+  memory_bytes: number;
+}
+export interface PoolList {
+  pools: PoolInfo[];
+}
+export interface PoolRemoveResponse {
+  status: "emptied";
+  reference: string;
+  digest: Digest;
+  /**
+   * How many ready processes were stopped.
+   */
+  discarded: number;
 }
 export interface InstanceList {
   instances: InstanceInfo[];

@@ -1,10 +1,11 @@
 import { createReadStream, existsSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { Writable } from "node:stream";
 import { OvmsError } from "../core/errors.js";
-import { Hasher, digestHex, sha256, type Digest } from "../core/digest.js";
+import { formatSize } from "../core/size.js";
+import { Hasher, digestHex, type Digest } from "../core/digest.js";
 import type { Store } from "../store/store.js";
 import type { OvmsManifest } from "../core/manifest.generated.js";
 import type { Artifact } from "./artifact.js";
@@ -14,6 +15,9 @@ import { checkDiskImage } from "./qcow2-header.js";
 import { preloadRamsnap, readRamsnapHeader, type RamsnapMetadata } from "./ramsnap.js";
 import type { BootstrapConfig } from "../core/bootstrap.js";
 import { readBootstrap } from "./convert/bootstrap.js";
+import { defaultSnapshotCache, markUsed, USED_FILE } from "./snapshot-cache.js";
+
+export * from "./snapshot-cache.js";
 
 /**
  * PreparedArtifact is an artifact made ready to boot by artifact/prepare: verified, with
@@ -77,7 +81,10 @@ export class PrepareCache {
     dir: string,
   ): Promise<{ memoryFile: string; deviceStateFile: string }> {
     const files = { memoryFile: join(dir, "memory"), deviceStateFile: join(dir, "device-state") };
-    if (existsSync(join(dir, "complete"))) return Promise.resolve(files);
+    if (existsSync(join(dir, "complete"))) {
+      markUsed(dir);
+      return Promise.resolve(files);
+    }
     let p = this.preloads.get(dir);
     if (!p) {
       p = (async () => {
@@ -88,6 +95,7 @@ export class PrepareCache {
           await preloadRamsnap(blob, header, join(tmp, "memory"), join(tmp, "device-state"));
           // Read-only: restores map it privately (copy-on-write) and never write it.
           await chmod(join(tmp, "memory"), 0o444);
+          await writeFile(join(tmp, USED_FILE), "");
           await writeFile(join(tmp, "complete"), new Date().toISOString());
           await rm(dir, { recursive: true, force: true });
           await rename(tmp, dir);
@@ -231,7 +239,7 @@ export function snapshotMismatches(meta: RamsnapMetadata, m: OvmsManifest): stri
     );
   }
   if (m.resources?.memory !== undefined && m.resources.memory !== meta.memoryBytes) {
-    out.push(`memory: snapshot ${meta.memoryBytes}, manifest ${m.resources.memory}`);
+    out.push(`memory: snapshot ${formatSize(meta.memoryBytes)}, manifest ${formatSize(m.resources.memory)}`);
   }
   if (m.resources?.vcpus !== undefined && m.resources.vcpus !== meta.vcpus)
     out.push(`vcpus: snapshot ${meta.vcpus}, manifest ${m.resources.vcpus}`);
@@ -242,52 +250,4 @@ export function snapshotMismatches(meta: RamsnapMetadata, m: OvmsManifest): stri
         : "network: the manifest sets network.required, the snapshot holds no NIC",
     );
   return out;
-}
-
-/** SNAPSHOT_CACHE_ROOT holds preloaded snapshots on tmpfs, one folder per store. */
-export const SNAPSHOT_CACHE_ROOT = "/dev/shm/ovms-snapshots";
-
-/**
- * defaultSnapshotCache is where a store's preloaded snapshot memory lives: a folder of its
- * own on tmpfs (named after the store's path, which it records so `pruneSnapshotCaches` can
- * drop it once the store is gone), or inside the store when there is no tmpfs.
- */
-export function defaultSnapshotCache(store: Store): string {
-  if (!existsSync("/dev/shm")) return join(store.workDir, "snapshots");
-  return join(SNAPSHOT_CACHE_ROOT, sha256(resolve(store.root)).slice(7, 23));
-}
-
-/**
- * pruneSnapshotCaches frees tmpfs: it removes the caches of stores that no longer exist and,
- * for `store`, the preloads whose ramsnap blob is no longer in it. Returns the bytes freed.
- */
-export async function pruneSnapshotCaches(store?: Store): Promise<number> {
-  let freed = 0;
-  const entries = await readdir(SNAPSHOT_CACHE_ROOT).catch(() => [] as string[]);
-  for (const e of entries) {
-    const dir = join(SNAPSHOT_CACHE_ROOT, e);
-    const owner = await readFile(join(dir, "store-path"), "utf8").catch(() => undefined);
-    if (owner === undefined || !existsSync(join(owner, "oci-layout"))) {
-      freed += await du(dir);
-      await rm(dir, { recursive: true, force: true });
-      continue;
-    }
-    if (store && resolve(owner) === resolve(store.root)) {
-      for (const hex of await readdir(dir)) {
-        if (!/^[a-f0-9]{64}$/.test(hex) || existsSync(store.blobPath(`sha256:${hex}`))) continue;
-        freed += await du(join(dir, hex));
-        await rm(join(dir, hex), { recursive: true, force: true });
-      }
-    }
-  }
-  return freed;
-}
-
-async function du(path: string): Promise<number> {
-  const st = await stat(path).catch(() => undefined);
-  if (!st) return 0;
-  if (!st.isDirectory()) return st.blocks * 512;
-  let n = 0;
-  for (const f of await readdir(path)) n += await du(join(path, f));
-  return n;
 }

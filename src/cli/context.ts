@@ -1,6 +1,14 @@
+import { existsSync } from "node:fs";
+import { readdir, stat } from "node:fs/promises";
+import { join, resolve } from "node:path";
 import type { Command } from "commander";
+import { OvmsError } from "../core/errors.js";
 import { Store } from "../store/store.js";
 import { resolveStoreDir } from "../store/paths.js";
+
+/** STORE_HELP says, in the order resolveStoreDir tries them, which store a command uses. */
+export const STORE_HELP =
+  "local store (default: $OVM_STORE, else /var/lib/ovms/store as root, else $XDG_DATA_HOME/ovms/store, with ~/.local/share for an unset XDG_DATA_HOME)";
 
 /** GlobalOptions are the flags every `ovm` command takes. */
 export interface GlobalOptions {
@@ -17,9 +25,47 @@ export function globals(cmd: Command): GlobalOptions {
   return { ...root.opts<GlobalOptions>(), ...cmd.optsWithGlobals<GlobalOptions>() };
 }
 
-/** openStore opens the store the flags and environment name. */
-export function openStore(cmd: Command): Promise<Store> {
-  return Store.open(resolveStoreDir(globals(cmd).store));
+/**
+ * checkStoreDir says what a store path holds: `store` (an image layout), `missing` or `empty`
+ * (a store can be made there). A path that cannot be a store is refused in words: a file, or a
+ * folder that holds other things.
+ */
+export async function checkStoreDir(dir: string): Promise<"store" | "missing" | "empty"> {
+  let st;
+  try {
+    st = await stat(dir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return "missing";
+    if (code === "ENOTDIR")
+      throw new OvmsError("USAGE", `store ${dir}: a part of this path is a file, not a folder`);
+    throw new OvmsError("USAGE", `store ${dir}: ${(e as Error).message}`);
+  }
+  if (!st.isDirectory())
+    throw new OvmsError(
+      "USAGE",
+      `store ${dir} is a file, not a folder: a store is a folder holding an OCI image layout`,
+    );
+  if (existsSync(join(dir, "oci-layout"))) return "store";
+  const entries = (await readdir(dir)).filter((e) => e !== ".ovms");
+  if (entries.length === 0) return "empty";
+  throw new OvmsError(
+    "USAGE",
+    `store ${dir} is a folder that holds other things and no oci-layout: name a new or empty folder, or an existing store`,
+  );
+}
+
+/**
+ * openStore opens the store the flags and environment name. Commands that only read never
+ * create one (`read`: a store that does not exist is NOT_FOUND); commands that write create it
+ * and say so on stderr.
+ */
+export async function openStore(cmd: Command, mode: "read" | "write"): Promise<Store> {
+  const dir = resolveStoreDir(globals(cmd).store);
+  const state = await checkStoreDir(dir);
+  if (mode === "read") return Store.openExisting(dir);
+  if (state !== "store") new Printer(globals(cmd)).info(`creating the store ${resolve(dir)}`);
+  return Store.open(dir);
 }
 
 /** Printer writes a command's result: JSON with --json, text otherwise, nothing extra with -q. */

@@ -10,6 +10,9 @@ import type {
   InstanceInfo,
   InstanceList,
   LogRecord,
+  PoolInfo,
+  PoolList,
+  PoolRemoveResponse,
   RemoveResponse,
   SnapshotRequest,
   SnapshotResponse,
@@ -78,9 +81,13 @@ export class OvmdClient {
     return this.json("GET", "/version");
   }
 
-  /** start waits as long as the daemon works on it: a pull of a large artifact takes a while. */
-  start(req: StartRequest): Promise<StartResponse> {
-    return this.json("POST", "/start", req, 0);
+  /**
+   * start waits as long as the daemon works on it: a pull of a large artifact takes a while.
+   * `signal` drops the request; for an attached start (`req.attach`) that tells the daemon the
+   * client is gone, and it stops what it started.
+   */
+  start(req: StartRequest, opts: { signal?: AbortSignal } = {}): Promise<StartResponse> {
+    return this.json("POST", "/start", req, 0, opts.signal);
   }
 
   stop(req: StopRequest): Promise<StopResponse> {
@@ -104,18 +111,33 @@ export class OvmdClient {
     return r.instances;
   }
 
+  /** pools lists the warm pools (paused VMM processes kept ready per hot snapshot). */
+  async pools(): Promise<PoolInfo[]> {
+    return (await this.json<PoolList>("GET", "/pool")).pools;
+  }
+
+  /** emptyPool empties the warm pool of a snapshot artifact, named by reference or manifest digest. */
+  emptyPool(reference: string): Promise<PoolRemoveResponse> {
+    return this.json("DELETE", `/pool/${encodeURIComponent(reference)}`);
+  }
+
   remove(id: string, opts: { force?: boolean } = {}): Promise<RemoveResponse> {
     return this.json("DELETE", `/instances/${encodeURIComponent(id)}${opts.force ? "?force=1" : ""}`);
   }
 
   /**
    * logs streams an instance's serial log records (NDJSON). With `follow` the iteration goes
-   * on until the instance ends; breaking out of the loop closes the connection.
+   * on until the instance ends; breaking out of the loop closes the connection. With `attach`
+   * the connection holds the instance: the daemon stops it if the connection closes first.
    */
-  async logs(id: string, opts: { follow?: boolean; tail?: number } = {}): Promise<AsyncIterable<LogRecord>> {
+  async logs(
+    id: string,
+    opts: { follow?: boolean; tail?: number; attach?: boolean } = {},
+  ): Promise<AsyncIterable<LogRecord>> {
     const q = new URLSearchParams();
     if (opts.follow) q.set("follow", "1");
     if (opts.tail !== undefined) q.set("tail", String(opts.tail));
+    if (opts.attach) q.set("attach", "1");
     const qs = q.toString();
     const res = await this.send(
       "GET",
@@ -133,8 +155,9 @@ export class OvmdClient {
     path: string,
     body?: unknown,
     timeoutMs = this.timeoutMs,
+    signal?: AbortSignal,
   ): Promise<T> {
-    const res = await this.send(method, path, body, false, timeoutMs);
+    const res = await this.send(method, path, body, false, timeoutMs, signal);
     if ((res.statusCode ?? 500) >= 400) throw await this.errorOf(method, path, res);
     const text = await readText(res);
     try {
@@ -168,6 +191,7 @@ export class OvmdClient {
     body?: unknown,
     stream = false,
     timeoutMs = this.timeoutMs,
+    signal?: AbortSignal,
   ): Promise<IncomingMessage> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const headers: Record<string, string> = {
@@ -198,6 +222,15 @@ export class OvmdClient {
             ),
           ),
         );
+      }
+      if (signal) {
+        const drop = () =>
+          req.destroy(
+            new OvmsError("CANCELLED", `${method} ${path}: dropped (${String(signal.reason ?? "aborted")})`),
+          );
+        if (signal.aborted) drop();
+        else signal.addEventListener("abort", drop, { once: true });
+        req.once("close", () => signal.removeEventListener("abort", drop));
       }
       req.on("error", (e: NodeJS.ErrnoException) => {
         if (e instanceof OvmsError) return reject(e);

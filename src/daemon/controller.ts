@@ -1,22 +1,15 @@
-import { resolve as resolvePath } from "node:path";
+import { join } from "node:path";
 import type { Readable } from "node:stream";
-import { isDigest } from "../core/digest.js";
 import { OvmsError } from "../core/errors.js";
-import { Annotation } from "../core/media-types.js";
 import { formatPort } from "../core/ports.js";
-import {
-  formatReference,
-  normalizeReference as normalizeRef,
-  parseReference,
-  repositoryOf,
-} from "../core/reference.js";
+import { formatReference, parseReference } from "../core/reference.js";
 import type { Store } from "../store/store.js";
 import { loadArtifactByDescriptor, type Artifact } from "../artifact/artifact.js";
 import { importPath } from "../artifact/import.js";
 import { PrepareCache, prepareArtifact } from "../artifact/prepare.js";
 import { resolveReference } from "../artifact/resolve.js";
 import { packSnapshot } from "../artifact/snapshot.js";
-import { TERMINAL_STATES, type Injection, type Runtime } from "../runtime/types.js";
+import { TERMINAL_STATES, type Injection, type Instance, type Runtime } from "../runtime/types.js";
 import { checkRuntimeChoice } from "../runtime/adapters.js";
 import type { PreparedArtifact } from "../artifact/prepare.js";
 import type {
@@ -24,6 +17,8 @@ import type {
   InjectRequest,
   InjectResponse,
   InstanceList,
+  PoolList,
+  PoolRemoveResponse,
   RemoveResponse,
   SnapshotRequest,
   SnapshotResponse,
@@ -33,15 +28,20 @@ import type {
   StopResponse,
   VersionInfo,
 } from "../api/types.generated.js";
-import { isPathLike } from "../api/paths.js";
+import { canonicalStore, isPathLike } from "../api/paths.js";
 import { VERSION } from "../version.js";
 import type { Policy } from "../sign/policy.js";
 import { badRequest } from "./contract.js";
+import { admit, decodeInjection, refuseResized, startOptions } from "./requests.js";
+import { Lifelines } from "./lifelines.js";
 import type { Logger } from "./log.js";
-import { fromPortRequest, toInstanceInfo } from "./wire.js";
+import { toInstanceInfo } from "./wire.js";
+import { pullFromRegistry, type PullFn } from "./pull.js";
+import { WarmPools } from "./warm-pools.js";
+import { CacheKeeper } from "./cache-keeper.js";
+import { Labels } from "./labels.js";
 
-/** PullFn brings `reference` from its registry into `store` and names it there by its full reference. */
-export type PullFn = (store: Store, reference: string) => Promise<void>;
+export { pullFromRegistry, type PullFn };
 
 /** ControllerOptions are the parts the controller combines. */
 export interface ControllerOptions {
@@ -56,6 +56,12 @@ export interface ControllerOptions {
   warmPools?: Record<string, number>;
   /** policy admits or refuses every start (rfc §8.3); without one nothing is checked. */
   policy?: Policy;
+  /** stateDir keeps what the controller remembers across daemon restarts (attached instances, labels). */
+  stateDir?: string;
+  /** snapshotCacheBytes caps the store's preloaded snapshots (default 2 GiB). */
+  snapshotCacheBytes?: number;
+  /** maintenanceMs is how often the snapshot cache is pruned and kept under its cap (default 5 min). */
+  maintenanceMs?: number;
 }
 
 /**
@@ -70,28 +76,68 @@ export class Controller {
   private readonly pull: PullFn;
   /** Names asked for by starts still in flight: the runtime sees a name only once it starts. */
   private readonly reserved = new Set<string>();
-  /** Paused QEMU processes kept per hot snapshot (0: no pool). */
-  private readonly warmPool: number;
-  private readonly warmPools: Map<string, number>;
+  /** Which snapshots get a warm pool, and the pools by name. */
+  private readonly pools: WarmPools;
+  /** The preloaded snapshots of the store, under their cap. */
+  private readonly keeper: CacheKeeper;
+  /** The reference each instance was started from, where the runtime reports another. */
+  private readonly labels: Labels;
   /** What preparing remembers for the daemon's life: verified blobs, snapshot preloads in flight. */
   private readonly prepareCache = new PrepareCache();
   private readonly policy?: Policy;
+  /** Instances that live only as long as their attached client (`ovm run` in the foreground). */
+  private readonly lifelines: Lifelines;
 
   constructor(opts: ControllerOptions) {
     if (opts.policy) this.policy = opts.policy;
+    const kept = (name: string) => (opts.stateDir ? join(opts.stateDir, name) : undefined);
+    this.lifelines = new Lifelines({
+      stop: (id, why) => this.stopOrphan(id, why),
+      ...(kept("attached.json") ? { file: kept("attached.json") } : {}),
+    });
+    this.labels = new Labels(kept("labels.json"));
     this.store = opts.store;
     this.runtime = opts.runtime;
     this.log = opts.log;
     this.pull = opts.pull ?? pullFromRegistry;
-    this.warmPool = opts.warmPool ?? 1;
-    this.warmPools = new Map(
-      Object.entries(opts.warmPools ?? {}).map(([k, n]) => [isDigest(k) ? k : normalizeRef(k), n]),
-    );
+    this.pools = new WarmPools(opts.runtime, opts.log, {
+      ...(opts.warmPool !== undefined ? { warmPool: opts.warmPool } : {}),
+      ...(opts.warmPools ? { warmPools: opts.warmPools } : {}),
+    });
+    this.keeper = new CacheKeeper({
+      store: opts.store,
+      runtime: opts.runtime,
+      log: opts.log,
+      pooled: () => this.pools.pinned(),
+      ...(opts.snapshotCacheBytes !== undefined ? { capBytes: opts.snapshotCacheBytes } : {}),
+      ...(opts.maintenanceMs !== undefined ? { everyMs: opts.maintenanceMs } : {}),
+    });
   }
 
+  /**
+   * open loads what the daemon keeps across restarts — the labels, and the attached instances a
+   * crashed daemon left, which get their grace period again (their clients' connections went
+   * with it) — and starts the snapshot cache's housekeeping.
+   */
+  async open(): Promise<void> {
+    const all = new Set((await this.runtime.list({ all: true })).map((i) => i.id));
+    await this.labels.load((id) => all.has(id));
+    const live = new Set((await this.runtime.list()).map((i) => i.id));
+    const ids = await this.lifelines.recover((id) => live.has(id));
+    if (ids.length) this.log.info("attached instances wait for their clients again", { ids });
+    await this.keeper.start();
+  }
+
+  /** version names the daemon, the API, the store it serves and the VMM. */
   async version(): Promise<VersionInfo> {
     const v = await this.runtime.version().catch(() => "unavailable");
-    return { name: "ovmd", version: VERSION, api: "v0.1", runtime: { name: this.runtime.name, version: v } };
+    return {
+      name: "ovmd",
+      version: VERSION,
+      api: "v0.1",
+      store: canonicalStore(this.store.root),
+      runtime: { name: this.runtime.name, version: v },
+    };
   }
 
   /**
@@ -99,7 +145,10 @@ export class Controller {
    * when needed), prepares its disk chain and asks the runtime to boot it. Everything that
    * can be refused is refused before an instance exists.
    */
-  async start(req: StartRequest, opts: { allowPaths?: boolean } = {}): Promise<StartResponse> {
+  async start(
+    req: StartRequest,
+    opts: { allowPaths?: boolean; lifeline?: AbortSignal } = {},
+  ): Promise<StartResponse> {
     // A path makes the daemon read a file of its host: only for clients on the host (the socket).
     if (opts.allowPaths === false && isPathLike(req.manifest)) {
       throw badRequest("POST /start", [
@@ -128,7 +177,7 @@ export class Controller {
           `name "${name}" is already used by instance ${clash.id} (${clash.state}); remove it first`,
         );
       }
-      const artifact = await this.resolveArtifact(req.manifest);
+      const artifact = await this.resolveArtifact(req.manifest, opts.lifeline);
       // runtimeHints.preferredRuntime is honoured when no runtime was asked for (rfc §2.2).
       if (o.runtime === undefined)
         checkRuntimeChoice(
@@ -139,24 +188,41 @@ export class Controller {
         );
       // Admission: after the artifact is resolved and verified as an artifact, before anything
       // of it is unpacked, preloaded or started.
-      if (this.policy) await this.admit(req.manifest, artifact);
-      // A snapshot artifact is preloaded here (once per digest) and restored, never cold-booted.
-      const prepared = await prepareArtifact(this.store, artifact, { cache: this.prepareCache });
-      const info = await this.runtime.start(prepared, {
-        ...(o.name !== undefined ? { name: o.name } : {}),
-        ...(o.memory !== undefined ? { memory: o.memory } : {}),
-        ...(o.cpus !== undefined ? { cpus: o.cpus } : {}),
-        ...(o.cmdline !== undefined ? { cmdline: o.cmdline } : {}),
-        ...(o.accel !== undefined ? { accel: o.accel } : {}),
-        ...(o.machine !== undefined ? { machine: o.machine } : {}),
-        ...(o.network !== undefined ? { network: o.network } : {}),
-        ...(o.ports !== undefined ? { ports: o.ports.map(fromPortRequest) } : {}),
-        ...(o.mac !== undefined ? { mac: o.mac } : {}),
-        ...(o.boot_timeout_ms !== undefined ? { bootTimeoutMs: o.boot_timeout_ms } : {}),
-        ...(o.args !== undefined ? { args: o.args } : {}),
-        ...(o.env !== undefined ? { env: o.env } : {}),
-      });
-      if (prepared.ramSnapshot) void this.warm(prepared);
+      if (this.policy) await admit(this.policy, this.store, this.log, req.manifest, artifact);
+      // The snapshot this start maps stays in the cache until its instance exists.
+      const ramsnap = artifact.ovms.ramSnapshot?.ref;
+      if (ramsnap) this.keeper.begin(ramsnap);
+      let prepared: PreparedArtifact;
+      let info: Instance;
+      try {
+        // A snapshot artifact is preloaded here (once per digest) and restored, never cold-booted.
+        prepared = await prepareArtifact(this.store, artifact, { cache: this.prepareCache });
+        if (prepared.ramSnapshot) refuseResized(prepared, o);
+        // An attached client that went away while the artifact was being prepared: nothing starts.
+        if (opts.lifeline?.aborted)
+          throw new OvmsError(
+            "CANCELLED",
+            `POST /start ${req.manifest}: the client went away; nothing was started`,
+          );
+        info = await this.runtime.start(prepared, startOptions(o));
+      } finally {
+        if (ramsnap) this.keeper.end(ramsnap);
+      }
+      // A restore served by the warm pool reports the reference that filled the pool.
+      this.labels.set(info.id, prepared.reference, info.artifact.reference);
+      if (opts.lifeline) {
+        // Held by the start request until its answer, then by the client's follow (rfc §6.3).
+        const lost = () =>
+          this.lifelines.lose(info.id, "its attached client went away while it was starting");
+        this.lifelines.expect(info.id);
+        if (opts.lifeline.aborted) lost();
+        else opts.lifeline.addEventListener("abort", lost, { once: true });
+      }
+      if (prepared.ramSnapshot) {
+        void this.pools.warm(prepared);
+        // Once the answer is out: a new preload may have taken the cache over its cap.
+        setTimeout(() => void this.keeper.tidy(`a restore of ${prepared.reference}`), 200).unref();
+      }
       this.log.info("instance started", {
         id: info.id,
         name: info.name,
@@ -173,33 +239,51 @@ export class Controller {
   }
 
   /**
-   * admit applies the policy to an artifact about to start: judged by where it came from (the
-   * registry repository its pull recorded, `file://PATH` for a path, this host otherwise), its
-   * signatures read from the store. A refusal is POLICY_DENIED (403) naming the rule and why.
+   * attach makes a followed log stream the lifeline of an instance: when `closed` says the
+   * client went away before the instance ended, the instance is stopped (rfc §6.3).
    */
-  private async admit(asked: string, a: Artifact): Promise<void> {
-    const { enforce, originOf } = await import("../sign/admission.js");
-    const from = isPathLike(asked) ? { repository: `file://${resolvePath(asked)}` } : originOf(a.descriptor);
-    try {
-      const d = await enforce(
-        this.policy!,
-        { reference: asked, descriptor: a.descriptor, ramSnapshot: !!a.ovms.ramSnapshot, from },
-        this.store,
-      );
-      this.log.info("admitted", {
-        reference: asked,
-        digest: a.descriptor.digest,
-        rule: d.rule,
-        why: d.reason,
-      });
-    } catch (e) {
-      this.log.info("refused by policy", {
-        reference: asked,
-        digest: a.descriptor.digest,
-        error: (e as Error).message,
-      });
-      throw e;
-    }
+  async attach(ref: string, closed: Promise<{ lost: boolean }>): Promise<void> {
+    const info = await this.runtime.status(ref);
+    if (TERMINAL_STATES.has(info.state)) return;
+    this.lifelines.hold(info.id, closed, async () => {
+      try {
+        return TERMINAL_STATES.has((await this.runtime.status(info.id)).state);
+      } catch {
+        return true; // removed meanwhile
+      }
+    });
+  }
+
+  /** stopOrphan stops an attached instance whose client is gone (the stop sequence of POST /stop). */
+  private async stopOrphan(id: string, why: string): Promise<void> {
+    this.log.info("stopping an attached instance", { id, why });
+    await this.stop({ instance_id: id }).catch((e: Error) =>
+      this.log.error("stopping an attached instance failed", { id, error: e.message }),
+    );
+  }
+
+  /**
+   * close is the daemon shutting down: instances held by attached clients are stopped (at once:
+   * quit, then kill), since nothing can hold them any more; the others keep running.
+   */
+  async close(): Promise<void> {
+    await this.lifelines.close(async (id) => {
+      this.log.info("stopping an attached instance: the daemon is shutting down", { id });
+      await this.runtime.stop(id, { force: true }).catch(() => undefined);
+    });
+    await this.keeper.stop();
+  }
+
+  /** pools lists the warm pools: paused VMM processes kept ready per hot snapshot. */
+  listPools(): PoolList {
+    return { pools: this.pools.list() };
+  }
+
+  /** emptyPool stops a pool's ready processes and keeps it empty; its snapshot's preload may then go. */
+  async emptyPool(name: string): Promise<PoolRemoveResponse> {
+    const r = await this.pools.empty(name, this.store);
+    void this.keeper.tidy(`the warm pool of ${r.reference} was emptied`);
+    return r;
   }
 
   async stop(req: StopRequest): Promise<StopResponse> {
@@ -208,7 +292,11 @@ export class Controller {
     if (req.force !== undefined) opts.force = req.force;
     const info = await this.runtime.stop(req.instance_id, opts);
     this.log.info("instance stopped", { id: info.id, state: info.state });
-    return { status: TERMINAL_STATES.has(info.state) ? "exited" : "stopping" };
+    return {
+      status: TERMINAL_STATES.has(info.state) ? "exited" : "stopping",
+      instance_id: info.id,
+      name: info.name,
+    };
   }
 
   /**
@@ -241,37 +329,6 @@ export class Controller {
     return { snapshot_ref: r.descriptor.digest, reference: r.reference, size: r.ramsnap.size };
   }
 
-  private readonly pooled = new Set<string>();
-
-  /** poolSizeFor is the warm-pool size of a snapshot: its own setting (by reference or digest), else the global one. */
-  poolSizeFor(reference: string, digest: string): number {
-    let byRef: number | undefined;
-    try {
-      byRef = this.warmPools.get(normalizeRef(reference));
-    } catch {
-      byRef = undefined; // a path or an untagged import has no reference to match
-    }
-    return this.warmPools.get(digest) ?? byRef ?? this.warmPool;
-  }
-
-  /**
-   * warm keeps `warmPool` paused QEMU processes ready for a snapshot once it has been started
-   * (it is hot), so the next start only loads device state and continues.
-   */
-  private async warm(prepared: PreparedArtifact): Promise<void> {
-    const pool = this.runtime.pool;
-    const size = this.poolSizeFor(prepared.reference, prepared.digest);
-    if (!size || !pool || this.pooled.has(prepared.digest)) return;
-    this.pooled.add(prepared.digest);
-    // Let the /start answer go out first: spawning the pool's QEMU blocks the event loop.
-    await new Promise((r) => setTimeout(r, 100));
-    await pool
-      .configure(prepared, size)
-      .catch((e: Error) =>
-        this.log.info("warm pool not filled", { digest: prepared.digest, error: e.message }),
-      );
-  }
-
   /**
    * inject decodes the data and has the runtime write it into an ivshmem region. Bad base64
    * is refused here; the runtime refuses an unknown device or bytes that do not fit
@@ -279,16 +336,19 @@ export class Controller {
    */
   async inject(req: InjectRequest): Promise<InjectResponse> {
     const mmio = req.content.mmio;
-    const encoding = mmio.encoding ?? "base64";
-    let data: Buffer;
-    if (encoding === "base64") {
-      const s = mmio.data.replace(/\s+/g, "");
-      if (s.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(s)) {
-        throw badRequest("POST /inject", [{ path: "/content/mmio/data", message: "is not valid base64" }]);
+    const data = decodeInjection(mmio);
+    if (mmio.device !== undefined) {
+      // Named in the words of the instance, with the devices it has, before the runtime is asked.
+      const info = await this.runtime.status(req.instance_id);
+      if (!info.devices.some((d) => d.name === mmio.device)) {
+        const has = info.devices.map((d) => d.name).join(", ");
+        throw badRequest("POST /inject", [
+          {
+            path: "/content/mmio/device",
+            message: `instance ${info.name} has no such device (${has ? `it has: ${has}` : "it has none"})`,
+          },
+        ]);
       }
-      data = Buffer.from(s, "base64");
-    } else {
-      data = Buffer.from(mmio.data, "utf8");
     }
     const injection: Injection = { data };
     if (mmio.device !== undefined) injection.device = mmio.device;
@@ -304,19 +364,29 @@ export class Controller {
   }
 
   async status(id: string): Promise<InstanceInfo> {
-    return toInstanceInfo(this.runtime.name, await this.runtime.status(id));
+    return this.wire(await this.runtime.status(id));
   }
 
   async list(all: boolean): Promise<InstanceList> {
     const list = await this.runtime.list({ all });
-    return { instances: list.map((i) => toInstanceInfo(this.runtime.name, i)) };
+    return { instances: list.map((i) => this.wire(i)) };
+  }
+
+  /** wire is an instance in the API's words, labelled with the reference it was started from. */
+  private wire(i: Instance): InstanceInfo {
+    const out = toInstanceInfo(this.runtime.name, i);
+    const label = this.labels.of(i.id);
+    if (label) out.artifact.reference = label;
+    return out;
   }
 
   async remove(id: string, force: boolean): Promise<RemoveResponse> {
     const info = await this.runtime.status(id);
     await this.runtime.remove(info.id, { force });
+    this.lifelines.forget(info.id);
+    this.labels.forget(info.id);
     this.log.info("instance removed", { id: info.id, name: info.name });
-    return { status: "removed" };
+    return { status: "removed", instance_id: info.id, name: info.name };
   }
 
   async logs(ref: string, opts: { follow: boolean; tail?: number }): Promise<Readable> {
@@ -331,7 +401,7 @@ export class Controller {
    * (absolute, or `./`/`../`, relative to the daemon's working folder) is imported, anything
    * else is a reference, looked up in the store and pulled from its registry when missing.
    */
-  async resolveArtifact(manifest: string): Promise<Artifact> {
+  async resolveArtifact(manifest: string, signal?: AbortSignal): Promise<Artifact> {
     if (isPathLike(manifest)) {
       const a = await importPath(this.store, manifest);
       this.log.info("imported", { from: manifest, digest: a.descriptor.digest });
@@ -339,62 +409,7 @@ export class Controller {
     }
     return resolveReference(this.store, manifest, (store, reference) => {
       this.log.info("pulling", { reference: formatReference(parseReference(reference)) });
-      return this.pull(store, reference);
+      return this.pull(store, reference, signal ? { signal } : {});
     });
-  }
-}
-
-/**
- * pullFromRegistry is the default PullFn: registry/copy from the reference's registry into
- * the store (referrers too, this host's platform when it is an index), named by the full
- * reference. A registry that has no such artifact, refuses access or cannot be reached is
- * ARTIFACT_NOT_FOUND, saying which. `signal` stops the pull (CANCELLED), leaving nothing half-written.
- */
-export async function pullFromRegistry(
-  store: Store,
-  reference: string,
-  opts: { signal?: AbortSignal } = {},
-): Promise<void> {
-  const [{ RegistryClient }, { copy }, { hostPlatform }, { RegistryError }] = await Promise.all([
-    import("../registry/client.js"),
-    import("../registry/copy.js"),
-    import("../registry/platform.js"),
-    import("../registry/registry-error.js"),
-  ]);
-  const r = parseReference(reference);
-  const name = r.tag ? formatReference({ ...r, digest: undefined }) : undefined;
-  const client = new RegistryClient({ retry: { attempts: 2 } });
-  try {
-    await copy(client.repository(r), r.digest ?? r.tag!, store, name, {
-      referrers: true,
-      platform: hostPlatform(),
-      signal: opts.signal,
-      // Where it came from goes on its name, for the policy's admission (sign/admission originOf).
-      nameAnnotations: { [Annotation.Origin]: repositoryOf(r) },
-    });
-  } catch (e) {
-    if (e instanceof RegistryError) {
-      const why =
-        e.status === 404 || ["MANIFEST_UNKNOWN", "NAME_UNKNOWN", "NOT_FOUND"].includes(e.code)
-          ? "the registry has no such artifact"
-          : e.code === "UNAUTHORIZED" || e.code === "DENIED"
-            ? "the registry refused access (does it need `ovm login`?)"
-            : e.code === "REGISTRY_UNREACHABLE"
-              ? "the registry cannot be reached"
-              : undefined;
-      if (why) {
-        throw new OvmsError(
-          "ARTIFACT_NOT_FOUND",
-          `${reference}: not in the store, and ${why}: ${e.message}`,
-          {
-            cause: e,
-            details: { registry: r.registry, registry_code: e.code },
-          },
-        );
-      }
-    }
-    throw e;
-  } finally {
-    await client.close();
   }
 }

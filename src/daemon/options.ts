@@ -1,7 +1,9 @@
 import { OvmsError } from "../core/errors.js";
+import { parseSize } from "../core/size.js";
 import { Option, type Command } from "commander";
 import { LOG_LEVELS, type LogLevel } from "./log.js";
 import type { ServeOptions } from "./server.js";
+import { SOCKET_DEFAULTS } from "../api/paths.js";
 import type { ConfineSetting } from "../runtime/qemu/confine.js";
 
 /** DaemonFlags are the parsed flags of `ovmd` and `ovm serve`. */
@@ -16,6 +18,7 @@ export interface DaemonFlags {
   warmPool?: number;
   warmPoolFor?: Record<string, number>;
   policy?: string;
+  snapshotCache?: number;
   confine?: ConfineSetting;
   limits?: boolean;
   bootTimeout?: number;
@@ -26,14 +29,11 @@ export interface DaemonFlags {
  * which takes --store from the global flags instead).
  */
 export function addDaemonOptions(cmd: Command, withStore = true): Command {
-  cmd.option(
-    "--socket <path>",
-    "UNIX socket to listen on (default: $OVMD_SOCKET, else $XDG_RUNTIME_DIR/ovms/ovmd.sock, else /run/ovms/ovmd.sock as root)",
-  );
+  cmd.option("--socket <path>", `UNIX socket to listen on ${SOCKET_DEFAULTS}`);
   if (withStore)
     cmd.option(
       "--store <dir>",
-      "local store (default: $OVM_STORE, else /var/lib/ovms/store as root, else $XDG_DATA_HOME/ovms/store)",
+      "local store (default: $OVM_STORE, else /var/lib/ovms/store as root, else $XDG_DATA_HOME/ovms/store, with ~/.local/share for an unset XDG_DATA_HOME)",
     );
   return cmd
     .option(
@@ -46,7 +46,7 @@ export function addDaemonOptions(cmd: Command, withStore = true): Command {
         "how QEMU is confined as root: auto (namespaces with bubblewrap where installed, else -runas), on (namespaces or refuse to start), off (-runas only)",
       )
         .choices(["auto", "on", "off"])
-        .default("auto"),
+        .default("auto", "auto"),
     )
     .option("--no-limits", "no per-instance cgroup limits (memory and CPU)")
     .option(
@@ -69,8 +69,13 @@ export function addDaemonOptions(cmd: Command, withStore = true): Command {
     )
     .option(
       "--warm-pool <n>",
-      "paused QEMU processes kept ready per hot snapshot artifact (0: off)",
-      (v) => Number.parseInt(v, 10),
+      "paused QEMU processes kept ready per hot snapshot artifact (0: off; ovm pool ls shows them)",
+      (v) => {
+        const n = /^\d+$/.test(v) ? Number(v) : NaN;
+        if (!Number.isSafeInteger(n))
+          throw new OvmsError("USAGE", `--warm-pool ${v}: expected a whole number ≥ 0`);
+        return n;
+      },
       1,
     )
     .option(
@@ -84,8 +89,15 @@ export function addDaemonOptions(cmd: Command, withStore = true): Command {
         return { ...prev, [v.slice(0, i)]: n };
       },
     )
+    .option(
+      "--snapshot-cache <size>",
+      "cap on the store's preloaded RAM snapshots in tmpfs; least recently used go first, never one in use (default: 2G)",
+      (v) => parseSize(v, "--snapshot-cache"),
+    )
     .addOption(
-      new Option("--log-level <level>", "how much to log on stderr").choices(LOG_LEVELS).default("info"),
+      new Option("--log-level <level>", "how much to log on stderr")
+        .choices(LOG_LEVELS)
+        .default("info", "info"),
     );
 }
 
@@ -102,6 +114,7 @@ export function serveOptions(flags: DaemonFlags): ServeOptions {
   if (flags.warmPool !== undefined && Number.isInteger(flags.warmPool)) o.warmPool = flags.warmPool;
   if (flags.warmPoolFor) o.warmPools = flags.warmPoolFor;
   if (flags.policy) o.policy = flags.policy;
+  if (flags.snapshotCache !== undefined) o.snapshotCache = flags.snapshotCache;
   if (flags.confine) o.confine = flags.confine;
   if (flags.limits === false) o.limits = false;
   if (flags.bootTimeout !== undefined) o.bootTimeoutMs = Math.round(flags.bootTimeout * 1000);

@@ -14,10 +14,14 @@ export type Reply = { status: number; body: unknown } | { status: number; record
 /** Route handles one operation of the contract, given its validated parameters and body. */
 export type Route = (req: ParsedRequest, ctx: RequestContext) => Promise<Reply>;
 
-/** RequestContext says where a request came from. */
+/** RequestContext says where a request came from and tells when its client goes away. */
 export interface RequestContext {
   /** remote: the request came over TCP (not from this host's UNIX socket). */
   remote: boolean;
+  /** signal aborts when the client goes away before its answer is complete. */
+  signal: AbortSignal;
+  /** closed settles when the connection of this request closes: `lost` when the answer was not complete. */
+  closed: Promise<{ lost: boolean }>;
 }
 
 /** MAX_BODY bounds a request body: the largest legitimate one is an inject of a few MiB, base64. */
@@ -33,22 +37,33 @@ const json = async (status: number, body: Promise<unknown>): Promise<Reply> => (
 export function routes(c: Controller): Record<string, Route> {
   return {
     version: () => json(200, c.version()),
-    startInstance: (r, ctx) => json(202, c.start(r.body as StartRequest, { allowPaths: !ctx.remote })),
+    startInstance: (r, ctx) => {
+      const body = r.body as StartRequest;
+      // An attached start is held by this request's connection until it is answered.
+      return json(
+        202,
+        c.start(body, { allowPaths: !ctx.remote, ...(body.attach ? { lifeline: ctx.signal } : {}) }),
+      );
+    },
     stopInstance: (r) => json(200, c.stop(r.body as StopRequest)),
     snapshotInstance: (r) => json(200, c.snapshot(r.body as SnapshotRequest)),
     injectInstance: (r) => json(200, c.inject(r.body as InjectRequest)),
     getStatus: (r) => json(200, c.status(r.params.instance_id)),
     listInstances: (r) => json(200, c.list(flag(r.query.all))),
     removeInstance: (r) => json(200, c.remove(r.params.instance_id, flag(r.query.force))),
-    getLogs: async (r) => {
+    listPools: async () => ({ status: 200, body: c.listPools() }),
+    emptyPool: (r) => json(200, c.emptyPool(r.params.reference)),
+    getLogs: async (r, ctx) => {
       const tail = r.query.tail as number | undefined;
-      return {
-        status: 200,
-        records: await c.logs(r.params.instance_id, {
-          follow: flag(r.query.follow),
-          ...(tail !== undefined ? { tail } : {}),
-        }),
-      };
+      const follow = flag(r.query.follow);
+      const attach = flag(r.query.attach);
+      if (attach && !follow)
+        throw badRequest("GET /logs/{instance_id}", [
+          { path: "/query/attach", message: "needs follow=1: only a followed stream can hold an instance" },
+        ]);
+      const records = await c.logs(r.params.instance_id, { follow, ...(tail !== undefined ? { tail } : {}) });
+      if (attach) await c.attach(r.params.instance_id, ctx.closed);
+      return { status: 200, records };
     },
   };
 }
@@ -82,6 +97,15 @@ export function requestHandler(
     const url = new URL(req.url ?? "/", "http://localhost");
     const done = (status: number) =>
       log.debug("request", { method, path: url.pathname, status, ms: Math.round(performance.now() - t0) });
+    // The client going away before its answer is complete: a lifeline lost (lifelines.ts).
+    const gone = new AbortController();
+    const closed = new Promise<{ lost: boolean }>((resolve) =>
+      res.once("close", () => {
+        const lost = !res.writableFinished;
+        if (lost) gone.abort(new OvmsError("CANCELLED", `${method} ${url.pathname}: the client went away`));
+        resolve({ lost });
+      }),
+    );
     try {
       if (want) {
         const got = Buffer.from(req.headers.authorization ?? "");
@@ -96,12 +120,9 @@ export function requestHandler(
       if (!("op" in m)) {
         if (m.allowed.length) {
           res.setHeader("allow", m.allowed.join(", "));
-          throw Object.assign(
-            new OvmsError(
-              "BAD_REQUEST",
-              `${method} ${url.pathname}: method not allowed (allowed: ${m.allowed.join(", ")})`,
-            ),
-            { status: 405 },
+          throw new OvmsError(
+            "METHOD_NOT_ALLOWED",
+            `${method} ${url.pathname}: method not allowed (allowed: ${m.allowed.join(", ")})`,
           );
         }
         throw new OvmsError("NOT_FOUND", `${method} ${url.pathname}: no such endpoint`);
@@ -118,7 +139,11 @@ export function requestHandler(
         }
       }
       const parsed = contract.parse(m.op, m.params, url.searchParams, body, text.length > 0);
-      const reply = await table[m.op.operationId](parsed, { remote: want !== undefined });
+      const reply = await table[m.op.operationId](parsed, {
+        remote: want !== undefined,
+        signal: gone.signal,
+        closed,
+      });
       if ("records" in reply) {
         await streamRecords(res, reply.status, reply.records);
       } else {
@@ -127,18 +152,17 @@ export function requestHandler(
       done(reply.status);
     } catch (e) {
       const { status, body } = toApiError(e);
-      const s = (e as { status?: number }).status ?? status;
-      if (s >= 500)
+      if (status >= 500)
         log.error(`${method} ${url.pathname}: ${body.error.message}`, {
           code: body.error.code,
           stack: (e as Error)?.stack?.split("\n").slice(1, 4).join(" |"),
         });
       if (!res.headersSent) {
-        send(res, s, body);
+        send(res, status, body);
         // A refused oversized body is not drained: the connection goes once the answer is out.
         if (res.getHeader("connection") === "close") res.on("finish", () => req.destroy());
       } else res.destroy();
-      done(s);
+      done(status);
     }
   };
 }

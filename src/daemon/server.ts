@@ -1,4 +1,3 @@
-import { pruneSnapshotCaches } from "../artifact/prepare.js";
 import { execFileSync } from "node:child_process";
 import { chmod, chown, lstat, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { existsSync, readFileSync } from "node:fs";
@@ -7,7 +6,7 @@ import { connect } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { OvmsError } from "../core/errors.js";
 import { Store } from "../store/store.js";
-import { daemonStateDir, resolveStoreDir } from "../store/paths.js";
+import { daemonStateDir, defaultStoreDir, resolveStoreDir } from "../store/paths.js";
 import type { Runtime } from "../runtime/types.js";
 import type { ConfineSetting } from "../runtime/qemu/confine.js";
 import { resolveSocketPath } from "../api/paths.js";
@@ -18,7 +17,7 @@ import { requestHandler, routes } from "./routes.js";
 
 /** ServeOptions are ovmd's flags (and what an embedding program may hand in instead). */
 export interface ServeOptions {
-  /** socket path (default: OVMD_SOCKET, else $XDG_RUNTIME_DIR/ovms/ovmd.sock, else /run/ovms/ovmd.sock as root). */
+  /** socket path (default: OVMD_SOCKET, else the store's own socket: api/paths storeSocketPath). */
   socket?: string;
   /** paused QEMU processes per hot snapshot artifact (default 1, 0: off). */
   warmPool?: number;
@@ -50,6 +49,10 @@ export interface ServeOptions {
   pull?: PullFn;
   /** policy is the trust policy file every start is admitted by (default: OVM_POLICY; none: no checks). */
   policy?: string;
+  /** snapshotCache caps the store's preloaded RAM snapshots in bytes (default 2 GiB; `--snapshot-cache`). */
+  snapshotCache?: number;
+  /** maintenanceMs is how often orphaned preloads are pruned and the cap kept (default 5 min). */
+  maintenanceMs?: number;
   /** signals installs SIGTERM/SIGINT handlers that close the daemon (default true). */
   signals?: boolean;
 }
@@ -107,8 +110,6 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
     const rt: Runtime = opts.runtime ?? (await qemuRuntime(stateDir, opts));
     cleanups.push(() => rt.close());
     await rt.recover();
-    // Preloaded snapshots of stores that are gone would hold tmpfs memory forever.
-    await pruneSnapshotCaches().catch(() => 0);
     const live = await rt.list();
     log.info("recovered instances", { running: live.length, state_dir: stateDir });
 
@@ -120,10 +121,18 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
       ...(opts.warmPool !== undefined ? { warmPool: opts.warmPool } : {}),
       ...(opts.warmPools ? { warmPools: opts.warmPools } : {}),
       ...(policy ? { policy } : {}),
+      stateDir,
+      ...(opts.snapshotCache !== undefined ? { snapshotCacheBytes: opts.snapshotCache } : {}),
+      ...(opts.maintenanceMs !== undefined ? { maintenanceMs: opts.maintenanceMs } : {}),
     });
+    await controller.open();
     const table = routes(controller);
 
-    const socketPath = resolveSocketPath(opts.socket);
+    // Without --socket or OVMD_SOCKET, the store's own socket: one daemon per store (rfc §6.1).
+    const socketPath = resolveSocketPath(opts.socket, process.env, {
+      dir: storeDir,
+      defaultDir: defaultStoreDir(),
+    });
     await clearStaleSocket(socketPath);
     const unix = createServer(requestHandler(contract, table, log));
     tune(unix);
@@ -160,7 +169,8 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
     let closing: Promise<void> | undefined;
     const close = () => {
       closing ??= (async () => {
-        log.info("shutting down: instances keep running");
+        log.info("shutting down: instances keep running, except those held by an attached client");
+        await controller.close();
         await cleanup();
         if (opts.signals !== false) {
           process.off("SIGTERM", onSignal);

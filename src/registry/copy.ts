@@ -192,12 +192,27 @@ export async function copy(
     return p;
   };
 
+  /** countPresent counts the blobs of a manifest the destination already has as skipped. */
+  const countPresent = (m: Partial<ImageManifest & ImageIndex>): void => {
+    for (const b of [...(m.config ? [m.config] : []), ...(m.layers ?? [])]) {
+      if (blobs.has(b.digest)) continue;
+      blobs.set(b.digest, Promise.resolve());
+      result.blobs++;
+      result.blobsSkipped++;
+      result.bytesSkipped += b.size;
+    }
+  };
+
   const manifests = new Map<string, Promise<void>>();
   const copyManifest = (desc: Descriptor, known?: Buffer): Promise<void> => {
     let p = manifests.get(desc.digest);
     if (!p) {
       p = (async () => {
-        if (await dst.exists(desc, { signal })) return;
+        if (await dst.exists(desc, { signal })) {
+          // Already there, so its blobs are too: count them as such (a repeat push says so).
+          if (known) countPresent(JSON.parse(known.toString("utf8")) as Partial<ImageManifest & ImageIndex>);
+          return;
+        }
         const bytes = known ?? (await readAll(await src.fetch(desc, { signal }), MAX_MANIFEST));
         const m = JSON.parse(bytes.toString("utf8")) as ImageManifest & ImageIndex;
         const children: Promise<void>[] = [];

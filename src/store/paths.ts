@@ -11,9 +11,14 @@ export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
   return join(env.XDG_DATA_HOME || join(homedir(), ".local", "share"), "ovms");
 }
 
-/** resolveStoreDir picks the store: the flag, else `OVM_STORE`, else `<state dir>/store`. */
+/** defaultStoreDir is the store used when neither `--store` nor `OVM_STORE` names one: `<state dir>/store`. */
+export function defaultStoreDir(env: NodeJS.ProcessEnv = process.env): string {
+  return join(defaultStateDir(env), "store");
+}
+
+/** resolveStoreDir picks the store: the flag, else `OVM_STORE`, else the default store. */
 export function resolveStoreDir(flag?: string, env: NodeJS.ProcessEnv = process.env): string {
-  return flag || env.OVM_STORE || join(defaultStateDir(env), "store");
+  return flag || env.OVM_STORE || defaultStoreDir(env);
 }
 
 /**

@@ -56,6 +56,17 @@ export class Store implements ContentStore {
     return s;
   }
 
+  /**
+   * openExisting opens the store at `root` without creating anything: for commands that only
+   * read. A folder without an image layout is NOT_FOUND.
+   */
+  static async openExisting(root: string): Promise<Store> {
+    const st = await stat(join(root, "index.json")).catch(() => undefined);
+    if (!st?.isFile() || !(await stat(join(root, "oci-layout")).catch(() => undefined)))
+      throw new StoreError("NOT_FOUND", `no store at ${root} (nothing was built or pulled there)`);
+    return new Store(root);
+  }
+
   /** workDir is the store's private folder for everything that is not part of the OCI layout. */
   get workDir(): string {
     return join(this.root, ".ovms");

@@ -36,7 +36,7 @@ test("ovm validate: exit 0 on valid files, 1 with path-named problems otherwise,
   ]);
 });
 
-test("ovm build → ls → inspect → tag → rm → gc, and skopeo reads the store", async (t) => {
+test("ovm build → ls → inspect → tag → rmi → gc, and skopeo reads the store", async (t) => {
   const a = demoAssets();
   const dir = await tempDir(t);
   const env = { OVM_STORE: join(dir, "store") };
@@ -102,11 +102,11 @@ test("ovm build → ls → inspect → tag → rm → gc, and skopeo reads the s
   assert.equal(tagged.code, 0, tagged.stderr);
   assert.equal((await ovmJson(["ls"], env)).length, 2);
 
-  const gone = await ovm(["rm", "demo/vm:1.0"], env);
+  const gone = await ovm(["rmi", "demo/vm:1.0"], env);
   assert.equal(gone.code, 0, gone.stderr);
   let gc = await ovmJson(["gc"], env);
   assert.equal(gc.blobsRemoved, 0, "the other name still holds every blob");
-  await ovm(["rm", "127.0.0.1:5000/demo/vm:latest"], env);
+  await ovm(["rmi", "127.0.0.1:5000/demo/vm:latest"], env);
   gc = await ovmJson(["gc"], env);
   assert.equal(gc.blobsRemoved, 6, "manifest, config, kernel, initrd, two disks");
   assert.ok(gc.bytesFreed > 1_000_000);
@@ -117,6 +117,11 @@ test("ovm build → ls → inspect → tag → rm → gc, and skopeo reads the s
 test("errors: unknown reference, bad reference, missing kernel — non-zero exit, store untouched", async (t) => {
   const dir = await tempDir(t);
   const env = { OVM_STORE: join(dir, "store") };
+  const r0 = await ovm(["inspect", "nope/nothing:1"], env);
+  assert.equal(r0.code, 1);
+  assert.match(r0.stderr, /no store at .* \(nothing was built or pulled there\)/);
+  await ovm(["build", "-t", "x/y:1", "--kernel", demoAssets().kernel], env);
+  await ovm(["rmi", "x/y:1"], env);
   const r1 = await ovm(["inspect", "nope/nothing:1"], env);
   assert.equal(r1.code, 1);
   assert.match(r1.stderr, /nope\/nothing:1: not in the store/);

@@ -101,6 +101,8 @@ test("a boot whose console stays silent is `stalled` in GET /status, with a hint
   assert.match((await ovm(["ps"], d.env)).stdout, /\ssilent\s+stalled\s/);
   assert.deepEqual((await d.api.post("/stop", { instance_id: "silent", force: true })).body, {
     status: "exited",
+    instance_id: r.body.instance_id,
+    name: "silent",
   });
 });
 

@@ -2,6 +2,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
+import { request } from "node:http";
 import { join } from "node:path";
 import { startRegistry, freePort, type RegistryServer } from "../registry-server.js";
 import { Api, ContractChecker } from "./openapi-check.js";
@@ -178,6 +179,29 @@ test("an unknown instance is 404 NOT_FOUND everywhere", async () => {
   const list = await api.get("/instances");
   assert.equal(list.status, 200);
   assert.deepEqual(list.body, { instances: [] });
+});
+
+test("a method a path does not take is 405 METHOD_NOT_ALLOWED, with an Allow header; an unknown path is 404", async () => {
+  const raw = (method: string, path: string) =>
+    new Promise<{ status: number; allow?: string; body: any }>((resolve, reject) => {
+      const req = request({ socketPath: d.socket, method, path, headers: { host: "localhost" } }, (res) => {
+        let text = "";
+        res.on("data", (c: Buffer) => (text += c.toString()));
+        res.on("end", () =>
+          resolve({ status: res.statusCode ?? 0, allow: res.headers.allow, body: JSON.parse(text) }),
+        );
+      });
+      req.on("error", reject);
+      req.end();
+    });
+  const r = await raw("DELETE", "/version");
+  assert.equal(r.status, 405);
+  assert.equal(r.allow, "GET");
+  assert.equal(r.body.error.code, "METHOD_NOT_ALLOWED");
+  assert.match(r.body.error.message, /DELETE \/version: method not allowed \(allowed: GET\)/);
+  const n = await raw("GET", "/nothing-here");
+  assert.equal(n.status, 404);
+  assert.equal(n.body.error.code, "NOT_FOUND");
 });
 
 test("the TCP listener answers only requests with the bearer token", async () => {

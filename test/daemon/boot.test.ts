@@ -45,7 +45,7 @@ async function startAndStop(daemon: DaemonProc, manifest: string, wantDigest = d
   assert.equal(s.body.artifact.digest, wantDigest);
   assert.ok(["starting", "running"].includes(s.body.state), s.body.state);
   const stop = await daemon.api.post("/stop", { instance_id: r.body.instance_id, force: true });
-  assert.deepEqual(stop.body, { status: "exited" });
+  assert.deepEqual(stop.body, { status: "exited", instance_id: r.body.instance_id, name: r.body.name });
   assert.equal((await daemon.api.request("DELETE", `/instances/${r.body.instance_id}`)).status, 200);
   return s.body;
 }
@@ -160,6 +160,8 @@ test("POST /start takes an OCI layout folder, a tar of one, PATH:NAME and a mani
   assert.notEqual(st.body.artifact.digest, digest);
   assert.deepEqual((await d.api.request("DELETE", "/instances/from-json?force=1")).body, {
     status: "removed",
+    instance_id: st.body.instance_id,
+    name: "from-json",
   });
 });
 
@@ -262,8 +264,10 @@ test("stop, then remove: exited instances leave the default list and DELETE remo
   assert.equal(r.status, 409, "a running instance is not removed without force");
   r = await d.api.post("/stop", { instance_id: "guest", timeout_ms: 5000 });
   assert.equal(r.status, 200);
-  assert.deepEqual(r.body, { status: "exited" });
+  const id = r.body.instance_id;
+  assert.deepEqual(r.body, { status: "exited", instance_id: id, name: "guest" }, "the answer names the id");
   const s = await d.api.get("/status/guest");
+  assert.equal(s.body.instance_id, id);
   assert.equal(s.body.state, "exited");
   assert.equal(s.body.pid, undefined);
   assert.deepEqual((await d.api.get("/instances")).body.instances, []);
@@ -272,11 +276,11 @@ test("stop, then remove: exited instances leave the default list and DELETE remo
   assert.equal(r.status, 409, "inject into an exited instance");
   assert.deepEqual(
     (await d.api.post("/stop", { instance_id: "guest" })).body,
-    { status: "exited" },
+    { status: "exited", instance_id: id, name: "guest" },
     "stopping twice is fine",
   );
   r = await d.api.request("DELETE", "/instances/guest");
-  assert.deepEqual(r.body, { status: "removed" });
+  assert.deepEqual(r.body, { status: "removed", instance_id: id, name: "guest" });
   assert.equal((await d.api.get("/status/guest")).status, 404);
   await waitFor(
     "the daemon's log to record the removal",

@@ -132,7 +132,7 @@ test("unknown instances: a clear error and exit 1", async () => {
   assert.match(r.stderr, /no instance "nope"/);
 });
 
-test("ovm stop, then ovm rm removes the instance, and rm of a reference removes the artifact", async () => {
+test("ovm stop, then ovm rm removes the instance; rm never touches artifacts, rmi does", async () => {
   const stop = await ovm(["stop", "--timeout", "5", "c1"], env);
   assert.equal(stop.code, 0, stop.stderr);
   assert.match((await ovm(["ps", "-a"], env)).stdout, /c1\s+exited/);
@@ -140,11 +140,18 @@ test("ovm stop, then ovm rm removes the instance, and rm of a reference removes 
   const rmi = await ovm(["rm", "c1"], env);
   assert.equal(rmi.code, 0, rmi.stderr);
   assert.doesNotMatch((await ovm(["ps", "-a"], env)).stdout, /c1/);
-  // Not an instance: the artifact's name goes from the store.
+  // Not an instance: rm says so and points to rmi; the artifact stays.
   await ovm(["tag", "demo/vm:1.0", "demo/vm:extra"], env);
   const rma = await ovm(["rm", "demo/vm:extra"], env);
-  assert.equal(rma.code, 0, rma.stderr);
-  assert.match(rma.stdout, /Untagged: demo\/vm:extra/);
+  assert.equal(rma.code, 1);
+  assert.match(
+    rma.stderr,
+    /rm demo\/vm:extra: no such instance; an artifact is named demo\/vm:extra: `ovm rmi demo\/vm:extra` removes it/,
+  );
+  assert.equal((await ovm(["inspect", "demo/vm:extra"], env)).code, 0, "the artifact is still there");
+  const rmia = await ovm(["rmi", "demo/vm:extra"], env);
+  assert.equal(rmia.code, 0, rmia.stderr);
+  assert.match(rmia.stdout, /Untagged: demo\/vm:extra/);
 });
 
 test("ovm run in the foreground streams the console and stops the instance on Ctrl-C", async () => {

@@ -245,9 +245,7 @@ test("after a snapshot, two clones on two host ports answer independently, each 
   assert.deepEqual([a2.hits, a3.hits, b2.hits], [atSnap.hits + 2, atSnap.hits + 3, atSnap.hits + 2]);
   assert.equal((await state(webPort)).hits, atSnap.hits + 1, "the source kept running on its own");
   // Stopping one clone leaves the other serving, and frees the stopped one's port.
-  assert.deepEqual((await d.api.post("/stop", { instance_id: "clone-a", force: true })).body, {
-    status: "exited",
-  });
+  assert.equal((await d.api.post("/stop", { instance_id: "clone-a", force: true })).body.status, "exited");
   assert.equal((await state(pb)).hits, atSnap.hits + 3);
   assert.deepEqual(
     (await d.api.get("/status/clone-a")).body.network.ports,

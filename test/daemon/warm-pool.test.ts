@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Command } from "commander";
 import { addDaemonOptions, serveOptions } from "../../src/daemon/options.js";
-import { Controller } from "../../src/daemon/controller.js";
+import { WarmPools } from "../../src/daemon/warm-pools.js";
 
 const D = `sha256:${"b".repeat(64)}`;
 
@@ -19,15 +19,12 @@ test("--warm-pool and --warm-pool-for set the global and per-snapshot pool sizes
 });
 
 test("a snapshot's own pool size wins over the global one, by digest first, then by normalized reference", () => {
-  const c = new Controller({
-    store: {} as never,
-    runtime: {} as never,
-    log: {} as never,
+  const c = new WarmPools({} as never, {} as never, {
     warmPool: 1,
     warmPools: { "demo/vm:snap": 4, [D]: 0 },
   });
-  assert.equal(c.poolSizeFor("docker.io/demo/vm:snap", `sha256:${"a".repeat(64)}`), 4);
-  assert.equal(c.poolSizeFor("demo/vm:snap", D), 0, "the digest setting wins");
-  assert.equal(c.poolSizeFor("other/vm:1", `sha256:${"c".repeat(64)}`), 1, "others get the global size");
-  assert.equal(c.poolSizeFor("/some/layout/path", `sha256:${"c".repeat(64)}`), 1);
+  assert.equal(c.sizeFor("docker.io/demo/vm:snap", `sha256:${"a".repeat(64)}`), 4);
+  assert.equal(c.sizeFor("demo/vm:snap", D), 0, "the digest setting wins");
+  assert.equal(c.sizeFor("other/vm:1", `sha256:${"c".repeat(64)}`), 1, "others get the global size");
+  assert.equal(c.sizeFor("/some/layout/path", `sha256:${"c".repeat(64)}`), 1);
 });

@@ -127,6 +127,16 @@ test("progress bars only on a terminal; quiet in pipes", async (t) => {
     piped.stdout,
     /^Pushed 127\.0\.0\.1:\d+\/progress\/vm:1 sha256:[a-f0-9]{64}\n {2}4 blob\(s\) transferred/,
   );
+  // A repeat push finds the manifest there, and says its blobs are there too.
+  const again = await ovm(["--store", src.root, "--json", "push", ref]);
+  assert.equal(again.code, 0, again.stderr);
+  const sum = JSON.parse(again.stdout);
+  assert.deepEqual([sum.blobs, sum.blobsTransferred, sum.blobsSkipped], [4, 0, 4]);
+  assert.ok(sum.bytesSkipped > 96 * 1024);
+  assert.match(
+    (await ovm(["--store", src.root, "push", ref])).stdout,
+    /0 blob\(s\) transferred \(0 B\), 4 already there/,
+  );
   // `script` runs the CLI on a pseudo-terminal, as a person would.
   const tty = await exec("script", [
     "-qec",

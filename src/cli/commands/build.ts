@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { Command, Option } from "commander";
 import { OvmsError } from "../../core/errors.js";
 import { parseSize } from "../../core/size.js";
@@ -5,13 +6,20 @@ import type { Device, Network } from "../../core/manifest.generated.js";
 import { build, type BuildSpec, type DiskFormat } from "../../artifact/build.js";
 import { loadBuildFile } from "../../artifact/build-file.js";
 import { Printer, globals, openStore } from "../context.js";
+import { cpuCount } from "../flags.js";
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
-/** parseDiskFlag reads `--disk FILE[:qcow2|raw]`. */
+/**
+ * parseDiskFlag reads `--disk FILE[:qcow2|raw]`. Another word after the last colon is a format
+ * this version does not know (`base.qcow2:vmdk`), unless the whole text names a file.
+ */
 export function parseDiskFlag(v: string): { path: string; format?: DiskFormat } {
-  const m = /^(.*):(qcow2|raw)$/.exec(v);
-  return m ? { path: m[1], format: m[2] as DiskFormat } : { path: v };
+  const m = /^(.+):([A-Za-z0-9]+)$/.exec(v);
+  if (!m || existsSync(v)) return { path: v };
+  if (m[2] !== "qcow2" && m[2] !== "raw")
+    throw new OvmsError("USAGE", `--disk ${v}: unknown disk format "${m[2]}" (qcow2 or raw)`);
+  return { path: m[1], format: m[2] };
 }
 
 /** parseDeviceFlag reads `--device type=ivshmem,name=shm0,size=1M[,mmio_addr=0x…]`. */
@@ -60,8 +68,20 @@ export function register(program: Command): void {
     )
     .option("--network-required", "the guest needs a NIC: it never runs with --network none")
     .option("--memory <size>", "default guest memory, e.g. 256M")
-    .option("--cpus <n>", "default vCPUs", (v) => Number.parseInt(v, 10))
+    .option("--cpus <n>", "default vCPUs (1 to 255)", cpuCount)
     .addOption(new Option("--created <time>", "creation time (RFC 3339) for reproducible builds").hideHelp())
+    .addHelpText(
+      "after",
+      `
+Beside -f, the flags --kernel, --initrd, --cmdline, --disk (the whole list), --device (the whole
+list), --expose, --network-required, --memory, --cpus, --name and --version replace what the
+build file says (docs/build-file.md).
+
+Examples:
+  ovm build -t example/vm:1.0 --kernel vmlinuz --initrd initrd.img \\
+      --disk base.qcow2 --disk diff.qcow2:qcow2 --cmdline "console=ttyS0" --memory 256M
+  ovm build -t example/vm:1.0 -f ovm.yaml --memory 512M`,
+    )
     .action(async (opts, cmd: Command) => {
       const out = new Printer(globals(cmd));
       const spec = opts.file ? await loadBuildFile(opts.file) : fromFlags(opts);
@@ -80,7 +100,7 @@ export function register(program: Command): void {
         if (opts.cpus) spec.resources = { ...(spec.resources ?? {}), vcpus: opts.cpus };
       }
       if (opts.created) spec.metadata = { ...(spec.metadata ?? {}), created: opts.created };
-      const store = await openStore(cmd);
+      const store = await openStore(cmd, "write");
       const result = await build(store, spec, opts.tag, (step) => out.info(step));
       out.result(
         {

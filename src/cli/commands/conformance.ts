@@ -3,7 +3,8 @@ import { resolve } from "node:path";
 import type { Command } from "commander";
 import { OvmsError } from "../../core/errors.js";
 import { formatReference, parseReference } from "../../core/reference.js";
-import { resolveSocketPath } from "../../api/paths.js";
+import { SOCKET_DEFAULTS, resolveSocketPath } from "../../api/paths.js";
+import { defaultStoreDir, resolveStoreDir } from "../../store/paths.js";
 import type { Store } from "../../store/store.js";
 import type { RegistryClient } from "../../registry/client.js";
 import type { Level, Result } from "../../conformance/check.js";
@@ -79,12 +80,19 @@ Examples:
 export function register(program: Command): void {
   const conf = program
     .command("conformance")
-    .description("check a runtime, an artifact or a registry against the OVMS conformance levels (rfc §9)");
+    .description("check a runtime, an artifact or a registry against the OVMS conformance levels (rfc §9)")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  ovm conformance runtime --level all --junit conformance.xml
+  ovm conformance artifact example/vm:1.0`,
+    );
 
   conf
     .command("runtime")
     .description("drive a runtime over its API (black-box) and check Runtime-Basic, -Snapshot, -Secure")
-    .option("--socket <path>", "the runtime's UNIX socket (default: $OVMD_SOCKET, else the default path)")
+    .option("--socket <path>", `the runtime's UNIX socket ${SOCKET_DEFAULTS}`)
     .option(
       "--url <url>",
       "a TCP listener of the runtime, e.g. http://127.0.0.1:7070 (with --socket: only for the token check)",
@@ -126,7 +134,9 @@ export function register(program: Command): void {
       if (flags.accel && !["auto", "kvm", "tcg"].includes(flags.accel))
         throw new OvmsError("USAGE", `--accel ${flags.accel}: want auto, kvm or tcg`);
       const token = flags.token ?? process.env.OVMD_TOKEN;
-      const socket = flags.socket || !flags.url ? resolveSocketPath(flags.socket) : undefined;
+      const store = { dir: resolveStoreDir(globals(c).store), defaultDir: defaultStoreDir() };
+      const socket =
+        flags.socket || !flags.url ? resolveSocketPath(flags.socket, process.env, store) : undefined;
       if (!socket && !flags.registry)
         throw new OvmsError(
           "USAGE",
@@ -182,7 +192,7 @@ Examples:
   ovm --store /var/lib/ovms/store conformance artifact docker.io/ovms-conformance/snapshot:snap-1a2b3c
 `,
       ),
-    false,
+    {},
   ).action(async (ref: string, flags: OutputFlags & RegistryFlags, c: Command) => {
     const { runArtifactSuite } = await import("../../conformance/artifact-suite.js");
     const given = /^\.{0,2}\//.test(ref) ? resolve(ref) : ref;
@@ -191,7 +201,7 @@ Examples:
     try {
       const report = await runArtifactSuite({
         given,
-        store: await openStore(c),
+        store: await openStore(c, "write"),
         pull: async (reference, into) => {
           const { copy } = await import("../../registry/copy.js");
           const r = parseReference(reference);
@@ -231,7 +241,7 @@ Examples:
   ovm conformance registry registry.example.com/team/ovms-test --large-mib 1024 --junit registry.xml
 `,
       ),
-    false,
+    {},
   ).action(
     async (
       repository: string,

@@ -1,9 +1,10 @@
-import type { Command } from "commander";
+import { Option, type Command } from "commander";
 import { formatSize, parseSize } from "../../core/size.js";
 import { convert, type ConvertOptions, type ConvertResult } from "../../artifact/convert/index.js";
 import { parsePlatform } from "../../registry/platform.js";
 import { Printer, globals, openStore } from "../context.js";
-import { interruptible, positiveInt } from "./copy.js";
+import { cpuCount } from "../flags.js";
+import { interruptible } from "./copy.js";
 
 /**
  * register adds `ovm convert SOURCE -t REF`: a container image (registry, `docker://`,
@@ -20,12 +21,26 @@ export function register(program: Command): void {
       "REGISTRY/REPO:TAG, docker://REF, oci:DIR[:TAG], or a config.json with a vm section",
     )
     .requiredOption("-t, --tag <ref>", "reference to name the artifact, e.g. tools/busybox:vm")
-    .option("--size-buffer <size>", "free space in the root filesystem beyond the image's content", "256M")
-    .option("--max-size <size>", "refuse a root filesystem larger than this", "64G")
-    .option("--platform <os/arch>", "image platform to take from a multi-platform image", "linux/amd64")
+    .addOption(
+      new Option(
+        "--size-buffer <size>",
+        "free space in the root filesystem beyond the image's content",
+      ).default("256M", "256M"),
+    )
+    .addOption(
+      new Option("--max-size <size>", "refuse a root filesystem larger than this").default("64G", "64G"),
+    )
+    .addOption(
+      new Option("--platform <os/arch>", "image platform to take from a multi-platform image").default(
+        "linux/amd64",
+        "linux/amd64",
+      ),
+    )
     .option("--name <name>", "artifact name (default: the repository of --tag)")
-    .option("--memory <size>", "default guest memory of a converted image", "256M")
-    .option("--cpus <n>", "default vCPUs of a converted image", positiveInt("--cpus"))
+    .addOption(
+      new Option("--memory <size>", "default guest memory of a converted image").default("256M", "256M"),
+    )
+    .option("--cpus <n>", "default vCPUs of a converted image", cpuCount)
     .option("--kernel <file>", "another generic guest kernel than the one scripts/ovms-init/build.sh built")
     .option("--initrd <file>", "another OVMS-Init initrd than the one scripts/ovms-init/build.sh built")
     .addHelpText(
@@ -44,7 +59,7 @@ Examples:
     )
     .action(async (source: string, flags: ConvertFlags, cmd: Command) => {
       const out = new Printer(globals(cmd));
-      const store = await openStore(cmd);
+      const store = await openStore(cmd, "write");
       const opts: ConvertOptions = {
         tag: flags.tag,
         sizeBuffer: parseSize(flags.sizeBuffer, "--size-buffer"),

@@ -16,16 +16,21 @@ export interface RegistryFlags {
   chunkSize?: string;
 }
 
-/** addRegistryFlags adds --plain-http, --ca-file and --concurrency to a command. */
-export function addRegistryFlags(cmd: Command, transfer = true): Command {
+/**
+ * addRegistryFlags adds --plain-http and --ca-file to a command; with `transfer` (commands
+ * that move blobs) --concurrency too, and with `upload` (commands that push) --chunk-size.
+ */
+export function addRegistryFlags(
+  cmd: Command,
+  opts: { transfer?: boolean; upload?: boolean } = { transfer: true, upload: true },
+): Command {
   cmd
     .option("--plain-http", "speak HTTP, not HTTPS, to the registry (always allowed for loopback registries)")
     .option("--ca-file <pem>", "trust the certificate authorities in this PEM file too");
-  if (transfer) {
-    cmd
-      .option("--concurrency <n>", "blobs transferred at once", positiveInt("--concurrency"), 4)
-      .option("--chunk-size <size>", "upload blobs larger than this in chunks of this size (default 256M)");
-  }
+  if (opts.transfer)
+    cmd.option("--concurrency <n>", "blobs transferred at once", positiveInt("--concurrency"), 4);
+  if (opts.upload)
+    cmd.option("--chunk-size <size>", "upload blobs larger than this in chunks of this size (default: 256M)");
   return cmd;
 }
 
@@ -234,7 +239,17 @@ export function register(program: Command): void {
       parseBool("--referrers"),
       true,
     )
-    .option("--platform <os/arch>", "copy only this platform's manifest of a multi-platform index");
+    .option("--platform <os/arch>", "copy only this platform's manifest of a multi-platform index")
+    .addHelpText(
+      "after",
+      `
+Blobs go from registry to registry through this host (mounted instead when both repositories
+are on one registry); nothing is written to the local store.
+
+Examples:
+  ovm copy 127.0.0.1:5000/demo/vm:1.0 127.0.0.1:5000/team/vm:1.0
+  ovm cp registry.example.com/demo/vm:1.0 127.0.0.1:5000/demo/vm:1.0 --referrers=false`,
+    );
   addRegistryFlags(cmd).action(
     async (
       src: string,

@@ -1,18 +1,26 @@
 import { writeFile } from "node:fs/promises";
-import type { Command } from "commander";
+import { Option, type Command } from "commander";
 import { OvmsError } from "../../core/errors.js";
 import { Printer, globals } from "../context.js";
 import { PASSWORD_ENV, passphrase } from "../passphrase.js";
 
 /** register adds `ovm key generate`: an ECDSA P-256 key pair for `ovm sign`. */
 export function register(program: Command): void {
-  const key = program.command("key").description("manage signing keys");
+  const key = program
+    .command("key")
+    .description("manage signing keys")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  ovm key generate -o release`,
+    );
   key
     .command("generate")
     .description(
       "make an ECDSA P-256 key pair: PREFIX.key (PKCS#8, encrypted with a passphrase) and PREFIX.pub",
     )
-    .option("-o, --output <prefix>", "file name prefix of the pair", "ovm")
+    .addOption(new Option("-o, --output <prefix>", "file name prefix of the pair").default("ovm", "ovm"))
     .option("--force", "overwrite existing files")
     .addHelpText(
       "after",

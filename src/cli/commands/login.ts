@@ -38,8 +38,15 @@ export function register(program: Command): void {
       "-p, --password <password>",
       "password (visible to other users of this machine: prefer --password-stdin)",
     )
-    .option("--password-stdin", "read the password from stdin");
-  addRegistryFlags(login, false).action(
+    .option("--password-stdin", "read the password from stdin")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  echo "$TOKEN" | ovm login registry.example.com -u robot --password-stdin
+  ovm login 127.0.0.1:5000 -u admin -p secret   # the password shows in ps: prefer --password-stdin`,
+    );
+  addRegistryFlags(login, {}).action(
     async (
       registry: string,
       opts: RegistryFlags & { username?: string; password?: string; passwordStdin?: boolean },
@@ -91,6 +98,12 @@ export function register(program: Command): void {
     .command("logout")
     .description("forget the credentials of a registry")
     .argument("<registry>", "registry host[:port]")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  ovm logout registry.example.com`,
+    )
     .action(async (registry: string, _opts, c: Command) => {
       const out = new Printer(globals(c));
       const host = registryHost(registry);

@@ -10,10 +10,20 @@ export function register(program: Command): void {
     .description("print an instance's serial console")
     .argument("<id>", "instance id or name")
     .option("-f, --follow", "keep printing until the instance ends")
-    .option("--tail <n>", "start with the last N lines", (v) => (v === "0" ? 0 : positiveInt("--tail")(v)));
+    .option("--tail <n>", "start with the last N lines", (v) => (v === "0" ? 0 : positiveInt("--tail")(v)))
+    .addHelpText(
+      "after",
+      `
+Examples:
+  ovm logs web
+  ovm logs -f --tail 20 web   # the last 20 lines, then new ones until the VM ends
+  ovm logs --json web         # one {"ts","stream","line"} record per line`,
+    );
   addSocketOption(cmd).action(async (id: string, opts: { follow?: boolean; tail?: number }, c: Command) => {
     const out = new Printer(globals(c));
-    const records = await daemonClient(c).logs(id, {
+    const records = await (
+      await daemonClient(c)
+    ).logs(id, {
       follow: !!opts.follow,
       ...(opts.tail !== undefined ? { tail: opts.tail } : {}),
     });

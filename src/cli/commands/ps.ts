@@ -1,7 +1,9 @@
 import type { Command } from "commander";
 import { formatPort } from "../../core/ports.js";
 import { familiarReference, parseReference } from "../../core/reference.js";
-import type { InstanceInfo } from "../../api/types.generated.js";
+import { formatSize } from "../../core/size.js";
+import type { InstanceInfo, PoolInfo } from "../../api/types.generated.js";
+import type { OvmdClient } from "../../client/client.js";
 import { Printer, globals, table } from "../context.js";
 import { addSocketOption, daemonClient, formatDuration, shortId } from "./daemon-client.js";
 
@@ -10,10 +12,27 @@ export function register(program: Command): void {
   const cmd = program
     .command("ps")
     .description("list instances (running ones; -a for all)")
-    .option("-a, --all", "include exited and failed instances");
+    .option("-a, --all", "include exited and failed instances")
+    .option("-q, --quiet", "print only instance ids (the short form), one per line")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  ovm ps -a
+  ovm ps --json | jq -r '.[] | "\\(.name) \\(.network.ports[0].host_port)"'
+  ovm rm -f $(ovm ps -aq)     # remove every instance`,
+    );
   addSocketOption(cmd).action(async (opts: { all?: boolean }, c: Command) => {
-    const out = new Printer(globals(c));
-    const list = await daemonClient(c).list({ all: !!opts.all });
+    const g = globals(c);
+    const out = new Printer(g);
+    const client = await daemonClient(c);
+    const list = await client.list({ all: !!opts.all });
+    if (g.quiet && !g.json) {
+      for (const i of list) process.stdout.write(`${shortId(i)}\n`);
+      return;
+    }
+    // Paused pool processes are not instances, but they hold memory: said under the table.
+    const pool = g.json ? undefined : await poolSummary(client);
     out.result(list, () =>
       table(
         ["ID", "NAME", "STATE", "ACCEL", "UPTIME", "ARTIFACT", "PORTS"],
@@ -28,6 +47,7 @@ export function register(program: Command): void {
         ]),
       ),
     );
+    if (pool) out.info(pool);
   });
 }
 
@@ -47,4 +67,22 @@ export function portsText(i: Pick<InstanceInfo, "network">): string {
       formatPort({ protocol: p.protocol, hostIp: p.host_ip, hostPort: p.host_port, guestPort: p.guest_port }),
     )
     .join(", ");
+}
+
+/**
+ * poolSummary is one line about the warm pool for `ovm ps`, or undefined when it holds nothing
+ * (or the daemon has no pool endpoint).
+ */
+export async function poolSummary(client: OvmdClient): Promise<string | undefined> {
+  let pools: PoolInfo[];
+  try {
+    pools = await client.pools();
+  } catch {
+    return undefined;
+  }
+  const live = pools.filter((p) => p.ready > 0);
+  if (!live.length) return undefined;
+  const n = live.reduce((k, p) => k + p.ready, 0);
+  const bytes = live.reduce((k, p) => k + p.ready * p.memory_bytes, 0);
+  return `warm pool: ${n} paused QEMU process(es) ready for ${live.length} snapshot(s), ${formatSize(bytes)} of guest memory (ovm pool ls; ovm pool rm REF empties one)`;
 }

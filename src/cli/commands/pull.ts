@@ -50,7 +50,7 @@ Examples:
   ovm pull 127.0.0.1:5000/demo/vm:fast --policy policy.json   # refused unless signed as the policy says
   ovm pull 127.0.0.1:5000/demo/vm@sha256:… --referrers=false`,
     );
-  addRegistryFlags(cmd).action(async (ref: string, opts: PullFlags, c: Command) => {
+  addRegistryFlags(cmd, { transfer: true }).action(async (ref: string, opts: PullFlags, c: Command) => {
     const { copy } = await import("../../registry/copy.js");
     const { hostPlatform, parsePlatform } = await import("../../registry/platform.js");
     const r = parseReference(ref);
@@ -59,7 +59,7 @@ Examples:
     const policy = policyFile
       ? await (await import("../../sign/policy.js")).loadPolicy(policyFile)
       : undefined;
-    const store = await openStore(c);
+    const store = await openStore(c, "write");
     const client = await makeClient(opts);
     const view = await progressView(globals(c));
     // The store names what it pulled by the full reference (tag kept, digest dropped).

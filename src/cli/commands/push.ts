@@ -22,12 +22,21 @@ export function register(program: Command): void {
       "also push the signatures and snapshots that refer to it",
       parseBool("--referrers"),
       true,
+    )
+    .addHelpText(
+      "after",
+      `
+The store's name of the artifact says where it goes: tag it with the registry first.
+
+Examples:
+  ovm tag demo/vm:1.0 127.0.0.1:5000/demo/vm:1.0 && ovm push 127.0.0.1:5000/demo/vm:1.0
+  ovm push registry.example.com/team/vm:1.0 --referrers=false   # without signatures and snapshots`,
     );
   addRegistryFlags(cmd).action(
     async (ref: string, opts: RegistryFlags & { referrers: boolean }, c: Command) => {
       const { copy } = await import("../../registry/copy.js");
       const r = parseReference(ref);
-      const store = await openStore(c);
+      const store = await openStore(c, "read");
       const client = await makeClient(opts);
       const view = await progressView(globals(c));
       try {

@@ -21,10 +21,16 @@ interface Located {
 /** locate finds REF in the store, else in its registry (for signing or verifying a remote artifact). */
 async function locate(c: Command, ref: string, flags: RegistryFlags, push = false): Promise<Located> {
   const r = parseReference(ref);
-  const store = await openStore(c);
+  // No store yet is no different from a store without it: look in the registry.
+  const store = await openStore(c, "read").catch((e: unknown) => {
+    if (isOvmsError(e, "NOT_FOUND")) return undefined;
+    throw e;
+  });
   try {
-    const descriptor = await store.resolve(ref);
-    return { source: store, descriptor, store, close: async () => undefined };
+    if (store) {
+      const descriptor = await store.resolve(ref);
+      return { source: store, descriptor, store, close: async () => undefined };
+    }
   } catch (e) {
     if (!isOvmsError(e, "NOT_FOUND")) throw e;
   }
@@ -57,7 +63,7 @@ Examples:
   ovm sign 127.0.0.1:5000/demo/vm:1.0 --key ovm.key && ovm push 127.0.0.1:5000/demo/vm:1.0
   ovm sign registry.example.com/team/vm@sha256:… --key cosign.key`,
     );
-  addRegistryFlags(sign, false).action(
+  addRegistryFlags(sign, {}).action(
     async (ref: string, opts: RegistryFlags & { key: string }, c: Command) => {
       const out = new Printer(globals(c));
       const { loadSigningKey } = await import("../../sign/keys.js");
@@ -118,7 +124,7 @@ Examples:
   ovm verify 127.0.0.1:5000/demo/vm:1.0 --key release.pub --key ci.pub --json
   ovm verify 127.0.0.1:5000/demo/vm:fast --policy /etc/ovms/policy.json`,
     );
-  addRegistryFlags(verify, false).action(
+  addRegistryFlags(verify, {}).action(
     async (ref: string, opts: RegistryFlags & { key?: string[]; policy?: string }, c: Command) => {
       const out = new Printer(globals(c));
       if (!opts.key?.length && !opts.policy)

@@ -61,14 +61,16 @@ Examples:
     const key = opts.sign
       ? await (await import("../../sign/keys.js")).loadSigningKey(opts.sign, () => passphrase(opts.sign!))
       : undefined;
-    const r = await daemonClient(c).snapshot({
+    const r = await (
+      await daemonClient(c)
+    ).snapshot({
       instance_id: id,
       tag: opts.tag,
       ...(opts.stop ? { stop: true } : {}),
     });
     const result: Record<string, unknown> = { ...r };
     if (key || push) {
-      const store = await openStore(c);
+      const store = await openStore(c, "read");
       let desc;
       try {
         desc = await store.resolve(r.snapshot_ref);
@@ -100,7 +102,7 @@ Examples:
           );
           if (!done.done) return;
           result.pushed = formatReference({ ...ref, digest: undefined });
-          result.bytesTransferred = done.value.bytesTransferred;
+          result.bytes_transferred = done.value.bytesTransferred;
         } finally {
           view.stop();
           await client.close();

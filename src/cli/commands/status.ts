@@ -10,10 +10,17 @@ export function register(program: Command): void {
   const cmd = program
     .command("status")
     .description("show an instance: state, artifact, accelerator, metrics, network and published ports")
-    .argument("<id>", "instance id or name");
+    .argument("<id>", "instance id or name")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  ovm status web
+  ovm status web --json | jq .metrics.start_ms`,
+    );
   addSocketOption(cmd).action(async (id: string, _opts, c: Command) => {
     const out = new Printer(globals(c));
-    const info = await daemonClient(c).status(id);
+    const info = await (await daemonClient(c)).status(id);
     out.result(info, () => describe(info));
   });
 }

@@ -1,4 +1,6 @@
 import type { Command } from "commander";
+import { OvmsError, isOvmsError } from "../../core/errors.js";
+import { isDigest } from "../../core/digest.js";
 import { familiarReference, parseReference } from "../../core/reference.js";
 import { formatSize } from "../../core/size.js";
 import { artifactSize, isOvmsManifest, loadArtifact } from "../../artifact/artifact.js";
@@ -8,16 +10,32 @@ import type { Digest } from "../../core/digest.js";
 import { validateBootstrap } from "../../core/bootstrap.js";
 import { Annotation } from "../../core/media-types.js";
 import { Printer, globals, openStore, table } from "../context.js";
+import { eachArgument } from "../each.js";
 
-/** register adds the store commands: ls, inspect, tag, rmi (and `rm` for artifacts), gc. */
+/** register adds the store commands: ls, inspect, tag, rmi, gc. */
 export function register(program: Command): void {
   program
     .command("ls")
     .alias("images")
     .description("list the artifacts in the local store")
+    .option("-q, --quiet", "print only references, one per line")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  ovm ls
+  ovm ls --json | jq -r '.[] | select(.ramSnapshot) | .reference'
+  ovm rmi $(ovm ls -q)        # untag everything (then ovm gc frees the blobs)`,
+    )
     .action(async (_opts, cmd: Command) => {
-      const out = new Printer(globals(cmd));
-      const store = await openStore(cmd);
+      const g = globals(cmd);
+      const out = new Printer(g);
+      const store = await openStore(cmd, "read").catch((e: unknown) => {
+        // A store that does not exist yet holds nothing: listing it creates nothing.
+        if (!isOvmsError(e, "NOT_FOUND")) throw e;
+        out.info(`ovm: ${(e as Error).message}`);
+        return undefined;
+      });
       const rows: {
         reference: string;
         digest: string;
@@ -27,9 +45,9 @@ export function register(program: Command): void {
         size: number;
         ramSnapshot: boolean;
       }[] = [];
-      for (const e of await store.entries()) {
+      for (const e of store ? await store.entries() : []) {
         if (!e.reference) continue;
-        const oci = await store.readJson<ImageManifest>(e.descriptor.digest);
+        const oci = await store!.readJson<ImageManifest>(e.descriptor.digest);
         const size =
           e.descriptor.size + (oci.config?.size ?? 0) + (oci.layers ?? []).reduce((n, l) => n + l.size, 0);
         const ovms = oci.config && isOvmsManifest(oci);
@@ -42,6 +60,10 @@ export function register(program: Command): void {
           size,
           ramSnapshot: (oci.layers ?? []).some((l) => l.mediaType === "application/vnd.ovms.ramsnap.v1+lz4"),
         });
+      }
+      if (g.quiet && !g.json) {
+        for (const r of rows) process.stdout.write(`${familiarReference(parseReference(r.reference))}\n`);
+        return;
       }
       out.result(rows, () =>
         table(
@@ -61,9 +83,18 @@ export function register(program: Command): void {
     .command("inspect")
     .description("show an artifact: the OVMS manifest, the OCI manifest and sizes")
     .argument("<ref>", "artifact reference (or digest)")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  ovm inspect example/vm:1.0
+  ovm inspect example/vm:1.0 --json | jq .manifest.resources`,
+    )
     .action(async (ref: string, _opts, cmd: Command) => {
       const out = new Printer(globals(cmd));
-      const store = await openStore(cmd);
+      // A reference that cannot be one is said so first, whatever the store holds.
+      if (!isDigest(ref)) parseReference(ref);
+      const store = await openStore(cmd, "read");
       const a = await loadArtifact(store, ref);
       const referrers = await store.referrers(a.descriptor);
       // A converted container image: what it runs and which ports it listens on.
@@ -134,9 +165,15 @@ export function register(program: Command): void {
     .description("give an artifact another name")
     .argument("<src>", "existing reference")
     .argument("<dst>", "new reference")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  ovm tag example/vm:1.0 127.0.0.1:5000/example/vm:1.0   # then ovm push 127.0.0.1:5000/example/vm:1.0`,
+    )
     .action(async (src: string, dst: string, _opts, cmd: Command) => {
       const out = new Printer(globals(cmd));
-      const store = await openStore(cmd);
+      const store = await openStore(cmd, "read");
       const desc = await store.resolve(src);
       await store.tag(desc, dst);
       out.result({ source: src, reference: dst, digest: desc.digest }, () => undefined);
@@ -144,16 +181,46 @@ export function register(program: Command): void {
 
   program
     .command("rmi")
-    .description("remove an artifact name from the store (blobs go with `ovm gc`)")
+    .description("remove artifact names from the store (blobs go with `ovm gc`; instances: ovm rm)")
     .argument("<ref...>", "references")
-    .action(async (refs: string[], _opts, cmd: Command) => removeArtifacts(refs, cmd));
+    .addHelpText(
+      "after",
+      `
+Examples:
+  ovm rmi example/vm:1.0 && ovm gc
+  ovm rmi 127.0.0.1:5000/demo/vm:1.0 demo/vm:old`,
+    )
+    .action(async (refs: string[], _opts, cmd: Command) => {
+      const out = new Printer(globals(cmd));
+      const store = await openStore(cmd, "read");
+      const { done, errors } = await eachArgument(refs, out, async (ref) => {
+        try {
+          const d = await store.untag(ref);
+          return { reference: ref, digest: d.digest };
+        } catch (e) {
+          if (!isOvmsError(e, "NOT_FOUND")) throw e;
+          throw new OvmsError("NOT_FOUND", `rmi ${ref}: no such artifact in the store ${store.root}`);
+        }
+      });
+      out.result({ removed: done, errors }, () =>
+        done.map((r) => `Untagged: ${r.reference} (${r.digest})`).join("\n"),
+      );
+    });
 
   program
     .command("gc")
     .description("remove blobs that no named artifact or referrer reaches")
+    .addHelpText(
+      "after",
+      `
+Also frees the preloaded RAM snapshots (tmpfs) of blobs that went, and of stores that are gone.
+
+Examples:
+  ovm rmi example/vm:old && ovm gc`,
+    )
     .action(async (_opts, cmd: Command) => {
       const out = new Printer(globals(cmd));
-      const store = await openStore(cmd);
+      const store = await openStore(cmd, "read");
       const r = await store.gc();
       // Preloaded snapshots (tmpfs) of blobs that are gone, and of stores that are gone.
       const cacheBytesFreed = await pruneSnapshotCaches(store);
@@ -164,16 +231,4 @@ export function register(program: Command): void {
           (cacheBytesFreed ? `, and ${formatSize(cacheBytesFreed)} of preloaded snapshots` : ""),
       );
     });
-}
-
-/** removeArtifacts untags references and prints what went. */
-export async function removeArtifacts(refs: string[], cmd: Command): Promise<void> {
-  const out = new Printer(globals(cmd));
-  const store = await openStore(cmd);
-  const removed: { reference: string; digest: string }[] = [];
-  for (const ref of refs) {
-    const d = await store.untag(ref);
-    removed.push({ reference: ref, digest: d.digest });
-  }
-  out.result({ removed }, () => removed.map((r) => `Untagged: ${r.reference} (${r.digest})`).join("\n"));
 }

@@ -9,8 +9,15 @@ export function register(program: Command): void {
     .command("tags")
     .description("list the tags of a registry repository")
     .argument("<repo>", "repository, e.g. 127.0.0.1:5000/demo/vm")
-    .addOption(new Option("--page-size <n>", "tags asked per page").argParser(positiveInt("--page-size")));
-  addRegistryFlags(cmd, false).action(
+    .addOption(new Option("--page-size <n>", "tags asked per page").argParser(positiveInt("--page-size")))
+    .addHelpText(
+      "after",
+      `
+Examples:
+  ovm tags 127.0.0.1:5000/demo/vm
+  ovm tags registry.example.com/team/vm --json`,
+    );
+  addRegistryFlags(cmd, {}).action(
     async (repo: string, opts: RegistryFlags & { pageSize?: number }, c: Command) => {
       const out = new Printer(globals(c));
       const r = parseReference(repo);

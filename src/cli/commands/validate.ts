@@ -10,6 +10,13 @@ export function register(program: Command): void {
     .command("validate")
     .description("check OVMS manifest files against the schema; every problem is named by its JSON path")
     .argument("<file...>", "manifest JSON files")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  ovm validate examples/*.json
+  ovm validate manifest.json --json | jq '.files[].problems'`,
+    )
     .action(async (files: string[], _opts, cmd: Command) => {
       const out = new Printer(globals(cmd));
       const results: { file: string; valid: boolean; problems: ValidationProblem[] }[] = [];
@@ -18,7 +25,7 @@ export function register(program: Command): void {
         try {
           problems = checkManifest(JSON.parse(await readFile(file, "utf8")));
         } catch (e) {
-          problems = [{ path: "", message: (e as Error).message }];
+          problems = [{ path: "", message: unreadable(e) }];
         }
         results.push({ file, valid: problems.length === 0, problems });
       }
@@ -27,10 +34,22 @@ export function register(program: Command): void {
           .map((r) =>
             r.valid
               ? `${r.file}: valid`
-              : `${r.file}: ${r.problems.length} problem(s)\n${r.problems.map((p) => `  ${p.path || "(root)"}: ${p.message}`).join("\n")}`,
+              : r.problems.length === 1 && r.problems[0].path === ""
+                ? `${r.file}: ${r.problems[0].message}`
+                : `${r.file}: ${r.problems.length} problem(s)\n${r.problems.map((p) => `  ${p.path || "(root)"}: ${p.message}`).join("\n")}`,
           )
           .join("\n"),
       );
       if (!results.every((r) => r.valid)) process.exitCode = 1;
     });
+}
+
+/** unreadable words why a file could not be read as JSON, for what the user typed. */
+function unreadable(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === "ENOENT") return "no such file";
+  if (code === "EISDIR") return "is a folder, not a manifest file";
+  if (code === "EACCES") return "permission denied";
+  if (e instanceof SyntaxError) return `not valid JSON: ${e.message}`;
+  return (e as Error).message;
 }

@@ -1,0 +1,143 @@
+import { mkdir, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { MediaType } from "../core/media-types.js";
+import type { Digest } from "../core/digest.js";
+import type { ImageManifest } from "../core/oci.js";
+import { formatSize } from "../core/size.js";
+import type { Store } from "../store/store.js";
+import {
+  DEFAULT_SNAPSHOT_CACHE_BYTES,
+  defaultSnapshotCache,
+  evictPreloads,
+  pruneSnapshotCaches,
+  recordCap,
+} from "../artifact/snapshot-cache.js";
+import type { Runtime } from "../runtime/types.js";
+import type { Logger } from "./log.js";
+
+/** MAINTENANCE_MS is how often the daemon prunes orphaned caches and keeps its own under the cap. */
+export const MAINTENANCE_MS = 5 * 60_000;
+
+/** CacheKeeperOptions are the parts and settings of a CacheKeeper. */
+export interface CacheKeeperOptions {
+  store: Store;
+  runtime: Runtime;
+  log: Logger;
+  /** pooled lists the manifest digests whose warm pool holds processes. */
+  pooled: () => string[];
+  /** capBytes caps the store's preloaded snapshots (default DEFAULT_SNAPSHOT_CACHE_BYTES). */
+  capBytes?: number;
+  /** everyMs is the maintenance period (default MAINTENANCE_MS). */
+  everyMs?: number;
+}
+
+/**
+ * CacheKeeper keeps the store's preloaded RAM snapshots (tmpfs, which is RAM) bounded: under
+ * a cap, least recently used first, never a preload that a live instance, a warm-pool process
+ * or a start under way needs (artifact/snapshot-cache evictPreloads); and it removes the caches
+ * of stores that no longer exist. It runs at daemon start, after each restore and every few
+ * minutes. Other live stores' preloads are never touched.
+ */
+export class CacheKeeper {
+  readonly capBytes: number;
+  readonly dir: string;
+  /** ramsnap digests of starts under way (between resolving the artifact and the runtime's answer). */
+  private readonly starting = new Map<string, number>();
+  /** The ramsnap digest of each snapshot artifact, by manifest digest (null: not a snapshot). */
+  private readonly ramsnaps = new Map<string, string | null>();
+  private timer?: NodeJS.Timeout;
+  private tidying?: Promise<void>;
+
+  constructor(private readonly opts: CacheKeeperOptions) {
+    this.capBytes = opts.capBytes ?? DEFAULT_SNAPSHOT_CACHE_BYTES;
+    this.dir = defaultSnapshotCache(opts.store);
+  }
+
+  /** start records the cap for `ovm system df`, prunes and tidies once, then every few minutes. */
+  async start(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o755 }).catch(() => undefined);
+    if (!existsSync(join(this.dir, "store-path")))
+      await writeFile(join(this.dir, "store-path"), resolve(this.opts.store.root)).catch(() => undefined);
+    await recordCap(this.dir, this.capBytes).catch(() => undefined);
+    await this.maintain("daemon start");
+    this.timer = setInterval(() => void this.maintain("periodic"), this.opts.everyMs ?? MAINTENANCE_MS);
+    this.timer.unref();
+  }
+
+  /** stop ends the periodic maintenance. */
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.tidying;
+  }
+
+  /** begin pins a snapshot a start is about to map; `end` lets go of it once the runtime answered. */
+  begin(ramsnap: string): void {
+    this.starting.set(ramsnap, (this.starting.get(ramsnap) ?? 0) + 1);
+  }
+
+  end(ramsnap: string): void {
+    const n = (this.starting.get(ramsnap) ?? 1) - 1;
+    if (n > 0) this.starting.set(ramsnap, n);
+    else this.starting.delete(ramsnap);
+  }
+
+  /** maintain prunes the caches of stores that are gone, then keeps this store's under the cap. */
+  async maintain(why: string): Promise<void> {
+    const freed = await pruneSnapshotCaches().catch(() => 0);
+    if (freed) this.opts.log.info("pruned the preloads of stores that are gone", { bytes: freed, why });
+    await this.tidy(why);
+  }
+
+  /** tidy evicts least recently used preloads over the cap, one tidy at a time. */
+  tidy(why: string): Promise<void> {
+    this.tidying ??= (async () => {
+      try {
+        const pinned = await this.pinned();
+        const evicted = await evictPreloads(this.dir, this.capBytes, pinned);
+        for (const p of evicted)
+          this.opts.log.info("evicted a preloaded snapshot", {
+            digest: p.digest,
+            bytes: p.bytes,
+            last_used: p.lastUsed.toISOString(),
+            cap: formatSize(this.capBytes),
+            why,
+          });
+      } catch (e) {
+        this.opts.log.error("keeping the snapshot cache under its cap failed", {
+          error: (e as Error).message,
+        });
+      } finally {
+        this.tidying = undefined;
+      }
+    })();
+    return this.tidying;
+  }
+
+  /** pinned are the ramsnap digests that must stay: live instances, warm pools, starts under way. */
+  async pinned(): Promise<Set<string>> {
+    const manifests = new Set([
+      ...(await this.opts.runtime.list()).map((i) => i.artifact.digest),
+      ...this.opts.pooled(),
+    ]);
+    const out = new Set(this.starting.keys());
+    for (const d of manifests) {
+      const r = await this.ramsnapOf(d);
+      if (r) out.add(r);
+    }
+    return out;
+  }
+
+  /** ramsnapOf reads which ramsnap blob a snapshot artifact carries (once per digest). */
+  private async ramsnapOf(manifest: string): Promise<string | null> {
+    let r = this.ramsnaps.get(manifest);
+    if (r === undefined) {
+      const oci = await this.opts.store.readJson<ImageManifest>(manifest as Digest).catch(() => undefined);
+      // An artifact gone from the store cannot be told: its preload is left to the cap (safe, see evictPreloads).
+      if (!oci) return null;
+      r = oci.layers?.find((l) => l.mediaType === MediaType.RamSnapshot)?.digest ?? null;
+      this.ramsnaps.set(manifest, r);
+    }
+    return r;
+  }
+}
