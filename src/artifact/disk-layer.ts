@@ -1,4 +1,4 @@
-import { mkdtemp, rm, copyFile, link, stat, constants } from "node:fs/promises";
+import { mkdtemp, rm, copyFile, link, realpath, stat, constants } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import * as tar from "tar";
@@ -26,10 +26,13 @@ export async function packDiskLayer(
 ): Promise<{ stream: Readable; cleanup: () => Promise<void> }> {
   const dir = await mkdtemp(join(scratch, "pack-"));
   const name = diskFileName(format);
+  // link(2) does not follow a symlink: without realpath a disk given as a link would be packed
+  // as the link itself, a layer no runtime can use.
+  const real = await realpath(file);
   try {
-    await link(file, join(dir, name));
+    await link(real, join(dir, name));
   } catch {
-    await copyFile(file, join(dir, name), constants.COPYFILE_FICLONE);
+    await copyFile(real, join(dir, name), constants.COPYFILE_FICLONE);
   }
   const stream = tar.c({ cwd: dir, portable: true, mtime: new Date(0), noPax: true, gzip: false }, [name]);
   return {

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir, readFile, writeFile, copyFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile, copyFile, symlink } from "node:fs/promises";
 import { createReadStream } from "node:fs";
 import { join } from "node:path";
 import { Store } from "../../src/store/store.js";
@@ -79,6 +79,38 @@ test("layer digests are reproducible: two builds share their base layer", async 
     one.manifest.diskLayers!.map((d) => d.ref),
   );
   assert.notEqual(two.descriptor.digest, one.descriptor.digest);
+});
+
+test("disks given as symlinks are packed as the files they point to: the same layers", async (t) => {
+  const a = demoAssets();
+  const dir = await tempDir(t);
+  const store = await Store.open(join(dir, "s"));
+  await symlink(a.base, join(dir, "base.qcow2"));
+  await symlink(a.diff, join(dir, "diff.qcow2"));
+  const direct = await build(
+    store,
+    {
+      name: "demo/vm",
+      version: "1",
+      kernel: { path: a.kernel },
+      disks: [{ path: a.base }, { path: a.diff }],
+    },
+    "demo/vm:1",
+  );
+  const linked = await build(
+    store,
+    {
+      name: "demo/vm",
+      version: "1",
+      kernel: { path: a.kernel },
+      disks: [{ path: join(dir, "base.qcow2") }, { path: join(dir, "diff.qcow2") }],
+    },
+    "demo/vm:links",
+  );
+  assert.deepEqual(
+    linked.manifest.diskLayers!.map((d) => d.ref),
+    direct.manifest.diskLayers!.map((d) => d.ref),
+  );
 });
 
 test("bad disks are refused with the disk named, and nothing is tagged", async (t) => {
