@@ -27,4 +27,11 @@ export async function main(argv: string[]): Promise<void> {
   }
 }
 
+// A reader that stops early (`ovm ls | head`) closes the pipe: that ends the output, it is no
+// failure, so leave quietly as other command-line tools do instead of crashing on EPIPE.
+process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+  if (e.code === "EPIPE") process.exit(0);
+  throw e;
+});
+
 await main(process.argv);

@@ -1,12 +1,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { program } from "../../src/cli/program.js";
 import { SOCKET_DEFAULTS, resolveSocketPath, storeSocketPath } from "../../src/api/paths.js";
-import { demoAssets, ovm, ovmJson, tempDir } from "../helpers.js";
+import { OVM, demoAssets, ovm, ovmJson, tempDir } from "../helpers.js";
 
 // What `ovm` says about what was typed, without a daemon (issue 14, items 9, 10 and 11).
 
@@ -258,4 +259,20 @@ test("--json documents about artifacts and the store use camelCase names (rfc §
   for (const doc of docs)
     for (const k of keysOf(doc, ["manifest", "oci"]))
       assert.match(k, /^[a-z][a-zA-Z0-9]*$/, `${k} in ${JSON.stringify(doc).slice(0, 200)}`);
+});
+
+test("a reader that stops early (ovm … --help | head -1) ends ovm quietly, exit 0, no EPIPE crash", async () => {
+  // `head -1` exits after one line; a long help is still being written into the closed pipe.
+  const r = spawnSync(
+    "bash",
+    [
+      "-c",
+      `set -o pipefail; for i in 1 2 3 4 5; do "${process.execPath}" "${OVM}" convert --help | head -1 >/dev/null || exit $?; done`,
+    ],
+    {
+      encoding: "utf8",
+    },
+  );
+  assert.equal(r.stderr, "");
+  assert.equal(r.status, 0);
 });
