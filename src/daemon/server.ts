@@ -15,6 +15,11 @@ import { Contract } from "./contract.js";
 import { Controller, type PullFn } from "./controller.js";
 import { createLogger, type LogLevel, type Logger } from "./log.js";
 import { requestHandler, routes } from "./routes.js";
+import { ArtifactCatalog } from "./console/artifact-catalog.js";
+import { consoleRoutes } from "./console/console-routes.js";
+import { consoleHandler } from "./console/console-handler.js";
+import { consoleUpgrade } from "./console/serial-socket.js";
+import { randomBytes } from "node:crypto";
 
 /** ServeOptions are ovmd's flags (and what an embedding program may hand in instead). */
 export interface ServeOptions {
@@ -43,6 +48,14 @@ export interface ServeOptions {
   listen?: string;
   /** token every TCP request must carry as `Authorization: Bearer <token>` (default: OVMD_TOKEN). */
   token?: string;
+  /**
+   * http is `HOST:PORT` of the web console's TCP listener: the console's page and files, and
+   * the API it calls (token required). Without a token one is made and kept in
+   * `<stateDir>/http-token` (mode 0600).
+   */
+  http?: string;
+  /** benchResults is the folder whose newest results the console's benchmark page draws (default: the package's bench/results). */
+  benchResults?: string;
   logLevel?: LogLevel;
   log?: Logger;
   /** runtime replaces the QEMU runtime (embedding, tests). */
@@ -59,6 +72,10 @@ export interface Daemon {
   socketPath: string;
   /** tcp is `host:port` of the TCP listener, when there is one. */
   tcp?: string;
+  /** http is `host:port` of the web console's listener, when there is one. */
+  http?: string;
+  /** httpTokenFile is where a token made for the web console was written (none when one was given). */
+  httpTokenFile?: string;
   storeDir: string;
   stateDir: string;
   /** close stops listening, detaches from the instances (they keep running) and removes the socket. */
@@ -82,6 +99,12 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
       "--listen needs a token (--token T or OVMD_TOKEN): a TCP listener is never open without one",
     );
   const tcpAddr = opts.listen ? parseHostPort(opts.listen) : undefined;
+  const httpAddr = opts.http ? parseHostPort(opts.http, "--http") : undefined;
+  if (tcpAddr && httpAddr && tcpAddr.port === httpAddr.port && httpAddr.port !== 0)
+    throw new OvmsError(
+      "USAGE",
+      `--listen ${opts.listen} and --http ${opts.http}: one port; --http serves the API too, so drop --listen or give it another port`,
+    );
   const gid = opts.group ? groupId(opts.group) : undefined;
   // A policy that cannot be read stops the daemon: it never falls back to "no policy".
   const policyFile = opts.policy ?? process.env.OVM_POLICY;
@@ -96,6 +119,19 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
   if (!opts.stateDir) {
     await writeFile(join(stateDir, "store-path"), resolve(storeDir));
     await pruneStateDirs(dirname(stateDir)).catch(() => undefined);
+  }
+
+  let httpToken = token;
+  let httpTokenFile: string | undefined;
+  if (httpAddr && !httpToken) {
+    // A TCP listener never opens without a token: one is made, readable by the daemon's user only.
+    // The same one across restarts, so open consoles keep working.
+    httpTokenFile = join(stateDir, "http-token");
+    httpToken = (await readFile(httpTokenFile, "utf8").catch(() => "")).trim();
+    if (!httpToken) {
+      httpToken = randomBytes(24).toString("base64url");
+      await writeFile(httpTokenFile, `${httpToken}\n`, { mode: 0o600 });
+    }
   }
 
   const cleanups: (() => Promise<void>)[] = [releasePid];
@@ -121,11 +157,13 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
       ...(opts.warmPools ? { warmPools: opts.warmPools } : {}),
       ...(policy ? { policy } : {}),
     });
-    const table = routes(controller);
+    const table = { ...routes(controller), ...consoleRoutes(rt, new ArtifactCatalog(store, policy)) };
+    const upgrade = (tok?: string) => consoleUpgrade({ contract, runtime: rt, log, ...(tok ? { token: tok } : {}) });
 
     const socketPath = resolveSocketPath(opts.socket);
     await clearStaleSocket(socketPath);
     const unix = createServer(requestHandler(contract, table, log));
+    unix.on("upgrade", upgrade());
     tune(unix);
     await listenUnix(unix, socketPath, gid);
     cleanups.push(async () => {
@@ -142,6 +180,7 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
     let tcp: string | undefined;
     if (tcpAddr) {
       const server = createServer(requestHandler(contract, table, log, { token }));
+      server.on("upgrade", upgrade(token));
       tune(server);
       await new Promise<void>((resolve, reject) => {
         server.once("error", (e) =>
@@ -153,6 +192,20 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
       tcp = `${a.address.includes(":") ? `[${a.address}]` : a.address}:${a.port}`;
       cleanups.push(() => closeServer(server));
       log.info("listening on TCP (bearer token required)", { address: tcp });
+    }
+
+    let http: string | undefined;
+    if (httpAddr) {
+      const api = requestHandler(contract, table, log, { token: httpToken });
+      const server = createServer(consoleHandler({ api, token: httpToken!, log, benchDir: opts.benchResults }));
+      server.on("upgrade", upgrade(httpToken));
+      tune(server);
+      http = await listenTcp(server, httpAddr, `--http ${opts.http}`);
+      cleanups.push(() => closeServer(server));
+      log.info("web console", {
+        url: `http://${http}/`,
+        token: httpTokenFile ? `in ${httpTokenFile}` : "the one given with --token or OVMD_TOKEN",
+      });
     }
 
     let resolveClosed!: () => void;
@@ -178,7 +231,16 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
       process.on("SIGTERM", onSignal);
       process.on("SIGINT", onSignal);
     }
-    return { socketPath, ...(tcp ? { tcp } : {}), storeDir, stateDir, close, closed };
+    return {
+      socketPath,
+      ...(tcp ? { tcp } : {}),
+      ...(http ? { http } : {}),
+      ...(httpTokenFile ? { httpTokenFile } : {}),
+      storeDir,
+      stateDir,
+      close,
+      closed,
+    };
   } catch (e) {
     await cleanup();
     throw e;
@@ -303,11 +365,21 @@ function isDaemon(pid: number): boolean {
   }
 }
 
-function parseHostPort(s: string): { host: string; port: number } {
+/** listenTcp binds a TCP listener and answers its address as `host:port` (`[v6]:port`). */
+async function listenTcp(server: Server, at: { host: string; port: number }, flag: string): Promise<string> {
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (e) => reject(new OvmsError("USAGE", `${flag}: ${e.message}`, { cause: e })));
+    server.listen(at.port, at.host, () => resolve());
+  });
+  const a = server.address() as { address: string; port: number };
+  return `${a.address.includes(":") ? `[${a.address}]` : a.address}:${a.port}`;
+}
+
+function parseHostPort(s: string, flag = "--listen"): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(s);
-  if (!m) throw new OvmsError("USAGE", `--listen ${s}: expected HOST:PORT (e.g. 127.0.0.1:7070)`);
+  if (!m) throw new OvmsError("USAGE", `${flag} ${s}: expected HOST:PORT (e.g. 127.0.0.1:7070)`);
   const port = Number(m[3]);
-  if (port > 65535) throw new OvmsError("USAGE", `--listen ${s}: port out of range`);
+  if (port > 65535) throw new OvmsError("USAGE", `${flag} ${s}: port out of range`);
   return { host: m[1] ?? (m[2] || "127.0.0.1"), port };
 }
 

@@ -14,6 +14,12 @@ export interface QemuConfig {
   /** The per-instance overlay (qcow2) on top of the artifact's disk chain. */
   disk?: string;
   serialLog: string;
+  /**
+   * serialSocket gives the serial console an input: QEMU listens on this UNIX socket and
+   * writes everything the guest prints to `serialLog` too (the chardev's `logfile`), whether
+   * or not anyone is connected (serial-console.ts). Without it the console is output only.
+   */
+  serialSocket?: string;
   qmpSocket: string;
   /** File backing guest RAM (on tmpfs), so a snapshot can keep memory out of the migration stream. */
   ramFile: string;
@@ -70,7 +76,14 @@ export function qemuArgv(c: QemuConfig): string[] {
   a.push("-kernel", c.kernel);
   if (c.initrd) a.push("-initrd", c.initrd);
   a.push("-append", c.cmdline);
-  a.push("-chardev", `file,id=serial0,path=${c.serialLog}`, "-serial", "chardev:serial0");
+  a.push(
+    "-chardev",
+    c.serialSocket
+      ? `socket,id=serial0,path=${c.serialSocket},server=on,wait=off,logfile=${c.serialLog}`
+      : `file,id=serial0,path=${c.serialLog}`,
+    "-serial",
+    "chardev:serial0",
+  );
   // SeaBIOS (q35) would otherwise print its own escape codes on the guest's serial console.
   if (c.machine === "q35") a.push("-fw_cfg", "name=etc/sercon-port,string=0");
   if (c.disk) {
