@@ -2,15 +2,18 @@
  * The demo (`npm run demo`): the main job of OVMS on the embedded default artifact, with the
  * real `ovm` CLI: build the demo VM → validate and inspect → push to a local registry →
  * pull into a fresh store → run it (the guest proves it booted from the layered disk) →
- * snapshot it → push/pull the snapshot → restore it (the guest's counter goes on) → stop,
- * and a timing summary. Everything runs in a temp folder that is removed at the end.
+ * snapshot it → push/pull the snapshot → restore it (the guest's counter goes on) → stop;
+ * then the container path: a busybox image built here is pushed to the registry, converted
+ * into a VM (`ovm convert`) and run like `docker run` (its output, its exit status, a command
+ * override); and a timing summary. Everything runs in a temp folder that is removed at the end.
  */
-import { execFileSync, spawn } from "node:child_process";
+import { execFile, execFileSync, spawn } from "node:child_process";
 import { chmod, mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startRegistry, type RegistryServer } from "../test/registry-server.js";
+import { baseLayer, topLayer, writeImageLayout } from "../test/convert/image-fixture.js";
 import { DEMO_CMDLINE } from "./demo-guest.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -25,8 +28,12 @@ const CMDLINE = DEMO_CMDLINE;
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 const timings: [string, number][] = [];
 
-/** ovm runs one CLI command as a user would, echoing it, and returns its stdout. */
-function ovm(args: string[], env: Record<string, string>, opts: { show?: boolean } = {}): Promise<string> {
+/** ovm runs one CLI command as a user would, echoing it, and returns its stdout (`status`: any exit is fine). */
+function ovm(
+  args: string[],
+  env: Record<string, string>,
+  opts: { show?: boolean; status?: (code: number | null) => void } = {},
+): Promise<string> {
   const shown = `ovm ${args.map((a) => (/\s/.test(a) ? JSON.stringify(a) : a)).join(" ")}`;
   process.stdout.write(`\n$ ${bold(shown)}\n`);
   return new Promise((resolve, reject) => {
@@ -44,10 +51,21 @@ function ovm(args: string[], env: Record<string, string>, opts: { show?: boolean
       err += d.toString();
       if (opts.show !== false) process.stderr.write(d);
     });
-    child.on("exit", (code) =>
-      code === 0 ? resolve(out) : reject(new Error(`${shown} exited ${code}: ${err.trim()}`)),
-    );
+    child.on("exit", (code) => {
+      opts.status?.(code);
+      if (code === 0 || opts.status) resolve(out);
+      else reject(new Error(`${shown} exited ${code}: ${err.trim()}`));
+    });
   });
+}
+
+/** exec runs a host tool and resolves with its stdout. */
+function exec(cmd: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile(cmd, args, (e, out, err) =>
+      e ? reject(new Error(`${cmd}: ${err || e.message}`)) : resolve(out),
+    ),
+  );
 }
 
 async function step<T>(title: string, fn: () => Promise<T>): Promise<T> {
@@ -201,6 +219,63 @@ async function main(): Promise<void> {
     );
     await ovm(["stop", restored], user);
     await ovm(["ps", "-a"], user);
+
+    // The container path: an OCI image (busybox in two layers, the second whiting out a file
+    // of the first) pushed to the registry, converted to a VM and run like `docker run`.
+    const image = `${registry.host}/demo/app:1.0`;
+    await step(
+      "build a container image (busybox, two layers, a whiteout) and push it with skopeo",
+      async () => {
+        const layout = join(dir, "app-image");
+        await writeImageLayout(layout, "1.0", [baseLayer(), topLayer()], {
+          Env: ["PATH=/bin", "GREETING=hello from a container image"],
+          Cmd: [
+            "sh",
+            "-c",
+            'echo "$GREETING, running as $(id -un) in $(pwd)"; test -e /etc/removed || echo "/etc/removed is whited out"; exit 3',
+          ],
+          WorkingDir: "/home/app",
+          User: "app",
+          ExposedPorts: { "8080/tcp": {} },
+        });
+        await exec("skopeo", [
+          "copy",
+          "-q",
+          "--dest-tls-verify=false",
+          `oci:${layout}:1.0`,
+          `docker://${image}`,
+        ]);
+        process.stdout.write(`  pushed ${image}\n`);
+      },
+    );
+    await step("convert the image into a VM (ext4 root, generic kernel, OVMS-Init)", () =>
+      ovm(["convert", image, "-t", "demo/app:vm"], user),
+    );
+    await step("inspect it: entrypoint, cmd, env, user, exposed ports", () =>
+      ovm(["inspect", "demo/app:vm"], user),
+    );
+    let code: number | null = null;
+    await step("run it like docker run: the program's output, and its exit status as ovm's", () =>
+      ovm(["run", "--rm", "demo/app:vm"], user, { status: (c) => (code = c) }),
+    );
+    process.stdout.write(`  ovm run exited with status ${code} (the program's exit 3)\n`);
+    if (code !== 3) throw new Error(`ovm run exited ${code}, want the program's 3`);
+    await step("override the command and the environment", () =>
+      ovm(
+        [
+          "run",
+          "--rm",
+          "-e",
+          "NAME=demo",
+          "demo/app:vm",
+          "--",
+          "sh",
+          "-c",
+          "echo hello $NAME from $(hostname)",
+        ],
+        user,
+      ),
+    );
   } finally {
     await registry?.stop().catch(() => undefined);
     // The daemon `ovm run` started serves only this demo's temp store: stop it (SIGTERM).

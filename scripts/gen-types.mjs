@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Derives TypeScript types from the documents that define them, so the types cannot drift:
 //   schemas/manifest.v1.json                 → src/core/manifest.generated.ts (the OVMS manifest)
+//   schemas/bootstrap.v1.json                → src/core/bootstrap.generated.ts (a containerMode bootstrap config)
 //   spec/api/ovms-runtime.openapi.yaml       → src/api/types.generated.ts (the runtime API's wire shapes)
 // `--check` exits 1 when a committed file is stale (the test suite runs it).
 import { readFile, writeFile } from "node:fs/promises";
@@ -16,6 +17,17 @@ async function manifestTypes() {
   return compile(schema, "OvmsManifest", {
     bannerComment:
       "/* Generated from schemas/manifest.v1.json by scripts/gen-types.mjs. Do not edit. */",
+    additionalProperties: false,
+    unreachableDefinitions: false,
+    style,
+  });
+}
+
+async function bootstrapTypes() {
+  const schema = JSON.parse(await readFile(`${root}schemas/bootstrap.v1.json`, "utf8"));
+  return compile(schema, "BootstrapConfig", {
+    bannerComment:
+      "/* Generated from schemas/bootstrap.v1.json by scripts/gen-types.mjs. Do not edit. */",
     additionalProperties: false,
     unreachableDefinitions: false,
     style,
@@ -66,6 +78,7 @@ async function apiTypes() {
 
 const outputs = [
   [`${root}src/core/manifest.generated.ts`, manifestTypes],
+  [`${root}src/core/bootstrap.generated.ts`, bootstrapTypes],
   [`${root}src/api/types.generated.ts`, apiTypes],
 ];
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need, idempotently: Debian packages (apt-get), npm
-# packages (npm ci), and the demo VM's parts (scripts/demo-assets.sh). Safe to run again:
+# packages (npm ci), the demo VM's parts (scripts/demo-assets.sh) and the generic guest of
+# converted container images (scripts/ovms-init/build.sh). Safe to run again:
 # each step checks first and does nothing when its work is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,10 @@ declare -A PKG=(
   [lz4]=lz4
   [mkfs.ext4]=e2fsprogs
   [debugfs]=e2fsprogs
+  [mke2fs]=e2fsprogs
+  [e2fsck]=e2fsprogs
+  [zstd]=zstd
+  [xz]=xz-utils
   [htpasswd]=apache2-utils
   [curl]=curl
   # ovmd confines each QEMU in namespaces as an unprivileged user (rfc §8.4).
@@ -47,3 +52,5 @@ fi
 
 # The demo VM's parts (kernel, initrd, disks), built once into .cache/.
 bash scripts/demo-assets.sh >/dev/null
+# The generic kernel and OVMS-Init initrd that `ovm convert` adds to container images.
+bash scripts/ovms-init/build.sh >/dev/null

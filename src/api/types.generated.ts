@@ -204,6 +204,22 @@ export interface StartOverrides {
    * The boot watchdog (RFC §6.5): how long the console of a booting guest may stay silent before the instance is `stalled`; 0 turns the watchdog off for this instance (for a guest that is silent on purpose while it boots). Default chosen by the runtime (ovmd: `--boot-timeout`, 60 s). Not used for a restore.
    */
   boot_timeout_ms?: number;
+  /**
+   * The runtime adapter to run the instance with (`qemu` for the reference runtime). A runtime that is not this one is refused with `501 NOT_IMPLEMENTED`. Without it, the artifact's `runtimeHints.preferredRuntime` is honoured: when it names runtimes and none of them (nor `generic`) is this one, the start is refused the same way.
+   */
+  runtime?: string;
+  /**
+   * containerMode artifacts only (rfc §6.7): the command, replacing the image's cmd (it follows the image's entrypoint, as with `docker run IMAGE ARGS`). Refused for other artifacts and for a RAM snapshot restore.
+   *
+   * @maxItems 1024
+   */
+  args?: string[];
+  /**
+   * containerMode artifacts only (rfc §6.7): `NAME=VALUE` entries that replace or add names in the image's environment.
+   *
+   * @maxItems 1024
+   */
+  env?: string[];
 }
 export interface StartRequest {
   /**
@@ -429,6 +445,10 @@ export interface InstanceInfo {
    * Exit status of the VMM process, when it exited on its own with one.
    */
   exit_code?: number;
+  /**
+   * containerMode artifacts (rfc §6.7): the exit status of the image's program as the guest's OVMS-Init reported it (128 + N when a signal N ended it; 125 when OVMS-Init itself failed, 126 when the program could not run, 127 when it was not found). Absent while it runs, and when the guest ended without a report (then `state` is `failed` unless a stop was asked for).
+   */
+  program_exit_code?: number;
   metrics: Metrics;
   /**
    * The artifact's `runtimeHints.coldStartTargetMs`.
@@ -473,7 +493,7 @@ export interface ArtifactLayer {
   /**
    * What the layer is to the VM.
    */
-  role: "kernel" | "initrd" | "disk" | "ramsnap" | "other";
+  role: "kernel" | "initrd" | "disk" | "ramsnap" | "bootstrap" | "other";
   media_type: string;
   digest: Digest;
   /**

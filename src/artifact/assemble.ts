@@ -30,6 +30,7 @@ export function ociManifestFor(
   layers: Descriptor[],
   ovms: OvmsManifest,
   subject?: Descriptor,
+  extra: Record<string, string> = {},
 ): ImageManifest {
   const m: ImageManifest = {
     schemaVersion: 2,
@@ -41,7 +42,7 @@ export function ociManifestFor(
   if (subject) m.subject = { mediaType: subject.mediaType, digest: subject.digest, size: subject.size };
   const annotations: Record<string, string> = { "ovms.name": ovms.name, [Annotation.Version]: ovms.version };
   if (ovms.metadata?.created) annotations[Annotation.Created] = ovms.metadata.created;
-  m.annotations = annotations;
+  m.annotations = { ...annotations, ...extra };
   return m;
 }
 
@@ -49,7 +50,7 @@ export function ociManifestFor(
 export interface ArtifactPart {
   role: LayerRole;
   ref: Digest;
-  /** Where the manifest names it: kernel, initrd, diskLayers[i] or ramSnapshot. */
+  /** Where the manifest names it: kernel, initrd, diskLayers[i], bootstrap or ramSnapshot. */
   path: string;
   /** For a disk layer: its place in the chain and its image format. */
   index?: number;
@@ -63,6 +64,7 @@ export function artifactParts(m: OvmsManifest): ArtifactPart[] {
   (m.diskLayers ?? []).forEach((d, index) =>
     parts.push({ role: "disk", ref: d.ref as Digest, path: `diskLayers[${index}]`, index, format: d.format }),
   );
+  if (m.bootstrap) parts.push({ role: "bootstrap", ref: m.bootstrap.ref as Digest, path: "bootstrap" });
   if (m.ramSnapshot) parts.push({ role: "ramsnap", ref: m.ramSnapshot.ref as Digest, path: "ramSnapshot" });
   return parts;
 }
@@ -84,6 +86,8 @@ export interface AssembleOptions {
   config?: Buffer;
   /** subject is the manifest a snapshot is of (rfc §3.5). */
   subject?: Descriptor;
+  /** annotations are added to the OCI manifest's (a converted image's base digest and name, rfc §3.4). */
+  annotations?: Record<string, string>;
 }
 
 /** Assembled is an artifact written to the store, not yet named. */
@@ -118,7 +122,7 @@ export async function assembleArtifact(
   }
   const bytes = opts.config ?? Buffer.from(JSON.stringify(manifest, null, 2));
   const config = { digest: sha256(bytes), size: bytes.length };
-  const oci = ociManifestFor(config, layers, manifest, opts.subject);
+  const oci = ociManifestFor(config, layers, manifest, opts.subject, opts.annotations);
   validateArtifact(oci, manifest, opts.what);
   await store.putBlob(bytes, config.digest);
   const descriptor = await store.putManifest(oci);

@@ -11,16 +11,28 @@ const PACKAGE_OF: Record<string, string> = {
 
 /**
  * run executes a host tool and returns its stdout. A missing tool becomes TOOL_MISSING naming
- * the package to install; a failing one becomes TOOL_FAILED with its stderr.
+ * the package to install; a failing one becomes TOOL_FAILED with its stderr; `signal` kills it
+ * (CANCELLED).
  */
-export function run(cmd: string, args: string[], opts: { timeoutMs?: number } = {}): Promise<string> {
+export function run(
+  cmd: string,
+  args: string[],
+  opts: { timeoutMs?: number; signal?: AbortSignal } = {},
+): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(
       cmd,
       args,
-      { maxBuffer: 64 << 20, timeout: opts.timeoutMs ?? 120_000 },
+      {
+        maxBuffer: 64 << 20,
+        timeout: opts.timeoutMs ?? 120_000,
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      },
       (err, stdout, stderr) => {
         if (!err) return resolve(stdout);
+        // Stopped on purpose (Ctrl-C): the tool was killed, which is not its failure.
+        if (opts.signal?.aborted)
+          return reject(new OvmsError("CANCELLED", `${cmd}: cancelled`, { cause: opts.signal.reason }));
         if ((err as NodeJS.ErrnoException).code === "ENOENT") {
           const pkg = PACKAGE_OF[cmd];
           return reject(

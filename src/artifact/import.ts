@@ -18,7 +18,12 @@ export interface ImportOptions {
 }
 
 /** The titles an imported OVMS manifest's layers get: the file names they had are not known. */
-const IMPORTED_TITLE = { kernel: "kernel", initrd: "initrd", ramsnap: "ramsnap.lz4" } as const;
+const IMPORTED_TITLE = {
+  kernel: "kernel",
+  initrd: "initrd",
+  bootstrap: "bootstrap.json",
+  ramsnap: "ramsnap.lz4",
+} as const;
 
 /**
  * importPath brings the artifact a host path names into the store and returns it validated:

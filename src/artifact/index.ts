@@ -11,3 +11,4 @@ export * from "./prepare.js";
 export * from "./resolve.js";
 export * from "./snapshot.js";
 export * from "./ramsnap.js";
+export * from "./convert/index.js";

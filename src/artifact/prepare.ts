@@ -12,6 +12,8 @@ import { unpackDiskLayer } from "./disk-layer.js";
 import { imageInfo, rebaseUnsafe } from "./qemu-img.js";
 import { checkDiskImage } from "./qcow2-header.js";
 import { preloadRamsnap, readRamsnapHeader, type RamsnapMetadata } from "./ramsnap.js";
+import type { BootstrapConfig } from "../core/bootstrap.js";
+import { readBootstrap } from "./convert/bootstrap.js";
 
 /**
  * PreparedArtifact is an artifact made ready to boot by artifact/prepare: verified, with
@@ -25,6 +27,8 @@ export interface PreparedArtifact {
   initrdPath?: string;
   /** The unpacked, read-only disk chain, base first; the last one is what an overlay sits on. */
   disks: { path: string; format: "qcow2" | "raw"; ref: Digest }[];
+  /** For a containerMode artifact: its bootstrap config, checked (rfc §2.5). */
+  bootstrap?: BootstrapConfig;
   /** For a snapshot artifact: the preloaded memory and device state, and the blob's metadata. */
   ramSnapshot?: { memoryFile: string; deviceStateFile: string; metadata: RamsnapMetadata; digest: Digest };
 }
@@ -167,6 +171,11 @@ export async function prepareArtifact(
     disks,
   };
   if (initrdPath) out.initrdPath = initrdPath;
+  if (m.bootstrap) {
+    const ref = m.bootstrap.ref as Digest;
+    const path = await cache.verifyBlob(store, ref, layerSize.get(ref)!);
+    out.bootstrap = await readBootstrap(path, a.reference);
+  }
   if (m.ramSnapshot) out.ramSnapshot = await preloadSnapshot(store, a, { ...opts, cache });
   return out;
 }

@@ -61,7 +61,15 @@ export function readTarHeader(block: Buffer): TarHeader | undefined {
  * any byte, newlines included.
  */
 export function parsePaxRecords(body: Buffer): Map<string, string> {
-  const out = new Map<string, string>();
+  return new Map([...parsePaxRecordsRaw(body)].map(([k, v]) => [k, v.toString("utf8")]));
+}
+
+/**
+ * parsePaxRecordsRaw is parsePaxRecords with each value as the bytes it holds: the values of
+ * `SCHILY.xattr.*` records (extended attributes such as security.capability) are binary.
+ */
+export function parsePaxRecordsRaw(body: Buffer): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
   let at = 0;
   // A body is padded with NULs to the block; records stop at the first one.
   while (at < body.length && body[at] !== 0) {
@@ -72,7 +80,7 @@ export function parsePaxRecords(body: Buffer): Map<string, string> {
     const record = body.subarray(space + 1, at + len);
     const eq = record.indexOf(0x3d);
     if (eq <= 0 || record[record.length - 1] !== 0x0a) throw invalid(`malformed pax record at byte ${at}`);
-    out.set(record.toString("utf8", 0, eq), record.toString("utf8", eq + 1, record.length - 1));
+    out.set(record.toString("utf8", 0, eq), Buffer.from(record.subarray(eq + 1, record.length - 1)));
     at += len;
   }
   return out;

@@ -21,6 +21,7 @@ import { register as registerServe } from "./commands/serve.js";
 import { register as registerKey } from "./commands/key.js";
 import { register as registerSign } from "./commands/sign.js";
 import { register as registerConformance } from "./commands/conformance.js";
+import { register as registerConvert } from "./commands/convert.js";
 import { VERSION } from "../version.js";
 
 /** program builds the `ovm` command tree. */
@@ -56,6 +57,7 @@ export function program(): Command {
   registerSnapshot(p);
   registerKey(p);
   registerSign(p);
+  registerConvert(p);
   registerServe(p);
   registerConformance(p);
   return p;

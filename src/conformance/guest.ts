@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -7,7 +8,7 @@ import { OvmsError } from "../core/errors.js";
  * The suite's contract with the guest it boots. The runtime suite judges a runtime partly by
  * what the guest sees (the disk chain, injected bytes, the ACPI power button, a counter that a
  * restore must continue), so the guest must print fixed markers on its serial console. The demo
- * guest's /init (scripts/guest/init, built into .cache/demo-assets by scripts/demo-assets.sh)
+ * guest's /init (scripts/guest/init, built into .cache/demo-assets-HASH by scripts/demo-assets.sh)
  * does; a custom initrd given with --initrd must implement the same protocol (docs/conformance.md).
  */
 
@@ -59,15 +60,40 @@ export interface GuestAssets {
   diff: string;
 }
 
-/** DEMO_ASSETS is where scripts/demo-assets.sh puts the demo guest's parts in a checkout. */
-export const DEMO_ASSETS = fileURLToPath(new URL("../../../.cache/demo-assets", import.meta.url));
+/** DEMO_SCRIPT builds the demo guest's parts in a checkout (once) and prints their folder last. */
+const DEMO_SCRIPT = fileURLToPath(new URL("../../../scripts/demo-assets.sh", import.meta.url));
+
+/**
+ * demoAssetsDir asks scripts/demo-assets.sh for the demo guest's folder: the folder's name
+ * carries the hash of the guest's recipe, so only the script knows it. The script builds the
+ * parts when they are missing and returns at once when they are in place.
+ */
+function demoAssetsDir(): string {
+  if (!existsSync(DEMO_SCRIPT)) {
+    throw new OvmsError(
+      "FILE_NOT_FOUND",
+      `no demo guest here (${DEMO_SCRIPT} is missing): pass --assets DIR with vmlinuz, initrd.img, base.qcow2 and diff.qcow2`,
+    );
+  }
+  let out: string;
+  try {
+    out = execFileSync("bash", [DEMO_SCRIPT], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  } catch (e) {
+    const stderr = String((e as { stderr?: unknown }).stderr ?? "").trim();
+    throw new OvmsError(
+      "FILE_NOT_FOUND",
+      `could not build the demo guest with ${DEMO_SCRIPT}${stderr ? `: ${stderr.split("\n").pop()}` : ""}; pass --assets DIR instead`,
+    );
+  }
+  return out.trim().split("\n").pop() ?? "";
+}
 
 /**
  * guestAssets names the parts in `dir` (default the demo assets), with `kernel`/`initrd`
  * replaced when given, and says what is missing.
  */
 export function guestAssets(opts: { dir?: string; kernel?: string; initrd?: string } = {}): GuestAssets {
-  const dir = opts.dir ?? DEMO_ASSETS;
+  const dir = opts.dir ?? demoAssetsDir();
   const a: GuestAssets = {
     kernel: opts.kernel ?? join(dir, "vmlinuz"),
     initrd: opts.initrd ?? join(dir, "initrd.img"),

@@ -70,6 +70,8 @@ export type ErrorCode =
   | "DISK_INVALID"
   | "RAMSNAP_INVALID"
   | "STORE_CORRUPT"
+  // Converting container images and runtime-spec `vm` configs (ovm convert).
+  | "IMAGE_UNSUPPORTED"
   // Signatures and keys.
   | "KEY_INVALID"
   | "SIGNATURE_INVALID"
@@ -85,6 +87,7 @@ export type ErrorCode =
   | "NO_MATCHING_PLATFORM"
   | "TLS_ERROR"
   // The runtime and the VMM.
+  | "RUNTIME_NOT_INSTALLED"
   | "START_FAILED"
   | "RESTORE_FAILED"
   | "SNAPSHOT_FAILED"
@@ -180,6 +183,9 @@ export const ERRORS: Readonly<Record<ErrorCode, ErrorSpec>> = {
   DISK_INVALID: row("MANIFEST_INVALID"),
   RAMSNAP_INVALID: row("MANIFEST_INVALID"),
   STORE_CORRUPT: row("INTERNAL"),
+  // What a source is cannot become a VM here: another architecture, no layers, a layer or a
+  // filesystem this converter cannot make, a `vm` config with nothing to boot.
+  IMAGE_UNSUPPORTED: row("MANIFEST_INVALID"),
 
   // A key the user named cannot be used (wrong passphrase, not a P-256 key, not a key at all).
   KEY_INVALID: row("BAD_REQUEST"),
@@ -197,6 +203,8 @@ export const ERRORS: Readonly<Record<ErrorCode, ErrorSpec>> = {
   NO_MATCHING_PLATFORM: row("ARTIFACT_NOT_FOUND"),
   TLS_ERROR: row("RUNTIME_UNAVAILABLE"),
 
+  // The runtime adapter asked for (--runtime, runtimeHints.preferredRuntime) is not the one here.
+  RUNTIME_NOT_INSTALLED: row("NOT_IMPLEMENTED"),
   START_FAILED: row("INTERNAL"),
   // A snapshot this runtime cannot load is a property of the artifact, not a daemon fault.
   RESTORE_FAILED: row("MANIFEST_INVALID"),

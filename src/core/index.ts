@@ -5,6 +5,7 @@ export * from "./reference.js";
 export * from "./media-types.js";
 export * from "./oci.js";
 export * from "./validate.js";
+export * from "./bootstrap.js";
 export type {
   OvmsManifest,
   Kernel,

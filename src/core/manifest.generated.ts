@@ -10,7 +10,7 @@ export type Digest = string;
 export type Size = number;
 
 /**
- * An OVMS v1 manifest: what a runtime needs to boot one virtual machine. Carried as the config blob of an OCI image manifest whose artifactType is application/vnd.ovms.manifest.v1+json. Unknown members are refused everywhere except under `extensions`, whose keys must be namespaced (reverse-DNS style, e.g. `com.example.tuning`).
+ * An OVMS v1 manifest: what a runtime needs to boot one virtual machine. Carried as the config blob of an OCI image manifest whose artifactType is application/vnd.ovms.manifest.v1+json. A container image converted to a VM sets `containerMode` and `bootstrap` (rfc §2.5). Unknown members are refused everywhere except under `extensions`, whose keys must be namespaced (reverse-DNS style, e.g. `com.example.tuning`).
  */
 export interface OvmsManifest {
   /**
@@ -36,6 +36,7 @@ export interface OvmsManifest {
    */
   diskLayers?: DiskLayer[];
   ramSnapshot?: RamSnapshot;
+  bootstrap?: BlobRef;
   /**
    * Devices the VM needs besides its disks and serial console.
    */
@@ -44,6 +45,10 @@ export interface OvmsManifest {
   resources?: Resources;
   metadata?: Metadata;
   runtimeHints?: RuntimeHints;
+  /**
+   * The artifact runs an OCI container image with the OVMS-Init profile (rfc/ovms-v0.1.md §2.5, §6.6): its disk layers hold the image's root filesystem (ext4), its initrd is OVMS-Init, and `bootstrap` names the image's bootstrap config (entrypoint, cmd, env, working folder, user, exposed ports).
+   */
+  containerMode?: boolean;
   /**
    * Vendor extensions. Keys are namespaced (reverse-DNS, at least one dot); values are free-form. Runtimes ignore keys they do not know.
    */

@@ -10,6 +10,8 @@ export const MediaType = {
   /** Disk layers are tars holding one disk image; the format is in the `ovms.format` annotation. */
   DiskLayer: "application/vnd.oci.image.layer.v1.tar",
   RamSnapshot: "application/vnd.ovms.ramsnap.v1+lz4",
+  /** The bootstrap config of a containerMode artifact (schemas/bootstrap.v1.json, rfc §2.5). */
+  Bootstrap: "application/vnd.ovms.bootstrap.config.v1+json",
   /** Signatures: a sigstore bundle (see docs/signing). */
   SigstoreBundle: "application/vnd.dev.sigstore.bundle.v0.3+json",
   OciManifest: "application/vnd.oci.image.manifest.v1+json",
@@ -20,13 +22,14 @@ export const MediaType = {
 } as const;
 
 /** LayerRole is what one OCI layer of an OVMS artifact is for (annotation `ovms.role`). */
-export type LayerRole = "kernel" | "initrd" | "disk" | "ramsnap";
+export type LayerRole = "kernel" | "initrd" | "disk" | "bootstrap" | "ramsnap";
 
 /** LayerMediaType is the media type a layer of each role travels as (rfc §3.3). */
 export const LayerMediaType: Readonly<Record<LayerRole, string>> = {
   kernel: MediaType.Kernel,
   initrd: MediaType.Initrd,
   disk: MediaType.DiskLayer,
+  bootstrap: MediaType.Bootstrap,
   ramsnap: MediaType.RamSnapshot,
 };
 
@@ -34,7 +37,7 @@ export const LayerMediaType: Readonly<Record<LayerRole, string>> = {
 export const Annotation = {
   /** Disk image format of a disk layer: qcow2 | raw. */
   Format: "ovms.format",
-  /** Role of a layer: kernel | initrd | disk | ramsnap. */
+  /** Role of a layer: kernel | initrd | disk | bootstrap | ramsnap. */
   Role: "ovms.role",
   RefName: "org.opencontainers.image.ref.name",
   Title: "org.opencontainers.image.title",
@@ -46,6 +49,10 @@ export const Annotation = {
    * made on this host (built, snapshotted, imported): what a policy's `local` rule decides on.
    */
   Origin: "ovms.origin",
+  /** BaseDigest is, on a converted artifact, the digest of the container image manifest it was made from. */
+  BaseDigest: "org.opencontainers.image.base.digest",
+  /** BaseName is, on a converted artifact, the image reference it was converted from. */
+  BaseName: "org.opencontainers.image.base.name",
 } as const;
 
 /** ManifestMediaTypes is what a client accepts when it fetches a manifest. */

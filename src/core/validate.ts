@@ -56,8 +56,8 @@ const PATTERN_WORDS: Record<string, string> = {
   "^[1-9][0-9]{0,4}(/(tcp|udp))?$": "must be a port and protocol such as 80/tcp, 53/udp or 8080",
 };
 
-/** describe turns one ajv error into a path and a reason in plain words. */
-function describe(e: ErrorObject): ValidationProblem {
+/** describeSchemaError turns one ajv error into a path and a reason in plain words. */
+export function describeSchemaError(e: ErrorObject): ValidationProblem {
   const p = e.params as Record<string, unknown>;
   switch (e.keyword) {
     case "required":
@@ -139,6 +139,7 @@ function semanticProblems(m: OvmsManifest): ValidationProblem[] {
         });
     }
   }
+  out.push(...containerModeProblems(m));
   if (m.metadata?.platform?.uefi === true) out.push({ path: UEFI_PATH, message: UEFI_MESSAGE });
   const seen = new Set<string>();
   (m.devices ?? []).forEach((d, i) => {
@@ -165,6 +166,28 @@ function semanticProblems(m: OvmsManifest): ValidationProblem[] {
   return out;
 }
 
+/**
+ * containerModeProblems checks rule S9 (rfc §2.5): a containerMode artifact has what OVMS-Init
+ * needs (its initrd, the image's root filesystem as a disk, the bootstrap config), and a
+ * bootstrap config belongs to a containerMode artifact only.
+ */
+function containerModeProblems(m: OvmsManifest): ValidationProblem[] {
+  const out: ValidationProblem[] = [];
+  if (m.containerMode === true) {
+    const why = "is required when containerMode is true (rule S9)";
+    if (!m.bootstrap) out.push({ path: "bootstrap", message: `${why}: the image's bootstrap config` });
+    if (!m.initrd) out.push({ path: "initrd", message: `${why}: the OVMS-Init initrd` });
+    if (!m.diskLayers?.length)
+      out.push({ path: "diskLayers", message: `${why}: the image's root filesystem as a disk layer` });
+  } else if (m.bootstrap) {
+    out.push({
+      path: "bootstrap",
+      message: "belongs to containerMode artifacts only (rule S9): set containerMode to true, or drop it",
+    });
+  }
+  return out;
+}
+
 const UEFI_PATH = "metadata.platform.uefi";
 const UEFI_MESSAGE = "UEFI boot is not defined in OVMS v0.1 (direct kernel boot only): NOT_IMPLEMENTED";
 
@@ -186,7 +209,9 @@ export function checkManifest(doc: unknown): ValidationProblem[] {
   if (validateSchema(doc)) return semanticProblems(doc);
   // Errors raised inside `propertyNames` carry `propertyName`; the wrapping propertyNames
   // error says the same thing in better words, so those are dropped.
-  const problems = (compiled?.errors ?? []).filter((e) => e.propertyName === undefined).map(describe);
+  const problems = (compiled?.errors ?? [])
+    .filter((e) => e.propertyName === undefined)
+    .map(describeSchemaError);
   // ajv can report one fault twice through different keywords; keep the first.
   const seen = new Set<string>();
   return problems.filter((p) => {
@@ -241,6 +266,7 @@ export function checkArtifact(oci: ImageManifest, ovms: OvmsManifest): Validatio
       });
     }
   });
+  if (ovms.bootstrap) want("bootstrap.ref", ovms.bootstrap.ref, "bootstrap", ovms.bootstrap.size);
   if (ovms.ramSnapshot) want("ramSnapshot.ref", ovms.ramSnapshot.ref, "ramsnap", ovms.ramSnapshot.size);
   return out;
 }

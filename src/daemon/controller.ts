@@ -17,6 +17,7 @@ import { PrepareCache, prepareArtifact } from "../artifact/prepare.js";
 import { resolveReference } from "../artifact/resolve.js";
 import { packSnapshot } from "../artifact/snapshot.js";
 import { TERMINAL_STATES, type Injection, type Runtime } from "../runtime/types.js";
+import { checkRuntimeChoice } from "../runtime/adapters.js";
 import type { PreparedArtifact } from "../artifact/prepare.js";
 import type {
   InstanceInfo,
@@ -106,6 +107,8 @@ export class Controller {
       ]);
     }
     const o = req.overrides ?? {};
+    // Asked for another runtime adapter: refused before anything is resolved or pulled.
+    if (o.runtime !== undefined) checkRuntimeChoice(this.runtime.name, o.runtime, undefined, req.manifest);
     const name = o.name;
     if (name !== undefined) {
       if (this.reserved.has(name)) {
@@ -126,6 +129,14 @@ export class Controller {
         );
       }
       const artifact = await this.resolveArtifact(req.manifest);
+      // runtimeHints.preferredRuntime is honoured when no runtime was asked for (rfc §2.2).
+      if (o.runtime === undefined)
+        checkRuntimeChoice(
+          this.runtime.name,
+          undefined,
+          artifact.ovms.runtimeHints?.preferredRuntime,
+          req.manifest,
+        );
       // Admission: after the artifact is resolved and verified as an artifact, before anything
       // of it is unpacked, preloaded or started.
       if (this.policy) await this.admit(req.manifest, artifact);
@@ -142,6 +153,8 @@ export class Controller {
         ...(o.ports !== undefined ? { ports: o.ports.map(fromPortRequest) } : {}),
         ...(o.mac !== undefined ? { mac: o.mac } : {}),
         ...(o.boot_timeout_ms !== undefined ? { bootTimeoutMs: o.boot_timeout_ms } : {}),
+        ...(o.args !== undefined ? { args: o.args } : {}),
+        ...(o.env !== undefined ? { env: o.env } : {}),
       });
       if (prepared.ramSnapshot) void this.warm(prepared);
       this.log.info("instance started", {

@@ -27,6 +27,7 @@ export function toInstanceInfo(runtime: string, i: Instance): InstanceInfo {
   if (i.startedAt !== undefined) out.started_at = i.startedAt;
   if (i.exitedAt !== undefined) out.exited_at = i.exitedAt;
   if (i.exitCode !== undefined) out.exit_code = i.exitCode;
+  if (i.programExitCode !== undefined) out.program_exit_code = i.programExitCode;
   if (m.bootMs !== undefined) out.metrics.boot_ms = m.bootMs;
   if (m.startMs !== undefined) out.metrics.start_ms = m.startMs;
   if (m.cpuTimeMs !== undefined) out.metrics.cpu_time_ms = m.cpuTimeMs;

@@ -1,6 +1,7 @@
 export * from "./types.js";
 export * from "./runtime-error.js";
 export * from "./lifecycle.js";
+export * from "./adapters.js";
 export * from "./instance-ref.js";
 export * from "./qemu/qmp-client.js";
 export * from "./qemu/argv.js";

@@ -59,6 +59,10 @@ export interface StartOptions {
   mac?: string;
   /** How long the console of a booting guest may stay silent before it is `stalled` (0: not watched). */
   bootTimeoutMs?: number;
+  /** containerMode only: replaces the image's cmd (arguments after its entrypoint). */
+  args?: string[];
+  /** containerMode only: NAME=VALUE entries that replace or add environment names. */
+  env?: string[];
 }
 
 /** InstanceMetrics are measured facts about an instance. */
@@ -98,6 +102,8 @@ export interface Instance {
   exitedAt?: string;
   /** The VMM's exit status, when it exited on its own with one. */
   exitCode?: number;
+  /** containerMode: the exit status of the image's program, as OVMS-Init reported it (rfc §6.7). */
+  programExitCode?: number;
   metrics: InstanceMetrics;
   /** The artifact's runtimeHints.coldStartTargetMs. */
   coldStartTargetMs?: number;

@@ -64,7 +64,7 @@ const RUNTIME_HELP = `
 Levels (rfc/ovms-v0.1.md §9): basic = Runtime-Basic; snapshot = Runtime-Basic + Runtime-Snapshot;
 secure = Runtime-Basic + Runtime-Secure; all = the three. Repeat --level or separate with commas.
 
-The suite builds its own artifacts from the demo guest (.cache/demo-assets, made by
+The suite builds its own artifacts from the demo guest (.cache/demo-assets-HASH, made by
 scripts/demo-assets.sh; --assets, --kernel and --initrd choose others that speak the same guest
 protocol, see docs/conformance.md) and hands them to the runtime as OCI layout folder paths on
 its UNIX socket, or as references to --registry (needed when driving it over TCP).
@@ -97,7 +97,7 @@ export function register(program: Command): void {
     )
     .option(
       "--assets <dir>",
-      "folder with vmlinuz, initrd.img, base.qcow2, diff.qcow2 (default: .cache/demo-assets)",
+      "folder with vmlinuz, initrd.img, base.qcow2, diff.qcow2 (default: the demo guest, built by scripts/demo-assets.sh)",
     )
     .option("--kernel <file>", "guest kernel to build the suite's artifacts with")
     .option("--initrd <file>", "guest initrd (its /init must speak the suite's guest protocol)")

@@ -3,6 +3,7 @@ import { OvmsError } from "../../core/errors.js";
 import { parseSize } from "../../core/size.js";
 import { checkMac, parsePortSpec, type PortRequest } from "../../core/ports.js";
 import type { PortRequest as WirePortRequest, StartOverrides } from "../../api/types.generated.js";
+import { RUNTIME_ADAPTERS } from "../../runtime/adapters.js";
 import { Printer, globals } from "../context.js";
 import { positiveInt } from "./copy.js";
 import { addSocketOption, ensureDaemon, manifestArg } from "./daemon-client.js";
@@ -13,7 +14,9 @@ import { portsText } from "./ps.js";
  * background when none answers). In the foreground the serial console is streamed to stdout,
  * Ctrl-C stops the instance (twice: at once), and the command ends when the instance does;
  * with -d only the instance id is printed. `-p` publishes guest ports on the host (the ports
- * it got go to stderr), `--network` picks the NIC's mode.
+ * it got go to stderr), `--network` picks the NIC's mode. A container image converted with
+ * `ovm convert` runs like `docker run`: its program's output, its exit status as ours,
+ * `-- CMD ARGS` and `-e NAME=VALUE` overrides, `--rm` to remove the instance afterwards.
  */
 export function register(program: Command): void {
   const cmd = program
@@ -22,6 +25,10 @@ export function register(program: Command): void {
       "run an artifact (store or registry reference, OCI layout folder, .tar of one, or manifest.json)",
     )
     .argument("<ref>", "what to run")
+    .argument(
+      "[command...]",
+      "a converted container image only: the command to run instead of the image's cmd (after --)",
+    )
     .option("--name <name>", "instance name (default: generated)")
     .option("-d, --detach", "start in the background and print the instance id")
     .option("--memory <size>", "guest memory, e.g. 512M (default: the artifact's)")
@@ -55,14 +62,29 @@ export function register(program: Command): void {
       "--mac-address <mac>",
       "the NIC's MAC address (default: a fresh one; a restore keeps the snapshot's)",
     )
+    .option(
+      "-e, --env <NAME=VALUE>",
+      "a converted container image only: set an environment variable (repeatable; NAME alone takes it from here)",
+      (v: string, all: string[] = []) => [...all, v],
+    )
+    .option("--rm", "remove the instance once it has ended")
+    .option(
+      "--runtime <name>",
+      `the runtime adapter (${RUNTIME_ADAPTERS.join(", ")}; default: the artifact's runtimeHints.preferredRuntime, else the daemon's)`,
+    )
     .addHelpText(
       "after",
       `
 Examples:
+  ovm run example/vm:1.0                        boot a VM, its console on stdout (Ctrl-C stops it)
+  ovm run -d --name web --memory 512M example/vm:1.0
   ovm run -d --name web -p 8080:80 example/vm:1.0     # guest port 80 on 127.0.0.1:8080
   curl http://127.0.0.1:8080/
   ovm run -d -p 80 --network restricted example/vm:fast  # a free host port, no outbound access
   ovm ps                                               # PORTS shows what each instance got
+  ovm convert docker://127.0.0.1:5000/tools/busybox:1.36 -t tools/busybox:vm
+  ovm run --rm -e GREETING=hi tools/busybox:vm -- sh -c 'echo $GREETING'
+                                                a container image as a VM: its output, its exit status
 
 The guest sees a virtio-net NIC and gets 10.0.2.15 by DHCP from a private network of its own
 (QEMU user-mode networking: no root, no bridge). In mode user it reaches the host's loopback
@@ -78,8 +100,18 @@ services as 10.0.2.2; use restricted for guests you do not trust.`,
         return n;
       },
     );
-  addSocketOption(cmd).action(async (ref: string, opts: RunFlags, c: Command) => {
+  addSocketOption(cmd).action(async (ref: string, command: string[], opts: RunFlags, c: Command) => {
     const out = new Printer(globals(c));
+    if (opts.rm && opts.detach)
+      throw new OvmsError(
+        "USAGE",
+        "--rm needs the foreground: ovm waits for the instance to end, then removes it (drop -d)",
+      );
+    if (opts.runtime !== undefined && !(RUNTIME_ADAPTERS as readonly string[]).includes(opts.runtime))
+      throw new OvmsError(
+        "USAGE",
+        `--runtime ${opts.runtime}: unknown runtime adapter (known: ${RUNTIME_ADAPTERS.join(", ")})`,
+      );
     const overrides: StartOverrides = {};
     if (opts.name !== undefined) overrides.name = opts.name;
     if (opts.memory !== undefined) overrides.memory = parseSize(opts.memory, "--memory");
@@ -91,6 +123,14 @@ services as 10.0.2.2; use restricted for guests you do not trust.`,
     if (opts.network !== undefined) overrides.network = opts.network;
     if (opts.macAddress !== undefined) overrides.mac = checkMac(opts.macAddress, "--mac-address");
     if (opts.bootTimeout !== undefined) overrides.boot_timeout_ms = Math.round(opts.bootTimeout * 1000);
+    if (opts.runtime !== undefined) overrides.runtime = opts.runtime;
+    if (command.length) overrides.args = command;
+    const env = (opts.env ?? []).flatMap((e) => {
+      if (e.includes("=")) return [e];
+      // NAME alone passes this process's value on, as docker does; an unset one is left out.
+      return process.env[e] !== undefined ? [`${e}=${process.env[e]}`] : [];
+    });
+    if (env.length) overrides.env = env;
     const client = await ensureDaemon(c, out);
     const started = await client.start({
       manifest: manifestArg(ref),
@@ -136,9 +176,12 @@ services as 10.0.2.2; use restricted for guests you do not trust.`,
         if (!process.stdout.write(rec.line + "\n")) await new Promise((r) => process.stdout.once("drain", r));
       }
       const end = await client.status(started.instance_id);
+      if (opts.rm) await client.remove(started.instance_id, { force: true });
       if (end.state === "failed")
         throw new OvmsError("INSTANCE_FAILED", `${end.name} failed: ${end.reason ?? "no reason given"}`);
       out.info(`${end.name} ${end.state}${end.reason ? ` (${end.reason})` : ""}`);
+      // A container image's program decides how `ovm run` ends, as with `docker run`.
+      if (end.program_exit_code !== undefined) process.exitCode = end.program_exit_code;
     } finally {
       clearInterval(watch);
       process.off("SIGINT", onInt);
@@ -158,6 +201,9 @@ interface RunFlags {
   network?: "none" | "user" | "restricted";
   macAddress?: string;
   bootTimeout?: number;
+  env?: string[];
+  rm?: boolean;
+  runtime?: string;
 }
 
 /** toWire is a parsed -p in the API's words. */

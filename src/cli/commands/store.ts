@@ -4,6 +4,9 @@ import { formatSize } from "../../core/size.js";
 import { artifactSize, isOvmsManifest, loadArtifact } from "../../artifact/artifact.js";
 import { pruneSnapshotCaches } from "../../artifact/prepare.js";
 import type { ImageManifest } from "../../core/oci.js";
+import type { Digest } from "../../core/digest.js";
+import { validateBootstrap } from "../../core/bootstrap.js";
+import { Annotation } from "../../core/media-types.js";
 import { Printer, globals, openStore, table } from "../context.js";
 
 /** register adds the store commands: ls, inspect, tag, rmi (and `rm` for artifacts), gc. */
@@ -63,6 +66,13 @@ export function register(program: Command): void {
       const store = await openStore(cmd);
       const a = await loadArtifact(store, ref);
       const referrers = await store.referrers(a.descriptor);
+      // A converted container image: what it runs and which ports it listens on.
+      const bootstrap = a.ovms.bootstrap
+        ? validateBootstrap(
+            await store.readJson<unknown>(a.ovms.bootstrap.ref as Digest),
+            `${ref}: bootstrap config`,
+          )
+        : undefined;
       const value = {
         reference: ref,
         digest: a.descriptor.digest,
@@ -72,6 +82,7 @@ export function register(program: Command): void {
         manifest: a.ovms,
         oci: a.oci,
         referrers,
+        ...(bootstrap ? { bootstrap, exposedPorts: bootstrap.exposedPorts ?? [] } : {}),
       };
       out.result(value, () => {
         const m = a.ovms;
@@ -100,6 +111,19 @@ export function register(program: Command): void {
           lines.push(
             `Resources:   ${m.resources.memory ? formatSize(m.resources.memory) : "-"} memory, ${m.resources.vcpus ?? "-"} vCPUs`,
           );
+        if (bootstrap) {
+          const q = (v: string[] | undefined) => (v?.length ? JSON.stringify(v) : "-");
+          const base = a.oci.annotations?.[Annotation.BaseName];
+          if (base) lines.push(`Image:       ${base} ${a.oci.annotations?.[Annotation.BaseDigest] ?? ""}`);
+          lines.push(`Entrypoint:  ${q(bootstrap.entrypoint)}`, `Cmd:         ${q(bootstrap.cmd)}`);
+          lines.push(`Workdir:     ${bootstrap.workdir ?? "/"}`);
+          if (bootstrap.user)
+            lines.push(
+              `User:        ${bootstrap.user.uid}:${bootstrap.user.gid}${bootstrap.user.name ? ` (${bootstrap.user.name})` : ""}`,
+            );
+          for (const e of bootstrap.env ?? []) lines.push(`Env:         ${e}`);
+          lines.push(`Ports:       ${bootstrap.exposedPorts?.join(", ") || "-"}`);
+        }
         for (const r of referrers) lines.push(`Referrer:    ${r.digest} ${r.artifactType ?? ""}`);
         return lines.join("\n");
       });

@@ -20,6 +20,8 @@ export interface QemuConfig {
    * or not anyone is connected (serial-console.ts). Without it the console is output only.
    */
   serialSocket?: string;
+  /** containerMode: a second serial port (COM2) into this file, OVMS-Init's control channel. */
+  controlLog?: string;
   qmpSocket: string;
   /** File backing guest RAM (on tmpfs), so a snapshot can keep memory out of the migration stream. */
   ramFile: string;
@@ -84,6 +86,13 @@ export function qemuArgv(c: QemuConfig): string[] {
     "-serial",
     "chardev:serial0",
   );
+  if (c.controlLog)
+    a.push(
+      "-chardev",
+      `file,id=control0,path=${c.controlLog}`,
+      "-device",
+      "isa-serial,chardev=control0,index=1",
+    );
   // SeaBIOS (q35) would otherwise print its own escape codes on the guest's serial console.
   if (c.machine === "q35") a.push("-fw_cfg", "name=etc/sercon-port,string=0");
   if (c.disk) {

@@ -87,6 +87,11 @@ export interface SandboxSpec {
   /** Device nodes to pass through (/dev/kvm). */
   devices: string[];
   hostname: string;
+  /**
+   * bindLowPorts keeps CAP_NET_BIND_SERVICE (and only it) for QEMU: its command line publishes
+   * a host port below ip_unprivileged_port_start, which QEMU binds itself as the QEMU user.
+   */
+  bindLowPorts?: boolean;
 }
 
 /** sharesNetwork tells whether a QEMU command line has a NIC, which needs the host's network namespace. */
@@ -112,6 +117,7 @@ export function sandboxArgv(s: SandboxSpec, qemuArgv: string[]): string[] {
   a.push("--clearenv", "--setenv", "PATH", "/usr/bin:/bin");
   // setpriv needs these to drop to the QEMU user; they go with the uid change (execve as non-root).
   a.push("--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP");
+  if (s.bindLowPorts) a.push("--cap-add", "CAP_NET_BIND_SERVICE");
   for (const d of s.tools.system.ro) a.push("--ro-bind", d, d);
   for (const [target, path] of s.tools.system.symlinks) a.push("--symlink", target, path);
   a.push("--dev", "/dev", "--proc", "/proc");
@@ -123,7 +129,11 @@ export function sandboxArgv(s: SandboxSpec, qemuArgv: string[]): string[] {
   a.push("--chdir", "/", "--");
   a.push(s.tools.setpriv, "--reuid", String(s.uid), "--regid", String(s.gid));
   a.push(...(s.groups.length ? ["--groups", s.groups.join(",")] : ["--clear-groups"]));
-  a.push("--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--");
+  if (s.bindLowPorts) {
+    // An ambient capability survives the uid change and the exec of QEMU (no_new_privs allows it).
+    a.push("--inh-caps=-all,+net_bind_service", "--ambient-caps=+net_bind_service");
+    a.push("--bounding-set=-all,+net_bind_service", "--no-new-privs", "--");
+  } else a.push("--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--");
   a.push(s.tools.qemu, ...qemuArgv);
   return a;
 }
@@ -145,7 +155,7 @@ function parents(paths: string[]): string[] {
 
 /**
  * sandboxPaths are the host paths one instance's QEMU may see (RFC §8.4): its kernel and
- * initrd and the layers of its disk chain read-only; its overlay, serial log and tmpfs folder
+ * initrd and the layers of its disk chain read-only; its overlay, serial log (and OVMS-Init's control log) and tmpfs folder
  * (guest RAM, ivshmem regions, sockets) read-write; for a restore, the preloaded snapshot
  * memory it maps privately (QEMU 7.2 opens a memory-backend-file read-write even for
  * share=off). /dev/kvm when the instance runs on KVM.
@@ -154,8 +164,15 @@ export function sandboxPaths(
   a: PreparedArtifact,
   cfg: QemuConfig,
 ): { ro: string[]; rw: string[]; devices: string[] } {
-  const ro = [a.kernelPath, ...(a.initrdPath ? [a.initrdPath] : []), ...a.disks.map((d) => d.path)];
-  const rw = [cfg.serialLog, ...(cfg.disk ? [cfg.disk] : []), dirname(cfg.qmpSocket)];
+  // cfg.initrd, not the artifact's: a container's cold boot gets an initrd of its own (its launch file).
+  const initrd = cfg.initrd ?? a.initrdPath;
+  const ro = [a.kernelPath, ...(initrd ? [initrd] : []), ...a.disks.map((d) => d.path)];
+  const rw = [
+    cfg.serialLog,
+    ...(cfg.controlLog ? [cfg.controlLog] : []),
+    ...(cfg.disk ? [cfg.disk] : []),
+    dirname(cfg.qmpSocket),
+  ];
   if (cfg.restore) rw.push(cfg.ramFile);
   return { ro, rw, devices: cfg.accel === "kvm" ? ["/dev/kvm"] : [] };
 }

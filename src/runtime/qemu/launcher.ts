@@ -17,6 +17,7 @@ import {
   type ConfineSetting,
   type SandboxTools,
 } from "./confine.js";
+import { publishesLowPorts } from "./network.js";
 import { QemuUser } from "./qemu-user.js";
 import type { Live, OnExit, Supervisor } from "./supervisor.js";
 
@@ -74,13 +75,14 @@ export class VmmLauncher {
 
   /**
    * grant lets the QEMU user write what it writes: its overlay, serial log and tmpfs folder
+   * (plus `extra`: a container's control log and its own initrd)
    * and, for a restore, the preloaded memory (QEMU 7.2 opens it read-write even to map it
    * privately; in its own namespaces QEMU opens it as that user, hence the owner's write bit).
    * With `-runas` QEMU must also reach into the instance folder, so the folder is handed over
    * too; in namespaces it stays the daemon's alone (state.json is out of QEMU's reach).
    */
-  async grant(a: PreparedArtifact, cfg: QemuConfig, dir: string): Promise<void> {
-    const mine = [cfg.serialLog, ...(cfg.disk ? [cfg.disk] : []), dirname(cfg.qmpSocket)];
+  async grant(a: PreparedArtifact, cfg: QemuConfig, dir: string, extra: string[] = []): Promise<void> {
+    const mine = [cfg.serialLog, ...(cfg.disk ? [cfg.disk] : []), dirname(cfg.qmpSocket), ...extra];
     if (this.mode === "user") mine.push(dir);
     if (a.ramSnapshot) mine.push(a.ramSnapshot.memoryFile);
     await this.user.grant(mine);
@@ -122,6 +124,7 @@ export class VmmLauncher {
         groups: paths.devices.length ? await kvmGroups() : [],
         ...paths,
         hostname: `ovms-${cfg.id.slice(0, 8)}`,
+        bindLowPorts: publishesLowPorts(cfg.network),
       },
       argv,
     );

@@ -176,6 +176,16 @@ export async function publish(qmp: QmpClient, ports: PublishedPort[]): Promise<v
   }
 }
 
+/**
+ * publishesLowPorts tells whether a NIC's forwards, set up when QEMU starts, include a host
+ * port only a process with CAP_NET_BIND_SERVICE may bind (the confined QEMU then keeps it).
+ */
+export function publishesLowPorts(n: QemuNetwork | undefined): boolean {
+  if (!n?.forwards.length) return false;
+  const low = unprivilegedPortStart();
+  return n.forwards.some((p) => p.hostPort < low);
+}
+
 /** unprivilegedPortStart is the lowest port a process without CAP_NET_BIND_SERVICE may bind. */
 function unprivilegedPortStart(): number {
   try {
@@ -188,9 +198,10 @@ function unprivilegedPortStart(): number {
 /**
  * poolServes tells whether a warm-pool process (started paused, with the snapshot's NIC and no
  * forwards) can become the planned instance: same NIC and mode (SLIRP options are fixed at
- * start-up), and forwards it can still bind over QMP. A pooled QEMU has dropped root already
- * (`runAs`), so ports below ip_unprivileged_port_start need a fresh QEMU, which binds them
- * before it drops root.
+ * start-up), and forwards it can still bind over QMP. A pooled QEMU runs as the QEMU user
+ * without capabilities, so ports below ip_unprivileged_port_start need a fresh QEMU, which
+ * binds them from its command line (before `-runas` drops root, or confined with
+ * CAP_NET_BIND_SERVICE kept for it).
  */
 export function poolServes(
   pooled: { mode: string; mac?: string } | undefined,

@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import type { PreparedArtifact } from "../../artifact/prepare.js";
+import { renderLaunch, resolveLaunch } from "../../artifact/convert/launch.js";
 import { RuntimeError } from "../runtime-error.js";
 import type { Accel, InstanceState, Machine, StartOptions } from "../types.js";
 import { defaultCpuModel, type QemuConfig } from "./argv.js";
@@ -28,6 +29,8 @@ export interface Plan {
   memLock: boolean;
   /** The NIC and published ports (network.ts); absent: no NIC. */
   network?: NetworkDraft;
+  /** containerMode cold boot: the launch file OVMS-Init runs (bootstrap config + overrides, rfc §6.7). */
+  launch?: string;
 }
 
 /**
@@ -78,6 +81,11 @@ export function draftPlan(
   const devices = m.devices ?? [];
   const needsPci = devices.length > 0;
   const snap = a.ramSnapshot?.metadata;
+  if ((opts.args || opts.env) && !a.bootstrap)
+    throw new RuntimeError(
+      "INVALID_ARGUMENT",
+      `${a.reference} is not a container image (containerMode): a command or environment override applies to images converted with ovm convert only`,
+    );
   if (snap) {
     const bad = restoreMismatches(snap, opts, ctx.runtime);
     if (bad.length)
@@ -110,6 +118,15 @@ export function draftPlan(
   };
   const network = draftNetwork(a, opts);
   if (network) draft.network = network;
+  // A cold boot of a container image: what OVMS-Init runs, refused now if it cannot run anything.
+  if (a.bootstrap && !snap) {
+    const launch = resolveLaunch(a.bootstrap, {
+      ...(opts.args ? { args: opts.args } : {}),
+      ...(opts.env ? { env: opts.env } : {}),
+      hostname: name,
+    });
+    draft.launch = renderLaunch(launch);
+  }
   if (snap) {
     draft.accel = snap.accel as Accel;
     if (snap.cpuModel) draft.cpuModel = snap.cpuModel;
@@ -138,6 +155,8 @@ export function restoreMismatches(
     bad.push(`accel: snapshot ${snap.accel}, asked ${opts.accel}`);
   if (opts.cmdline) bad.push("cmdline: a restored kernel is already running; its command line cannot change");
   bad.push(...networkMismatches(snap, opts));
+  if (opts.args || opts.env)
+    bad.push("args/env: a restored program is already running; its command cannot change");
   return bad;
 }
 
@@ -215,6 +234,12 @@ export function qemuConfig(
   if (plan.network)
     cfg.network = { mode: plan.network.mode, mac: plan.network.mac, forwards: plan.network.published ?? [] };
   if (a.disks.length) cfg.disk = join(at.dir, "overlay.qcow2");
+  if (a.manifest.containerMode) {
+    // OVMS-Init's control channel (rfc §6.7): the kernel console and the program's exit status.
+    cfg.controlLog = join(at.dir, "control.log");
+    // A cold boot gets its own initrd: OVMS-Init with the launch file appended.
+    if (plan.launch) cfg.initrd = join(at.dir, "initrd.img");
+  }
   return cfg;
 }
 

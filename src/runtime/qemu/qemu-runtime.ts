@@ -240,7 +240,13 @@ export class QemuRuntime implements Runtime {
     const dir = this.records.dir(id);
     const shmDir = join(this.shmRoot, id);
     const cfg = qemuConfig(a, plan, { id, dir, shmDir, runAs: this.vmm.runAs, vmgenid: randomUUID() });
-    await this.records.createFiles(a, cfg, shmDir, () => this.vmm.grant(a, cfg, dir));
+    await this.records.createFiles(
+      a,
+      cfg,
+      shmDir,
+      (extra) => this.vmm.grant(a, cfg, dir, extra),
+      plan.launch,
+    );
     const argv = qemuArgv(cfg);
     const rec = newRecord(a, plan, cfg, {
       shmDir,

@@ -18,6 +18,7 @@ import {
 } from "../types.js";
 import { defaultCpuModel, type QemuConfig } from "./argv.js";
 import type { Plan } from "./plan.js";
+import { readProgramExit, writeLaunchInitrd } from "./container.js";
 import { exitReason } from "./supervisor.js";
 
 /** InstanceRecord is an instance's state.json: what survives a daemon restart. */
@@ -34,6 +35,10 @@ export interface InstanceRecord {
   started_at?: string;
   exited_at?: string;
   exit_code?: number;
+  /** containerMode: the program's exit status (OVMS-Init's report on the control port). */
+  program_exit_code?: number;
+  /** containerMode: the instance has OVMS-Init's control port (control.log in its folder). */
+  container?: boolean;
   memory_bytes: number;
   vcpus: number;
   boot_ms?: number;
@@ -129,14 +134,15 @@ export class InstanceRecords {
   /**
    * createFiles makes an instance's folders (`cfg`'s state folder, the daemon's own, and
    * `shmDir` on tmpfs), its overlay on the artifact's top disk layer and an empty serial log,
-   * and lets the QEMU user have what it writes (`grant`); when that fails, the folders are
+   * and lets the QEMU user have what it writes (`grant`, given the container files made here); when that fails, the folders are
    * removed again.
    */
   async createFiles(
     a: PreparedArtifact,
     cfg: QemuConfig,
     shmDir: string,
-    grant: () => Promise<void>,
+    grant: (paths: string[]) => Promise<void>,
+    launch?: string,
   ): Promise<void> {
     const dir = this.dir(cfg.id);
     await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -147,7 +153,16 @@ export class InstanceRecords {
         await createOverlay(cfg.disk, top.path, top.format);
       }
       await writeFile(cfg.serialLog, "");
-      await grant();
+      const extra: string[] = [];
+      if (cfg.controlLog) {
+        await writeFile(cfg.controlLog, "");
+        extra.push(cfg.controlLog);
+      }
+      if (launch && cfg.initrd && a.initrdPath && cfg.initrd !== a.initrdPath) {
+        await writeLaunchInitrd(a.initrdPath, cfg.initrd, launch);
+        extra.push(cfg.initrd);
+      }
+      await grant(extra);
     } catch (e) {
       await rm(dir, { recursive: true, force: true });
       await rm(shmDir, { recursive: true, force: true });
@@ -183,8 +198,20 @@ export class InstanceRecords {
     if (stall) delete rec.reason;
     rec.exited_at = new Date().toISOString();
     if (code !== null) rec.exit_code = code;
-    if (code === 0 || asked) transition(rec, "exited");
-    else {
+    const program = rec.container
+      ? await readProgramExit(join(this.dir(rec.instance_id), "control.log"))
+      : undefined;
+    if (program?.status !== undefined) rec.program_exit_code = program.status;
+    if (program && program.status === undefined && code === 0 && !asked) {
+      // The guest powered off, but OVMS-Init never said how the program ended (a kernel panic,
+      // a broken image): not a success.
+      transition(rec, "failed");
+      rec.reason = `the guest ended without reporting the program's exit status${program.tail ? `; its console said: ${program.tail}` : ""}`;
+    } else if (code === 0 || asked) {
+      transition(rec, "exited");
+      if (program?.status !== undefined && !asked)
+        rec.reason = `the program exited with status ${program.status}`;
+    } else {
       transition(rec, "failed");
       rec.reason = exitReason(code, signal);
       const log = await readFile(join(this.dir(rec.instance_id), "qemu.log"), "utf8").catch(() => "");
@@ -292,6 +319,7 @@ export function newRecord(
     argv: at.argv,
   };
   if (a.ramSnapshot) rec.restored_from = a.ramSnapshot.digest;
+  if (cfg.controlLog) rec.container = true;
   if (at.pool) rec.pool = true;
   if (cfg.network)
     rec.network = { mode: cfg.network.mode, mac: cfg.network.mac, ports: cfg.network.forwards };
@@ -360,6 +388,7 @@ export function toInstance(r: InstanceRecord, now = Date.now()): Instance {
   if (r.started_at) info.startedAt = r.started_at;
   if (r.exited_at) info.exitedAt = r.exited_at;
   if (r.exit_code !== undefined) info.exitCode = r.exit_code;
+  if (r.program_exit_code !== undefined) info.programExitCode = r.program_exit_code;
   if (r.boot_ms !== undefined) info.metrics.bootMs = r.boot_ms;
   if (r.start_ms !== undefined) info.metrics.startMs = r.start_ms;
   if (r.cold_start_target_ms !== undefined) info.coldStartTargetMs = r.cold_start_target_ms;

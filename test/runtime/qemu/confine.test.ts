@@ -88,6 +88,25 @@ test("a QEMU with a NIC keeps the host's network; KVM gets /dev/kvm and its grou
   assert.ok(kvm.join(" ").includes("--groups 108"));
 });
 
+test("a QEMU that publishes a host port below 1024 keeps CAP_NET_BIND_SERVICE, and only it", () => {
+  const plain = sandboxArgv(spec(), ["-netdev", "user,id=n0"]);
+  assert.ok(!plain.includes("CAP_NET_BIND_SERVICE") && !plain.some((a) => a.startsWith("--ambient-caps")));
+  const low = sandboxArgv(spec({ bindLowPorts: true }), [
+    "-netdev",
+    "user,id=n0,hostfwd=tcp:127.0.0.1:80-:80",
+  ]);
+  const sep = low.indexOf("--");
+  assert.deepEqual(pairs(low.slice(0, sep), ["--cap-add"]).slice(-1), ["--cap-add CAP_NET_BIND_SERVICE"]);
+  const inner = low.slice(sep + 1);
+  for (const f of [
+    "--inh-caps=-all,+net_bind_service",
+    "--ambient-caps=+net_bind_service",
+    "--bounding-set=-all,+net_bind_service",
+    "--no-new-privs",
+  ])
+    assert.ok(inner.includes(f), f);
+});
+
 test("sandboxPaths: layers, kernel and initrd read-only; overlay, log, tmpfs folder and restored memory read-write", () => {
   const a = {
     kernelPath: "/s/k",

@@ -159,7 +159,8 @@ test("the pool does not serve what its processes cannot become: restricted, or a
   await rt.stop(jailed.id, { force: true });
   assert.equal(rt.poolStatus()[0].ready, 1, "the pool process is still there");
   if (process.getuid?.() !== 0) return; // QEMU keeps the daemon's user: nothing to drop
-  // A free port below 1024: QEMU binds it from its command line before it drops to nobody.
+  // A free port below 1024: QEMU binds it from its command line (confined, it keeps
+  // CAP_NET_BIND_SERVICE for that; with -runas, it binds before it drops root).
   let low = 0;
   for (let p = 1023; p > 900 && !low; p--) low = await bindProbe("tcp", "127.0.0.1", p).catch(() => 0);
   assert.ok(low, "a free port below 1024");
