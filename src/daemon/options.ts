@@ -69,7 +69,10 @@ export function addDaemonOptions(cmd: Command, withStore = true): Command {
       "--http <host:port>",
       "serve the web console (and the API it calls) on TCP, e.g. 127.0.0.1:7070; token from --token, else one made into <state dir>/http-token",
     )
-    .option("--bench-results <dir>", "benchmark results the console draws (default: the package's bench/results)")
+    .option(
+      "--bench-results <dir>",
+      "benchmark results the console draws (default: the package's bench/results)",
+    )
     .option(
       "--policy <file>",
       "trust policy every POST /start is admitted by (default: $OVM_POLICY; none: no signature checks)",

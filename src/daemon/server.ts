@@ -158,7 +158,8 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
       ...(policy ? { policy } : {}),
     });
     const table = { ...routes(controller), ...consoleRoutes(rt, new ArtifactCatalog(store, policy)) };
-    const upgrade = (tok?: string) => consoleUpgrade({ contract, runtime: rt, log, ...(tok ? { token: tok } : {}) });
+    const upgrade = (tok?: string) =>
+      consoleUpgrade({ contract, runtime: rt, log, ...(tok ? { token: tok } : {}) });
 
     const socketPath = resolveSocketPath(opts.socket);
     await clearStaleSocket(socketPath);
@@ -197,7 +198,9 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
     let http: string | undefined;
     if (httpAddr) {
       const api = requestHandler(contract, table, log, { token: httpToken });
-      const server = createServer(consoleHandler({ api, token: httpToken!, log, benchDir: opts.benchResults }));
+      const server = createServer(
+        consoleHandler({ api, token: httpToken!, log, benchDir: opts.benchResults }),
+      );
       server.on("upgrade", upgrade(httpToken));
       tune(server);
       http = await listenTcp(server, httpAddr, `--http ${opts.http}`);
