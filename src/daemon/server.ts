@@ -19,7 +19,8 @@ import { ArtifactCatalog } from "./console/artifact-catalog.js";
 import { consoleRoutes } from "./console/console-routes.js";
 import { consoleHandler } from "./console/console-handler.js";
 import { consoleUpgrade } from "./console/serial-socket.js";
-import { randomBytes } from "node:crypto";
+import { consoleToken } from "./console/http-token.js";
+import { listenTcp, parseHostPort } from "./tcp-listener.js";
 
 /** ServeOptions are ovmd's flags (and what an embedding program may hand in instead). */
 export interface ServeOptions {
@@ -98,7 +99,7 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
       "USAGE",
       "--listen needs a token (--token T or OVMD_TOKEN): a TCP listener is never open without one",
     );
-  const tcpAddr = opts.listen ? parseHostPort(opts.listen) : undefined;
+  const tcpAddr = opts.listen ? parseHostPort(opts.listen, "--listen") : undefined;
   const httpAddr = opts.http ? parseHostPort(opts.http, "--http") : undefined;
   if (tcpAddr && httpAddr && tcpAddr.port === httpAddr.port && httpAddr.port !== 0)
     throw new OvmsError(
@@ -121,18 +122,9 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
     await pruneStateDirs(dirname(stateDir)).catch(() => undefined);
   }
 
-  let httpToken = token;
-  let httpTokenFile: string | undefined;
-  if (httpAddr && !httpToken) {
-    // A TCP listener never opens without a token: one is made, readable by the daemon's user only.
-    // The same one across restarts, so open consoles keep working.
-    httpTokenFile = join(stateDir, "http-token");
-    httpToken = (await readFile(httpTokenFile, "utf8").catch(() => "")).trim();
-    if (!httpToken) {
-      httpToken = randomBytes(24).toString("base64url");
-      await writeFile(httpTokenFile, `${httpToken}\n`, { mode: 0o600 });
-    }
-  }
+  const { token: httpToken, file: httpTokenFile } = httpAddr
+    ? await consoleToken(stateDir, token)
+    : { token: undefined, file: undefined };
 
   const cleanups: (() => Promise<void>)[] = [releasePid];
   const cleanup = async () => {
@@ -183,14 +175,7 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
       const server = createServer(requestHandler(contract, table, log, { token }));
       server.on("upgrade", upgrade(token));
       tune(server);
-      await new Promise<void>((resolve, reject) => {
-        server.once("error", (e) =>
-          reject(new OvmsError("USAGE", `--listen ${opts.listen}: ${e.message}`, { cause: e })),
-        );
-        server.listen(tcpAddr.port, tcpAddr.host, () => resolve());
-      });
-      const a = server.address() as { address: string; port: number };
-      tcp = `${a.address.includes(":") ? `[${a.address}]` : a.address}:${a.port}`;
+      tcp = await listenTcp(server, tcpAddr, `--listen ${opts.listen}`);
       cleanups.push(() => closeServer(server));
       log.info("listening on TCP (bearer token required)", { address: tcp });
     }
@@ -366,24 +351,6 @@ function isDaemon(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-/** listenTcp binds a TCP listener and answers its address as `host:port` (`[v6]:port`). */
-async function listenTcp(server: Server, at: { host: string; port: number }, flag: string): Promise<string> {
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", (e) => reject(new OvmsError("USAGE", `${flag}: ${e.message}`, { cause: e })));
-    server.listen(at.port, at.host, () => resolve());
-  });
-  const a = server.address() as { address: string; port: number };
-  return `${a.address.includes(":") ? `[${a.address}]` : a.address}:${a.port}`;
-}
-
-function parseHostPort(s: string, flag = "--listen"): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(s);
-  if (!m) throw new OvmsError("USAGE", `${flag} ${s}: expected HOST:PORT (e.g. 127.0.0.1:7070)`);
-  const port = Number(m[3]);
-  if (port > 65535) throw new OvmsError("USAGE", `${flag} ${s}: port out of range`);
-  return { host: m[1] ?? (m[2] || "127.0.0.1"), port };
 }
 
 /** groupId reads a group's id from its name (or takes a number). */

@@ -137,6 +137,29 @@ async function typeInTerminal(text: string): Promise<void> {
   await page.keyboard.press("Enter");
 }
 
+/**
+ * unlabelled lists the page's controls a screen reader could not name: form fields without a
+ * label (or aria-label), buttons and links without text. xterm.js's own hidden helper
+ * textarea is left to xterm (it labels it itself).
+ */
+async function unlabelled(): Promise<string[]> {
+  return page.evaluate(`[...document.querySelectorAll("input, select, textarea, button, a[href]")]
+    .filter((el) => !el.closest(".xterm") && el.getClientRects().length > 0)
+    .filter((el) => {
+      if (el.getAttribute("aria-label")) return false;
+      if (el.matches("input, select, textarea")) return !(el.labels && el.labels.length > 0);
+      return !el.textContent.trim();
+    })
+    .map((el) => el.outerHTML.slice(0, 120))`) as Promise<string[]>;
+}
+
+/** assertAccessible checks the page for unnamed controls and a horizontal scroll bar (narrow windows). */
+async function assertAccessible(what: string): Promise<void> {
+  assert.deepEqual(await unlabelled(), [], `${what}: controls without an accessible name`);
+  const overflow = await page.evaluate(`document.documentElement.scrollWidth - window.innerWidth`);
+  assert.ok(Number(overflow) <= 1, `${what}: ${overflow} px wider than the window`);
+}
+
 /** counters are the OVMS-COUNTER numbers of an instance's serial log (through the API). */
 async function counters(id: string): Promise<{ numbers: number[]; lines: string[] }> {
   const r = await d.api.get<{ line: string }[]>(`/logs/${id}`);
@@ -152,6 +175,9 @@ test("without the token the API and the console WebSocket are refused; a wrong t
   // The page itself loads without a token (it holds no secret) and asks for one.
   await page.goto(url);
   await page.getByLabel("Token").waitFor();
+  await assertAccessible("the login page");
+  // Keyboard first: the token field has the focus, and the skip link comes first in tab order.
+  assert.equal(await page.evaluate(`document.activeElement.id`), "token");
   await shot("login");
   const status = await page.evaluate(`fetch("/instances").then((r) => r.status)`);
   assert.equal(status, 401);
@@ -206,11 +232,14 @@ test("the store page lists the artifact with its layers and its verified signatu
   await card.waitFor();
   assert.match(await card.locator(".sig").innerText(), /^signed \(release sha256:/);
   await card.getByText("4 layers").click();
+  await assertAccessible("the store page");
   await shot("store");
 
+  // Keyboard only: Enter in the form's last field runs it, like the Run button.
   await card.getByLabel("Instance name").fill("web-1");
   await card.getByLabel("Extra kernel arguments").fill("ovms.mode=console");
-  await card.getByRole("button", { name: "Run demo/vm:1.0" }).click();
+  assert.equal(await card.getByRole("button", { name: "Run demo/vm:1.0" }).isEnabled(), true);
+  await card.getByLabel("Extra kernel arguments").press("Enter");
   await page.waitForURL(/#\/instance\//);
   ids["web-1"] = decodeURIComponent(page.url().split("#/instance/")[1]);
   // The guest boots: its console lines appear in the terminal, live.
@@ -227,7 +256,41 @@ test("a line typed into the terminal reaches the guest's serial input and the gu
   await page.getByLabel("Send a line").fill("echo sent-$((5*5))");
   await page.keyboard.press("Enter");
   await waitTerminal(/^sent-25\s*$/m, "the answer to the sent line");
+  await assertAccessible("the instance page");
   await shot("instance", true);
+});
+
+test("the API types into the serial input too; GET /console without an upgrade and an unknown artifact are refused", async () => {
+  const id = ids["web-1"];
+  const typed = await d.api.post(`/console/${id}`, { data: "echo api-$((2+3))\r" });
+  assert.equal(typed.status, 200);
+  assert.equal(typed.body.bytes, 18);
+  const b64 = await d.api.post(`/console/web-1`, {
+    data: Buffer.from("echo b64-$((3*3))\r").toString("base64"),
+    encoding: "base64",
+  });
+  assert.equal(b64.status, 200);
+  await waitTerminal(/^api-5\s*$/m, "the answer to the API's line");
+  await waitTerminal(/^b64-9\s*$/m, "the answer to the base64 line");
+  // The log stream (what ovm logs reads) has the same answers: the serial log is one file.
+  const lines = (await counters(id)).lines;
+  assert.ok(
+    lines.some((l) => /^api-5\s*$/.test(l)),
+    lines.slice(-5).join("\n"),
+  );
+
+  const bad = await d.api.post(`/console/${id}`, { data: "!!!", encoding: "base64" });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.body.error.details.problems[0].path, "/data");
+  const plain = await d.api.get(`/console/${id}`);
+  assert.equal(plain.status, 400);
+  assert.match(plain.body.error.message, /WebSocket/);
+  const missing = await d.api.get(`/artifacts/${encodeURIComponent("demo/vm:nope")}`);
+  assert.equal(missing.status, 404);
+  assert.equal(missing.body.error.code, "ARTIFACT_NOT_FOUND");
+  const one = await d.api.get(`/artifacts/${encodeURIComponent("demo/vm:1.0")}`);
+  assert.equal(one.status, 200);
+  assert.equal(one.body.reference, "docker.io/demo/vm:1.0");
 });
 
 test("snapshot as…, then Restore from the store page: the clone counts on from the snapshot and answers too", async () => {
@@ -274,6 +337,7 @@ test("the instances page shows both, live; the benchmark page draws the results;
   const row = await page.locator('#instances tr[data-name="web-2"]').innerText();
   assert.match(row, /demo\/vm:console-snap/);
   assert.match(row, /tcg|kvm/);
+  await assertAccessible("the instances page");
   await shot("instances");
 
   await nav("Benchmarks");
@@ -286,14 +350,27 @@ test("the instances page shows both, live; the benchmark page draws the results;
     (await page.locator('figure[data-kind="restore"] canvas').getAttribute("aria-label")) ?? "",
     /warm pool/,
   );
+  await assertAccessible("the benchmark page");
   await shot("bench");
 
+  // A phone-sized window: no page scrolls sideways, and the terminal fits itself to the width.
   await page.setViewportSize({ width: 390, height: 844 });
   await nav("Store");
   await page.locator('article[data-reference="demo/vm:1.0"]').waitFor();
-  const overflow = await page.evaluate(`document.documentElement.scrollWidth - window.innerWidth`);
-  assert.ok(Number(overflow) <= 1, `the store page is ${overflow} px wider than a 390 px window`);
+  await assertAccessible("the store page at 390 px");
   await shot("store-narrow");
+  await nav("Instances");
+  await page.locator('#instances tr[data-name="web-1"]').waitFor();
+  await assertAccessible("the instances page at 390 px");
+  await page.locator('#instances tr[data-name="web-1"] a').click();
+  await page.locator('h1[data-state="running"]').waitFor();
+  await waitTerminal(/ovms# /, "the prompt in a narrow terminal");
+  await assertAccessible("the instance page at 390 px");
+  const termWidth = await page
+    .locator("#terminal .xterm-screen")
+    .evaluate((e) => e.getBoundingClientRect().width);
+  assert.ok(termWidth <= 390, `the terminal is ${termWidth} px wide in a 390 px window`);
+  await shot("instance-narrow");
   await page.setViewportSize({ width: 1280, height: 900 });
 });
 

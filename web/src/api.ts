@@ -28,11 +28,20 @@ export function setUnauthorizedHandler(fn: (message: string) => void): void {
  * api calls the runtime API on the console's own origin with the bearer token and answers
  * the parsed JSON body; an error answer throws ApiError with the API's code and message.
  */
-export async function api<T = any>(method: string, path: string, body?: unknown, tok = token.get()): Promise<T> {
+export async function api<T = any>(
+  method: string,
+  path: string,
+  body?: unknown,
+  tok = token.get(),
+): Promise<T> {
   const headers: Record<string, string> = {};
   if (tok) headers.authorization = `Bearer ${tok}`;
   if (body !== undefined) headers["content-type"] = "application/json";
-  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const res = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
   const text = await res.text();
   let json: any;
   try {
@@ -41,7 +50,11 @@ export async function api<T = any>(method: string, path: string, body?: unknown,
     json = undefined;
   }
   if (!res.ok) {
-    const e = new ApiError(res.status, json?.error?.code ?? `HTTP_${res.status}`, json?.error?.message ?? text);
+    const e = new ApiError(
+      res.status,
+      json?.error?.code ?? `HTTP_${res.status}`,
+      json?.error?.message ?? text,
+    );
     if (res.status === 401 && tok === token.get()) onUnauthorized(e.message);
     throw e;
   }

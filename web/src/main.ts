@@ -30,10 +30,17 @@ function route(): void {
   const p = PAGES[name] ?? PAGES.instances;
   document.title = `${p.title} · OVMS console`;
   for (const a of document.querySelectorAll<HTMLAnchorElement>("header nav a"))
-    a.toggleAttribute("aria-current", a.getAttribute("href") === `#/${name === "instance" ? "instances" : name}`);
+    a.toggleAttribute(
+      "aria-current",
+      a.getAttribute("href") === `#/${name === "instance" ? "instances" : name}`,
+    );
   stop = p.page(main, decodeURIComponent(rest.join("/")));
   void api("GET", "/version")
-    .then((v) => (document.getElementById("daemon")!.textContent = `${v.name} ${v.version} · ${v.runtime.name} ${v.runtime.version}`))
+    .then(
+      (v) =>
+        (document.getElementById("daemon")!.textContent =
+          `${v.name} ${v.version} · ${v.runtime.name} ${v.runtime.version}`),
+    )
     .catch(() => undefined);
 }
 
@@ -41,7 +48,13 @@ function route(): void {
 function login(message?: string): void {
   logout.hidden = true;
   document.title = "Log in · OVMS console";
-  const input = h("input", { id: "token", name: "token", type: "password", autocomplete: "current-password", required: true });
+  const input = h("input", {
+    id: "token",
+    name: "token",
+    type: "password",
+    autocomplete: "current-password",
+    required: true,
+  });
   const error = h("p", { id: "login-error", class: "error", role: "alert" }, message ?? "");
   const form = h(
     "form",

@@ -1,9 +1,28 @@
-import { BarController, BarElement, CategoryScale, Chart, Legend, LinearScale, LogarithmicScale, Title, Tooltip } from "chart.js";
+import {
+  BarController,
+  BarElement,
+  CategoryScale,
+  Chart,
+  Legend,
+  LinearScale,
+  LogarithmicScale,
+  Title,
+  Tooltip,
+} from "chart.js";
 import { api } from "../api.js";
 import { h } from "../dom.js";
 import type { Page } from "../main.js";
 
-Chart.register(BarController, BarElement, CategoryScale, LinearScale, LogarithmicScale, Legend, Title, Tooltip);
+Chart.register(
+  BarController,
+  BarElement,
+  CategoryScale,
+  LinearScale,
+  LogarithmicScale,
+  Legend,
+  Title,
+  Tooltip,
+);
 
 /** View says how to draw one benchmark kind: what names a bar, which numbers, in which unit. */
 interface View {
@@ -30,7 +49,14 @@ const VIEWS: Record<string, View> = {
   },
   boot: {
     title: "Cold boot through the daemon API",
-    label: (r) => [r.machine, r.confine !== undefined ? `confine ${r.confine}` : "", r.network ? `network ${r.network}` : ""].filter(Boolean).join(" · "),
+    label: (r) =>
+      [
+        r.machine,
+        r.confine !== undefined ? `confine ${r.confine}` : "",
+        r.network ? `network ${r.network}` : "",
+      ]
+        .filter(Boolean)
+        .join(" · "),
     metrics: [
       ["start_call_p50_ms", "start call (p50)"],
       ["first_line_p50_ms", "first console line (p50)"],
@@ -69,9 +95,14 @@ export const benchPage: Page = (main) => {
   const charts: Chart[] = [];
   void (async () => {
     try {
-      const data = await api<{ dir: string; latest: Record<string, { file: string; result: any }> }>("GET", "/ui-data/bench");
+      const data = await api<{ dir: string; latest: Record<string, { file: string; result: any }> }>(
+        "GET",
+        "/ui-data/bench",
+      );
       const kinds = Object.keys(VIEWS).filter((k) => data.latest[k]);
-      status.textContent = kinds.length ? `Newest results in ${data.dir}` : `No benchmark results in ${data.dir}.`;
+      status.textContent = kinds.length
+        ? `Newest results in ${data.dir}`
+        : `No benchmark results in ${data.dir}.`;
       for (const kind of kinds) {
         const view = VIEWS[kind];
         const { file, result } = data.latest[kind];
@@ -100,8 +131,30 @@ export const benchPage: Page = (main) => {
                 h(
                   "table",
                   {},
-                  h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Run"), ...metrics.map(([, n]) => h("th", { scope: "col" }, `${n} (${view.unit})`)))),
-                  h("tbody", {}, ...rows.map((r, i) => h("tr", {}, h("th", { scope: "row" }, labels[i]), ...metrics.map(([k]) => h("td", {}, typeof r[k] === "number" ? fmt(r[k] as number, view.unit) : "–"))))),
+                  h(
+                    "thead",
+                    {},
+                    h(
+                      "tr",
+                      {},
+                      h("th", { scope: "col" }, "Run"),
+                      ...metrics.map(([, n]) => h("th", { scope: "col" }, `${n} (${view.unit})`)),
+                    ),
+                  ),
+                  h(
+                    "tbody",
+                    {},
+                    ...rows.map((r, i) =>
+                      h(
+                        "tr",
+                        {},
+                        h("th", { scope: "row" }, labels[i]),
+                        ...metrics.map(([k]) =>
+                          h("td", {}, typeof r[k] === "number" ? fmt(r[k] as number, view.unit) : "–"),
+                        ),
+                      ),
+                    ),
+                  ),
                 ),
               ),
             ),
@@ -123,7 +176,9 @@ export const benchPage: Page = (main) => {
               maintainAspectRatio: false,
               animation: false,
               indexAxis: "y",
-              scales: { x: { type: view.log ? "logarithmic" : "linear", title: { display: true, text: view.unit } } },
+              scales: {
+                x: { type: view.log ? "logarithmic" : "linear", title: { display: true, text: view.unit } },
+              },
               plugins: { legend: { position: "bottom" } },
             },
           }),

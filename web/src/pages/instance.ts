@@ -20,7 +20,13 @@ export const instancePage: Page = (main, id) => {
   const reason = h("p", { class: "reason", hidden: true });
   const stopBtn = h("button", { type: "button", id: "stop" }, "Stop");
   const removeBtn = h("button", { type: "button", id: "remove", class: "danger" }, "Remove");
-  const tag = h("input", { id: "snapshot-tag", name: "tag", required: true, placeholder: "demo/vm:snap", autocomplete: "off" });
+  const tag = h("input", {
+    id: "snapshot-tag",
+    name: "tag",
+    required: true,
+    placeholder: "demo/vm:snap",
+    autocomplete: "off",
+  });
   const snapStop = h("input", { id: "snapshot-stop", type: "checkbox" });
   const snapBtn = h("button", { type: "submit", id: "snapshot" }, "Take snapshot");
   const injectDevice = h("select", { id: "inject-device" });
@@ -29,7 +35,12 @@ export const instancePage: Page = (main, id) => {
   const injectFile = h("input", { id: "inject-file", type: "file" });
   const injectForm = h(
     "form",
-    { class: "card", "aria-labelledby": "inject-title", hidden: true, onsubmit: (ev: Event) => void inject(ev) },
+    {
+      class: "card",
+      "aria-labelledby": "inject-title",
+      hidden: true,
+      onsubmit: (ev: Event) => void inject(ev),
+    },
     h("h2", { id: "inject-title" }, "Inject into an ivshmem device"),
     h("label", { for: "inject-device" }, "Device"),
     injectDevice,
@@ -41,7 +52,12 @@ export const instancePage: Page = (main, id) => {
     injectOffset,
     h("button", { type: "submit" }, "Inject"),
   );
-  const termBox = h("div", { id: "terminal", class: "terminal", role: "region", "aria-label": "Serial console" });
+  const termBox = h("div", {
+    id: "terminal",
+    class: "terminal",
+    role: "region",
+    "aria-label": "Serial console",
+  });
   const termStatus = h("p", { id: "console-status", class: "muted", "aria-live": "polite" }, "Connecting…");
   const line = h("input", { id: "console-line", autocomplete: "off", spellcheck: "false" });
   main.append(
@@ -105,19 +121,36 @@ export const instancePage: Page = (main, id) => {
       ["Accelerator", `${i.accel} · ${i.machine}${i.pid ? ` · pid ${i.pid}` : ""}`],
       ["Uptime", duration(i.metrics.uptime_ms)],
       ["Start / target", startCell(i)],
-      ["Memory", `${bytes(i.metrics.memory_bytes)} guest · ${bytes(i.metrics.rss_bytes)} resident · ${i.metrics.vcpus} vCPU`],
+      [
+        "Memory",
+        `${bytes(i.metrics.memory_bytes)} guest · ${bytes(i.metrics.rss_bytes)} resident · ${i.metrics.vcpus} vCPU`,
+      ],
       ["CPU", cpu === undefined ? "–" : `${cpu.toFixed(0)} % of a core`],
-      ["Network", i.network.mode + (i.network.ports.length ? ` · ${i.network.ports.map((p) => `${p.host_ip}:${p.host_port}→${p.guest_port}/${p.protocol}`).join(", ")}` : "")],
-      ["Confinement", i.confinement ? `${i.confinement.mode}${i.confinement.user ? ` as ${i.confinement.user}` : ""} · seccomp ${i.confinement.seccomp.split(",")[0]}` : "–"],
+      [
+        "Network",
+        i.network.mode +
+          (i.network.ports.length
+            ? ` · ${i.network.ports.map((p) => `${p.host_ip}:${p.host_port}→${p.guest_port}/${p.protocol}`).join(", ")}`
+            : ""),
+      ],
+      [
+        "Confinement",
+        i.confinement
+          ? `${i.confinement.mode}${i.confinement.user ? ` as ${i.confinement.user}` : ""} · seccomp ${i.confinement.seccomp.split(",")[0]}`
+          : "–",
+      ],
     ];
     facts.replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
     stopBtn.disabled = !LIVE.has(i.state);
     removeBtn.disabled = !ENDED.has(i.state);
     snapBtn.disabled = !(i.state === "running" || i.state === "paused");
-    if (!tag.value) tag.value = `${i.artifact.reference.replace(/^docker\.io\//, "").replace(/:[^:/]*$/, "")}:snap-${i.name}`;
+    if (!tag.value)
+      tag.value = `${i.artifact.reference.replace(/^docker\.io\//, "").replace(/:[^:/]*$/, "")}:snap-${i.name}`;
     if (i.devices.length && injectDevice.options.length === 0) {
       injectForm.hidden = false;
-      injectDevice.replaceChildren(...i.devices.map((d) => h("option", { value: d.name }, `${d.name} (${bytes(d.size)})`)));
+      injectDevice.replaceChildren(
+        ...i.devices.map((d) => h("option", { value: d.name }, `${d.name} (${bytes(d.size)})`)),
+      );
     }
   };
 
@@ -150,7 +183,11 @@ export const instancePage: Page = (main, id) => {
   const snapshot = (ev: Event) => {
     ev.preventDefault();
     return act(snapBtn, "Taking a snapshot", async () => {
-      const r = await api("POST", "/snapshot", { instance_id: id, tag: tag.value.trim(), stop: snapStop.checked });
+      const r = await api("POST", "/snapshot", {
+        instance_id: id,
+        tag: tag.value.trim(),
+        stop: snapStop.checked,
+      });
       return `Snapshot stored as ${r.reference} (${bytes(r.size)} of RAM snapshot)`;
     });
   };
@@ -163,7 +200,9 @@ export const instancePage: Page = (main, id) => {
     try {
       const r = await api("POST", "/inject", {
         instance_id: id,
-        content: { mmio: { device: injectDevice.value, offset: Number(injectOffset.value || 0), data: btoa(bin) } },
+        content: {
+          mmio: { device: injectDevice.value, offset: Number(injectOffset.value || 0), data: btoa(bin) },
+        },
       });
       toast(`Injected ${r.bytes} bytes into ${injectDevice.value}`);
     } catch (e) {
@@ -196,7 +235,9 @@ export const instancePage: Page = (main, id) => {
     ws.onclose = (ev) => {
       if (closed) return;
       termStatus.textContent =
-        ev.code === 1000 ? "The instance has ended." : `Disconnected (${ev.code}${ev.reason ? `: ${ev.reason}` : ""}).`;
+        ev.code === 1000
+          ? "The instance has ended."
+          : `Disconnected (${ev.code}${ev.reason ? `: ${ev.reason}` : ""}).`;
       if (ev.code !== 1000 && ev.code !== 4409) setTimeout(() => !closed && connect(0), 3000);
     };
   };

@@ -41,7 +41,12 @@ export const instancesPage: Page = (main) => {
   const status = h("p", { class: "muted", "aria-live": "polite" });
   main.append(
     h("h1", {}, "Instances"),
-    h("div", { class: "toolbar" }, h("label", { for: "show-all" }, all, " show exited and failed"), h("a", { href: "#/store", class: "button" }, "Start one from the store")),
+    h(
+      "div",
+      { class: "toolbar" },
+      h("label", { for: "show-all" }, all, " show exited and failed"),
+      h("a", { href: "#/store", class: "button" }, "Start one from the store"),
+    ),
     h(
       "div",
       { class: "scroll" },
@@ -52,7 +57,13 @@ export const instancesPage: Page = (main) => {
         h(
           "thead",
           {},
-          h("tr", {}, ...["Name", "State", "Artifact", "Accel", "Uptime", "Start / target", "Memory", "RSS", "CPU"].map((c) => h("th", { scope: "col" }, c))),
+          h(
+            "tr",
+            {},
+            ...["Name", "State", "Artifact", "Accel", "Uptime", "Start / target", "Memory", "RSS", "CPU"].map(
+              (c) => h("th", { scope: "col" }, c),
+            ),
+          ),
         ),
         body,
       ),
@@ -61,14 +72,21 @@ export const instancesPage: Page = (main) => {
   );
   const poll = async () => {
     try {
-      const { instances } = await api<{ instances: InstanceInfo[] }>("GET", `/instances${all.checked ? "?all=1" : ""}`);
+      const { instances } = await api<{ instances: InstanceInfo[] }>(
+        "GET",
+        `/instances${all.checked ? "?all=1" : ""}`,
+      );
       body.replaceChildren(
         ...instances.map((i) => {
           const cpu = cpuPercent(i);
           return h(
             "tr",
             { "data-name": i.name },
-            h("th", { scope: "row" }, h("a", { href: `#/instance/${encodeURIComponent(i.instance_id)}` }, i.name)),
+            h(
+              "th",
+              { scope: "row" },
+              h("a", { href: `#/instance/${encodeURIComponent(i.instance_id)}` }, i.name),
+            ),
             h("td", {}, stateBadge(i.state)),
             h("td", { class: "ref" }, i.artifact.reference),
             h("td", {}, `${i.accel} · ${i.machine}`),

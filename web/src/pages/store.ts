@@ -31,8 +31,18 @@ export const storePage: Page = (main) => {
   let n = 0;
   const card = (a: ArtifactInfo) => {
     const k = n++;
-    const name = h("input", { id: `name-${k}`, name: "name", autocomplete: "off", pattern: "[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}" });
-    const cmdline = h("input", { id: `cmdline-${k}`, name: "cmdline", autocomplete: "off", placeholder: "e.g. ovms.mode=console" });
+    const name = h("input", {
+      id: `name-${k}`,
+      name: "name",
+      autocomplete: "off",
+      pattern: "[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}",
+    });
+    const cmdline = h("input", {
+      id: `cmdline-${k}`,
+      name: "cmdline",
+      autocomplete: "off",
+      placeholder: "e.g. ovms.mode=console",
+    });
     const verb = a.ram_snapshot ? "Restore" : "Run";
     const button = h("button", { type: "submit", "aria-label": `${verb} ${short(a.reference)}` }, verb);
     const start = async (ev: Event) => {
@@ -43,7 +53,10 @@ export const storePage: Page = (main) => {
       if (name.value.trim()) overrides.name = name.value.trim();
       if (!a.ram_snapshot && cmdline.value.trim()) overrides.cmdline = cmdline.value.trim();
       try {
-        const r = await api("POST", "/start", { manifest: a.reference, ...(Object.keys(overrides).length ? { overrides } : {}) });
+        const r = await api("POST", "/start", {
+          manifest: a.reference,
+          ...(Object.keys(overrides).length ? { overrides } : {}),
+        });
         toast(`${r.name} is starting`);
         location.hash = `#/instance/${encodeURIComponent(r.instance_id)}`;
       } catch (e) {
@@ -55,7 +68,12 @@ export const storePage: Page = (main) => {
     return h(
       "article",
       { class: "card artifact", "data-reference": short(a.reference), "aria-labelledby": `art-${k}` },
-      h("h2", { id: `art-${k}` }, short(a.reference), a.ram_snapshot ? h("span", { class: "tag" }, "RAM snapshot") : null),
+      h(
+        "h2",
+        { id: `art-${k}` },
+        short(a.reference),
+        a.ram_snapshot ? h("span", { class: "tag" }, "RAM snapshot") : null,
+      ),
       h(
         "dl",
         { class: "facts" },
@@ -68,9 +86,16 @@ export const storePage: Page = (main) => {
         h("dt", {}, "Signature"),
         h("dd", {}, signatureBadge(a)),
         a.created ? [h("dt", {}, "Created"), h("dd", {}, a.created)] : null,
-        a.cold_start_target_ms !== undefined ? [h("dt", {}, "Start target"), h("dd", {}, duration(a.cold_start_target_ms))] : null,
+        a.cold_start_target_ms !== undefined
+          ? [h("dt", {}, "Start target"), h("dd", {}, duration(a.cold_start_target_ms))]
+          : null,
         a.subject ? [h("dt", {}, "Snapshot of"), h("dd", { class: "ref" }, a.subject)] : null,
-        a.devices?.length ? [h("dt", {}, "Devices"), h("dd", {}, a.devices.map((d) => `${d.type} ${d.name} ${bytes(d.size)}`).join(", "))] : null,
+        a.devices?.length
+          ? [
+              h("dt", {}, "Devices"),
+              h("dd", {}, a.devices.map((d) => `${d.type} ${d.name} ${bytes(d.size)}`).join(", ")),
+            ]
+          : null,
       ),
       h(
         "details",
@@ -82,8 +107,25 @@ export const storePage: Page = (main) => {
           h(
             "table",
             {},
-            h("thead", {}, h("tr", {}, ...["Role", "Digest", "Size", "Format"].map((c) => h("th", { scope: "col" }, c)))),
-            h("tbody", {}, ...a.layers.map((l) => h("tr", {}, h("td", {}, l.role), h("td", { class: "ref" }, l.digest.slice(0, 19) + "…"), h("td", {}, bytes(l.size)), h("td", {}, l.format ?? "")))),
+            h(
+              "thead",
+              {},
+              h("tr", {}, ...["Role", "Digest", "Size", "Format"].map((c) => h("th", { scope: "col" }, c))),
+            ),
+            h(
+              "tbody",
+              {},
+              ...a.layers.map((l) =>
+                h(
+                  "tr",
+                  {},
+                  h("td", {}, l.role),
+                  h("td", { class: "ref" }, l.digest.slice(0, 19) + "…"),
+                  h("td", {}, bytes(l.size)),
+                  h("td", {}, l.format ?? ""),
+                ),
+              ),
+            ),
           ),
         ),
       ),
@@ -92,7 +134,9 @@ export const storePage: Page = (main) => {
         { class: "start", onsubmit: start },
         h("label", { for: `name-${k}` }, "Instance name (optional)"),
         name,
-        a.ram_snapshot ? null : [h("label", { for: `cmdline-${k}` }, "Extra kernel arguments (optional)"), cmdline],
+        a.ram_snapshot
+          ? null
+          : [h("label", { for: `cmdline-${k}` }, "Extra kernel arguments (optional)"), cmdline],
         button,
       ),
     );
@@ -101,7 +145,9 @@ export const storePage: Page = (main) => {
     try {
       const { artifacts } = await api<{ artifacts: ArtifactInfo[] }>("GET", "/artifacts");
       list.replaceChildren(...artifacts.map(card));
-      status.textContent = artifacts.length ? `${artifacts.length} artifact(s)` : "The store is empty: build one with ovm build, or pull one with ovm pull.";
+      status.textContent = artifacts.length
+        ? `${artifacts.length} artifact(s)`
+        : "The store is empty: build one with ovm build, or pull one with ovm pull.";
     } catch (e) {
       status.textContent = `Cannot list the store: ${(e as Error).message}`;
     }
