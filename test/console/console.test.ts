@@ -53,6 +53,8 @@ before(async () => {
   );
   const store = join(dir, "d", "store");
   await buildDemo(await Store.open(store), "demo/vm:1.0", false);
+  // The same guest with an ivshmem device (q35), for the instance page's inject form.
+  await buildDemo(await Store.open(store), "demo/vm:shm", true);
   r = await ovm(["sign", "demo/vm:1.0", "--key", join(keys, "release.key")], { ...env, OVM_STORE: store });
   assert.equal(r.code, 0, r.stderr);
   d = await startDaemon(join(dir, "d"), checker, [
@@ -179,6 +181,19 @@ test("without the token the API and the console WebSocket are refused; a wrong t
   // Keyboard first: the token field has the focus, and the skip link comes first in tab order.
   assert.equal(await page.evaluate(`document.activeElement.id`), "token");
   await shot("login");
+  // The page comes with a same-origin-only policy and cannot be framed; no file outside the build.
+  const index = await fetch(url);
+  assert.equal(index.status, 200);
+  assert.match(
+    index.headers.get("content-security-policy") ?? "",
+    /default-src 'self'.*frame-ancestors 'none'/,
+  );
+  assert.equal(index.headers.get("x-frame-options"), "DENY");
+  assert.equal((await fetch(`${url}ui/..%2F..%2Fpackage.json`)).status, 404);
+  assert.equal(
+    (await fetch(`${url}ui/app.js`)).headers.get("content-type"),
+    "text/javascript; charset=utf-8",
+  );
   const status = await page.evaluate(`fetch("/instances").then((r) => r.status)`);
   assert.equal(status, 401);
   let r = await http.get("/artifacts");
@@ -372,6 +387,49 @@ test("the instances page shows both, live; the benchmark page draws the results;
   assert.ok(termWidth <= 390, `the terminal is ${termWidth} px wide in a 390 px window`);
   await shot("instance-narrow");
   await page.setViewportSize({ width: 1280, height: 900 });
+});
+
+test("inject into an ivshmem device from the instance page: text, then a file; the guest reads it; Stop and Remove", async () => {
+  await nav("Store");
+  const card = page.locator('article[data-reference="demo/vm:shm"]');
+  await card.getByLabel("Instance name").fill("web-3");
+  await card.getByLabel("Extra kernel arguments").fill("ovms.mode=ivshmem");
+  await card.getByRole("button", { name: "Run demo/vm:shm" }).click();
+  await page.waitForURL(/#\/instance\//);
+  ids["web-3"] = decodeURIComponent(page.url().split("#/instance/")[1]);
+  await waitTerminal(/OVMS-IVSHMEM: ready/, "the guest's ivshmem loop", 180_000);
+  await page.locator('h1[data-state="running"]').waitFor();
+  // The demo's protocol: the text at offset 4, then its length (32-bit little-endian) at 0.
+  const text = "hello from the browser";
+  const form = page.getByRole("form", { name: "Inject into an ivshmem device" });
+  assert.equal(await form.getByLabel("Device").inputValue(), "shm0");
+  await form.getByLabel("Text (or choose a file)").fill(text);
+  await form.getByLabel("Offset (bytes)").fill("4");
+  await form.getByRole("button", { name: "Inject" }).click();
+  await page
+    .getByRole("status")
+    .filter({ hasText: `Injected ${text.length} bytes into shm0` })
+    .waitFor();
+  const count = Buffer.alloc(4);
+  count.writeUInt32LE(text.length);
+  await form.getByLabel("Text (or choose a file)").fill("");
+  await form
+    .getByLabel("File", { exact: true })
+    .setInputFiles({ name: "count.bin", mimeType: "application/octet-stream", buffer: count });
+  await form.getByLabel("Offset (bytes)").fill("0");
+  await form.getByRole("button", { name: "Inject" }).click();
+  await page.getByRole("status").filter({ hasText: "Injected 4 bytes into shm0" }).waitFor();
+  await waitTerminal(new RegExp(`OVMS-INJECT: ${text}`), "the guest reading the injected text");
+  await assertAccessible("the instance page with an ivshmem device");
+  await shot("instance-inject");
+
+  await page.getByRole("button", { name: "Stop" }).click();
+  await page.locator('h1[data-state="exited"]').waitFor({ timeout: 90_000 });
+  await page.getByRole("button", { name: "Remove" }).click();
+  await page.waitForURL(/#\/instances$/);
+  const gone = await d.api.get(`/status/${ids["web-3"]}`);
+  assert.equal(gone.status, 404);
+  delete ids["web-3"];
 });
 
 test("Stop on each instance page stops it; typing into a stopped instance is refused with CONFLICT", async () => {

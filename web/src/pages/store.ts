@@ -120,7 +120,7 @@ export const storePage: Page = (main) => {
                   "tr",
                   {},
                   h("td", {}, l.role),
-                  h("td", { class: "ref" }, l.digest.slice(0, 19) + "…"),
+                  h("td", { class: "ref", title: l.digest }, l.digest.slice(7, 19) + "…"),
                   h("td", {}, bytes(l.size)),
                   h("td", {}, l.format ?? ""),
                 ),
