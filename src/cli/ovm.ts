@@ -22,6 +22,7 @@ import { register as registerKey } from "./commands/key.js";
 import { register as registerSign } from "./commands/sign.js";
 import { register as registerConformance } from "./commands/conformance.js";
 import { register as registerConvert } from "./commands/convert.js";
+import { register as registerAttach } from "./commands/attach.js";
 import { VERSION } from "../version.js";
 
 /** program builds the `ovm` command tree. */
@@ -49,6 +50,7 @@ export function program(): Command {
   registerRun(p);
   registerPs(p);
   registerLogs(p);
+  registerAttach(p);
   registerStop(p);
   // rm: an instance id or name when the daemon knows it, else an artifact reference (store.ts removeArtifacts).
   registerRm(p);

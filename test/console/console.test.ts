@@ -7,7 +7,8 @@ import { join } from "node:path";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import WebSocket from "ws";
 import { Store } from "../../src/store/store.js";
-import { ROOT, buildDemo, ovm } from "../helpers.js";
+import { spawn } from "node:child_process";
+import { OVM, ROOT, buildDemo, ovm } from "../helpers.js";
 import { ContractChecker, Api } from "../daemon/openapi-check.js";
 import { startDaemon, waitFor, type DaemonProc } from "../daemon/harness.js";
 
@@ -308,6 +309,32 @@ test("the API types into the serial input too; GET /console without an upgrade a
   assert.equal(one.body.reference, "docker.io/demo/vm:1.0");
 });
 
+test("ovm attach: a line piped in reaches the guest's shell and its answer comes out; an unknown instance is refused", async () => {
+  const child = spawn(process.execPath, [OVM, "attach", "web-1", "--tail", "0"], {
+    env: { ...process.env, ...d.env },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  let out = "";
+  child.stdout.on("data", (b: Buffer) => (out += b.toString()));
+  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  try {
+    // Typed only once attached: the answer must come from this line, not from the terminal's history.
+    await new Promise((r) => setTimeout(r, 500));
+    child.stdin.write("echo cli-$((4*4))\r");
+    await waitFor(
+      "the answer on ovm attach's stdout",
+      async () => /^cli-16\s*$/m.exec(out) ?? undefined,
+      60_000,
+    );
+  } finally {
+    child.kill("SIGTERM");
+    await exited;
+  }
+  const r = await ovm(["attach", "no-such-vm"], d.env);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /no-such-vm/);
+});
+
 test("snapshot as…, then Restore from the store page: the clone counts on from the snapshot and answers too", async () => {
   const before = (await counters(ids["web-1"])).numbers;
   assert.ok(before.length > 0);
@@ -443,5 +470,9 @@ test("Stop on each instance page stops it; typing into a stopped instance is ref
   const r = await d.api.post(`/console/${ids["web-1"]}`, { data: "echo too late\r" });
   assert.equal(r.status, 409);
   assert.equal(r.body.error.code, "CONFLICT");
+  // Attaching to an ended instance shows the end of its console and returns at once, status 0.
+  const a = await ovm(["attach", "web-1"], d.env);
+  assert.equal(a.code, 0, a.stderr);
+  assert.match(a.stdout, /cli-16/);
   await shot("instance-stopped");
 });
