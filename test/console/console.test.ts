@@ -406,7 +406,7 @@ test("the instances page shows both, live; the benchmark page draws the results;
   await assertAccessible("the instances page at 390 px");
   await page.locator('#instances tr[data-name="web-1"] a').click();
   await page.locator('h1[data-state="running"]').waitFor();
-  await waitTerminal(/ovms# /, "the prompt in a narrow terminal");
+  await waitTerminal(/OVMS-COUNTER: \d+/, "the counter in a narrow terminal");
   await assertAccessible("the instance page at 390 px");
   const termWidth = await page
     .locator("#terminal .xterm-screen")
