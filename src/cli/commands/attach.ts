@@ -1,9 +1,8 @@
 import type { Command } from "commander";
 import { OvmsError } from "../../core/errors.js";
-import { resolveSocketPath } from "../../api/paths.js";
 import { openConsole } from "../../client/console.js";
 import { positiveInt } from "./copy.js";
-import { addSocketOption } from "./daemon-client.js";
+import { addSocketOption, daemonClient } from "./daemon-client.js";
 
 /** DETACH is Ctrl-] (0x1d), the key that leaves the console on a terminal (as telnet and virsh console). */
 const DETACH = 0x1d;
@@ -21,7 +20,7 @@ export function register(program: Command): void {
       "attach this terminal to an instance's serial console: type into the guest (Ctrl-] detaches)",
     )
     .argument("<id>", "instance id or name")
-    .option("--tail <bytes>", "bytes of earlier output to show first (default 65536)", (v) =>
+    .option("--tail <bytes>", "bytes of earlier output to show first (default: 65536)", (v) =>
       v === "0" ? 0 : positiveInt("--tail")(v),
     )
     .addHelpText(
@@ -32,7 +31,8 @@ Examples:
   printf 'uname -a\\r' | ovm attach web    # type a line, print the console until web ends`,
     );
   addSocketOption(cmd).action(async (id: string, opts: { tail?: number }, c: Command) => {
-    const socketPath = resolveSocketPath(c.opts<{ socket?: string }>().socket);
+    // The socket daemonClient picks (the flag, $OVMD_SOCKET, else the default), as every command does.
+    const socketPath = (await daemonClient(c)).socketPath!;
     const ws = await openConsole({ socketPath }, id, opts.tail !== undefined ? { tail: opts.tail } : {});
     const stdin = process.stdin;
     const tty = stdin.isTTY === true;
