@@ -27,6 +27,8 @@ declare -A PKG=(
   # ovmd confines each QEMU in namespaces as an unprivileged user (rfc §8.4).
   [bwrap]=bubblewrap
   [setpriv]=util-linux
+  # The web console's browser test drives Debian's Chromium with playwright-core (test/console/).
+  [chromium]=chromium
 )
 missing=()
 for cmd in "${!PKG[@]}"; do

@@ -523,6 +523,108 @@ export interface PoolRemoveResponse {
 export interface InstanceList {
   instances: InstanceInfo[];
 }
+export interface ConsoleInput {
+  /**
+   * The bytes to type, encoded per `encoding`.
+   */
+  data: string;
+  /**
+   * How `data` is encoded; default `utf8`.
+   */
+  encoding?: "utf8" | "base64";
+}
+export interface ConsoleInputResponse {
+  /**
+   * Number of bytes handed to the serial port.
+   */
+  bytes: number;
+}
+/**
+ * One layer of an artifact's OCI manifest.
+ */
+export interface ArtifactLayer {
+  /**
+   * What the layer is to the VM.
+   */
+  role: "kernel" | "initrd" | "disk" | "ramsnap" | "bootstrap" | "other";
+  media_type: string;
+  digest: Digest;
+  /**
+   * Size of the blob in bytes.
+   */
+  size: number;
+  /**
+   * A disk layer's image format (`qcow2`, `raw`).
+   */
+  format?: string;
+}
+/**
+ * What this runtime can say about the artifact's signatures (sigstore bundles attached
+ * as referrers, RFC §8.2): `verified` — a signature verifies with a key of the runtime's
+ * trust policy (`keys` names them); `invalid` — signatures are there but none verifies
+ * with the policy's keys; `signed` — signatures are there, and the runtime has no policy
+ * to check them against (not verified); `unsigned` — none.
+ *
+ */
+export interface ArtifactSignature {
+  status: "verified" | "invalid" | "signed" | "unsigned";
+  /**
+   * Number of signature referrers in the store.
+   */
+  signatures: number;
+  /**
+   * The trusted keys that verified a signature.
+   */
+  keys?: {
+    name: string;
+    fingerprint: string;
+  }[];
+}
+export interface ArtifactInfo {
+  /**
+   * The normalized reference it is named by in the store.
+   */
+  reference: string;
+  digest: Digest;
+  /**
+   * The OVMS manifest's `name`.
+   */
+  name: string;
+  /**
+   * The OVMS manifest's `version`.
+   */
+  version: string;
+  description?: string;
+  /**
+   * When it was built or snapshotted, when the manifest says.
+   */
+  created?: string;
+  /**
+   * Bytes of the OCI manifest, its config and its layers together.
+   */
+  size: number;
+  /**
+   * Guest memory the manifest asks for.
+   */
+  memory_bytes?: number;
+  vcpus?: number;
+  machine?: Machine;
+  /**
+   * The manifest's `runtimeHints.coldStartTargetMs`.
+   */
+  cold_start_target_ms?: number;
+  devices?: DeviceInfo[];
+  /**
+   * Whether it carries a RAM snapshot (a start restores it instead of booting).
+   */
+  ram_snapshot: boolean;
+  subject?: Digest;
+  layers: ArtifactLayer[];
+  signature: ArtifactSignature;
+}
+export interface ArtifactList {
+  artifacts: ArtifactInfo[];
+}
 /**
  * One line of an instance's console; the log stream holds one per line.
  */

@@ -10,6 +10,7 @@ import { register as registerLogin } from "./commands/login.js";
 import { register as registerRun } from "./commands/run.js";
 import { register as registerPs } from "./commands/ps.js";
 import { register as registerLogs } from "./commands/logs.js";
+import { register as registerAttach } from "./commands/attach.js";
 import { register as registerStop } from "./commands/stop.js";
 import { register as registerRm } from "./commands/rm.js";
 import { register as registerStatus } from "./commands/status.js";
@@ -56,6 +57,7 @@ Examples:
   registerRun(p);
   registerPs(p);
   registerLogs(p);
+  registerAttach(p);
   registerStop(p);
   registerRm(p);
   registerStatus(p);

@@ -1,2 +1,3 @@
 export * from "../api/index.js";
 export * from "./client.js";
+export * from "./console.js";

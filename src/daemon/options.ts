@@ -14,6 +14,8 @@ export interface DaemonFlags {
   group?: string;
   listen?: string;
   token?: string;
+  http?: string;
+  benchResults?: string;
   logLevel?: LogLevel;
   warmPool?: number;
   warmPoolFor?: Record<string, number>;
@@ -64,6 +66,14 @@ export function addDaemonOptions(cmd: Command, withStore = true): Command {
     .option("--listen <host:port>", "also listen on TCP (requires --token)")
     .option("--token <token>", "bearer token TCP requests must carry (default: $OVMD_TOKEN)")
     .option(
+      "--http <host:port>",
+      "serve the web console (and the API it calls) on TCP, e.g. 127.0.0.1:7070; token from --token, else one made into <state dir>/http-token",
+    )
+    .option(
+      "--bench-results <dir>",
+      "benchmark results the console draws (default: the package's bench/results)",
+    )
+    .option(
       "--policy <file>",
       "trust policy every POST /start is admitted by (default: $OVM_POLICY; none: no signature checks)",
     )
@@ -110,6 +120,8 @@ export function serveOptions(flags: DaemonFlags): ServeOptions {
   if (flags.group) o.group = flags.group;
   if (flags.listen) o.listen = flags.listen;
   if (flags.token) o.token = flags.token;
+  if (flags.http) o.http = flags.http;
+  if (flags.benchResults) o.benchResults = flags.benchResults;
   if (flags.logLevel) o.logLevel = flags.logLevel;
   if (flags.warmPool !== undefined && Number.isInteger(flags.warmPool)) o.warmPool = flags.warmPool;
   if (flags.warmPoolFor) o.warmPools = flags.warmPoolFor;

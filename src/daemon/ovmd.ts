@@ -16,6 +16,14 @@ async function main(argv: string[]): Promise<void> {
       .description("OVMS runtime daemon: runs OVMS artifacts on QEMU behind the runtime API")
       .version(VERSION)
       .exitOverride(),
+  ).addHelpText(
+    "after",
+    `
+Examples:
+  ovmd                                     # the API on the UNIX socket only
+  ovmd --http 127.0.0.1:7070               # and the web console: open http://127.0.0.1:7070/,
+                                           # log in with the token in <state dir>/http-token
+  OVMD_TOKEN=… ovmd --listen 0.0.0.0:7000  # the API on TCP for remote clients (token required)`,
   );
   try {
     program.parse(argv);

@@ -14,6 +14,12 @@ import { Contract } from "./contract.js";
 import { Controller, type PullFn } from "./controller.js";
 import { createLogger, type LogLevel, type Logger } from "./log.js";
 import { requestHandler, routes } from "./routes.js";
+import { ArtifactCatalog } from "./console/artifact-catalog.js";
+import { consoleRoutes } from "./console/console-routes.js";
+import { consoleHandler } from "./console/console-handler.js";
+import { consoleUpgrade } from "./console/serial-socket.js";
+import { consoleToken } from "./console/http-token.js";
+import { listenTcp, parseHostPort } from "./tcp-listener.js";
 
 /** ServeOptions are ovmd's flags (and what an embedding program may hand in instead). */
 export interface ServeOptions {
@@ -42,6 +48,14 @@ export interface ServeOptions {
   listen?: string;
   /** token every TCP request must carry as `Authorization: Bearer <token>` (default: OVMD_TOKEN). */
   token?: string;
+  /**
+   * http is `HOST:PORT` of the web console's TCP listener: the console's page and files, and
+   * the API it calls (token required). Without a token one is made and kept in
+   * `<stateDir>/http-token` (mode 0600).
+   */
+  http?: string;
+  /** benchResults is the folder whose newest results the console's benchmark page draws (default: the package's bench/results). */
+  benchResults?: string;
   logLevel?: LogLevel;
   log?: Logger;
   /** runtime replaces the QEMU runtime (embedding, tests). */
@@ -62,6 +76,10 @@ export interface Daemon {
   socketPath: string;
   /** tcp is `host:port` of the TCP listener, when there is one. */
   tcp?: string;
+  /** http is `host:port` of the web console's listener, when there is one. */
+  http?: string;
+  /** httpTokenFile is where a token made for the web console was written (none when one was given). */
+  httpTokenFile?: string;
   storeDir: string;
   stateDir: string;
   /** close stops listening, detaches from the instances (they keep running) and removes the socket. */
@@ -84,7 +102,13 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
       "USAGE",
       "--listen needs a token (--token T or OVMD_TOKEN): a TCP listener is never open without one",
     );
-  const tcpAddr = opts.listen ? parseHostPort(opts.listen) : undefined;
+  const tcpAddr = opts.listen ? parseHostPort(opts.listen, "--listen") : undefined;
+  const httpAddr = opts.http ? parseHostPort(opts.http, "--http") : undefined;
+  if (tcpAddr && httpAddr && tcpAddr.port === httpAddr.port && httpAddr.port !== 0)
+    throw new OvmsError(
+      "USAGE",
+      `--listen ${opts.listen} and --http ${opts.http}: one port; --http serves the API too, so drop --listen or give it another port`,
+    );
   const gid = opts.group ? groupId(opts.group) : undefined;
   // A policy that cannot be read stops the daemon: it never falls back to "no policy".
   const policyFile = opts.policy ?? process.env.OVM_POLICY;
@@ -100,6 +124,10 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
     await writeFile(join(stateDir, "store-path"), resolve(storeDir));
     await pruneStateDirs(dirname(stateDir)).catch(() => undefined);
   }
+
+  const { token: httpToken, file: httpTokenFile } = httpAddr
+    ? await consoleToken(stateDir, token)
+    : { token: undefined, file: undefined };
 
   const cleanups: (() => Promise<void>)[] = [releasePid];
   const cleanup = async () => {
@@ -126,7 +154,9 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
       ...(opts.maintenanceMs !== undefined ? { maintenanceMs: opts.maintenanceMs } : {}),
     });
     await controller.open();
-    const table = routes(controller);
+    const table = { ...routes(controller), ...consoleRoutes(rt, new ArtifactCatalog(store, policy)) };
+    const upgrade = (tok?: string) =>
+      consoleUpgrade({ contract, runtime: rt, log, ...(tok ? { token: tok } : {}) });
 
     // Without --socket or OVMD_SOCKET, the store's own socket: one daemon per store (rfc §6.1).
     const socketPath = resolveSocketPath(opts.socket, process.env, {
@@ -135,6 +165,7 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
     });
     await clearStaleSocket(socketPath);
     const unix = createServer(requestHandler(contract, table, log));
+    unix.on("upgrade", upgrade());
     tune(unix);
     await listenUnix(unix, socketPath, gid);
     cleanups.push(async () => {
@@ -151,17 +182,27 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
     let tcp: string | undefined;
     if (tcpAddr) {
       const server = createServer(requestHandler(contract, table, log, { token }));
+      server.on("upgrade", upgrade(token));
       tune(server);
-      await new Promise<void>((resolve, reject) => {
-        server.once("error", (e) =>
-          reject(new OvmsError("USAGE", `--listen ${opts.listen}: ${e.message}`, { cause: e })),
-        );
-        server.listen(tcpAddr.port, tcpAddr.host, () => resolve());
-      });
-      const a = server.address() as { address: string; port: number };
-      tcp = `${a.address.includes(":") ? `[${a.address}]` : a.address}:${a.port}`;
+      tcp = await listenTcp(server, tcpAddr, `--listen ${opts.listen}`);
       cleanups.push(() => closeServer(server));
       log.info("listening on TCP (bearer token required)", { address: tcp });
+    }
+
+    let http: string | undefined;
+    if (httpAddr) {
+      const api = requestHandler(contract, table, log, { token: httpToken });
+      const server = createServer(
+        consoleHandler({ api, token: httpToken!, log, benchDir: opts.benchResults }),
+      );
+      server.on("upgrade", upgrade(httpToken));
+      tune(server);
+      http = await listenTcp(server, httpAddr, `--http ${opts.http}`);
+      cleanups.push(() => closeServer(server));
+      log.info("web console", {
+        url: `http://${http}/`,
+        token: httpTokenFile ? `in ${httpTokenFile}` : "the one given with --token or OVMD_TOKEN",
+      });
     }
 
     let resolveClosed!: () => void;
@@ -188,7 +229,16 @@ export async function serve(opts: ServeOptions = {}): Promise<Daemon> {
       process.on("SIGTERM", onSignal);
       process.on("SIGINT", onSignal);
     }
-    return { socketPath, ...(tcp ? { tcp } : {}), storeDir, stateDir, close, closed };
+    return {
+      socketPath,
+      ...(tcp ? { tcp } : {}),
+      ...(http ? { http } : {}),
+      ...(httpTokenFile ? { httpTokenFile } : {}),
+      storeDir,
+      stateDir,
+      close,
+      closed,
+    };
   } catch (e) {
     await cleanup();
     throw e;
@@ -311,14 +361,6 @@ function isDaemon(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-function parseHostPort(s: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(s);
-  if (!m) throw new OvmsError("USAGE", `--listen ${s}: expected HOST:PORT (e.g. 127.0.0.1:7070)`);
-  const port = Number(m[3]);
-  if (port > 65535) throw new OvmsError("USAGE", `--listen ${s}: port out of range`);
-  return { host: m[1] ?? (m[2] || "127.0.0.1"), port };
 }
 
 /** groupId reads a group's id from its name (or takes a number). */

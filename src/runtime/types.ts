@@ -197,6 +197,18 @@ export interface Runtime {
   list(opts?: { all?: boolean }): Promise<Instance[]>;
   /** logs streams serial log records; with follow, until the instance ends or the stream is destroyed. */
   logs(id: string, opts?: { follow?: boolean; tail?: number }): Promise<Readable>;
+  /**
+   * consoleOutput streams the serial console as raw bytes for a terminal: the last `tailBytes`
+   * (default 64 KiB), then, with `follow`, what the guest prints until the instance ends.
+   * Optional: a runtime without it offers the line-based `logs` only.
+   */
+  consoleOutput?(id: string, opts?: { tailBytes?: number; follow?: boolean }): Promise<Readable>;
+  /**
+   * consoleInput types `data` into the serial console (the guest reads it as keyboard input on
+   * its serial port); resolves with the count. CONFLICT when the instance is not running or has
+   * no serial input. Optional, with consoleOutput.
+   */
+  consoleInput?(id: string, data: Buffer): Promise<number>;
   /** remove deletes an ended instance's folder (a running one only with force, after killing it). */
   remove(id: string, opts?: { force?: boolean }): Promise<void>;
   /** recover finds the instances of an earlier daemon again: re-attaches live ones, marks dead ones exited. */

@@ -14,6 +14,12 @@ export interface QemuConfig {
   /** The per-instance overlay (qcow2) on top of the artifact's disk chain. */
   disk?: string;
   serialLog: string;
+  /**
+   * serialSocket gives the serial console an input: QEMU listens on this UNIX socket and
+   * writes everything the guest prints to `serialLog` too (the chardev's `logfile`), whether
+   * or not anyone is connected (serial-console.ts). Without it the console is output only.
+   */
+  serialSocket?: string;
   /** containerMode: a second serial port (COM2) into this file, OVMS-Init's control channel. */
   controlLog?: string;
   qmpSocket: string;
@@ -72,7 +78,14 @@ export function qemuArgv(c: QemuConfig): string[] {
   a.push("-kernel", c.kernel);
   if (c.initrd) a.push("-initrd", c.initrd);
   a.push("-append", c.cmdline);
-  a.push("-chardev", `file,id=serial0,path=${c.serialLog}`, "-serial", "chardev:serial0");
+  a.push(
+    "-chardev",
+    c.serialSocket
+      ? `socket,id=serial0,path=${c.serialSocket},server=on,wait=off,logfile=${c.serialLog}`
+      : `file,id=serial0,path=${c.serialLog}`,
+    "-serial",
+    "chardev:serial0",
+  );
   if (c.controlLog)
     a.push(
       "-chardev",

@@ -218,6 +218,7 @@ export function qemuConfig(
     // Sockets live in the tmpfs folder: short paths (sun_path is 108 bytes) that the QEMU
     // user can reach after it dropped root, wherever the state directory is.
     qmpSocket: join(at.shmDir, "qmp.sock"),
+    serialSocket: join(at.shmDir, "serial.sock"),
     ramFile: restore ? restore.memoryFile : join(at.shmDir, "ram"),
     devices: plan.devices.map((d) => ({
       type: d.type,

@@ -29,6 +29,7 @@ import { VmmLauncher } from "./launcher.js";
 import type { QmpClient } from "./qmp-client.js";
 import { InstanceRecords, newRecord, toCapture, toInstance, type InstanceRecord } from "./records.js";
 import { serialLog } from "./serial-log.js";
+import { SerialInputs, hasSerialInput, rawSerial } from "./serial-console.js";
 import { Supervisor, connectQmp, isOurQemu, kill, procMetrics, type Live } from "./supervisor.js";
 import { trace } from "./trace.js";
 import { QemuWarmPool } from "./warm-pool.js";
@@ -54,6 +55,7 @@ export class QemuRuntime implements Runtime {
   private readonly procs = new Supervisor();
   private readonly migration = new Migration();
   private readonly warm: QemuWarmPool;
+  private readonly serialInputs = new SerialInputs();
 
   private constructor(
     readonly stateDir: string,
@@ -368,6 +370,25 @@ export class QemuRuntime implements Runtime {
     return serialLog(path, { ...opts, ended: this.procs.get(rec.instance_id)?.exited });
   }
 
+  async consoleOutput(ref: string, opts: { tailBytes?: number; follow?: boolean } = {}): Promise<Readable> {
+    const rec = this.records.find(ref);
+    const path = join(this.records.dir(rec.instance_id), "serial.log");
+    const ended = opts.follow ? this.procs.get(rec.instance_id)?.exited : undefined;
+    return rawSerial(path, { ...(opts.tailBytes !== undefined ? { tailBytes: opts.tailBytes } : {}), ended });
+  }
+
+  async consoleInput(ref: string, data: Buffer): Promise<number> {
+    const rec = this.records.find(ref);
+    if (!["running", "stalled", "paused"].includes(rec.state) || !this.procs.get(rec.instance_id))
+      throw new RuntimeError("CONFLICT", `instance ${rec.instance_id} is ${rec.state}, not running`);
+    if (!hasSerialInput(rec.argv))
+      throw new RuntimeError(
+        "CONFLICT",
+        `instance ${rec.instance_id} has no serial input (started by an earlier ovmd with an output-only console)`,
+      );
+    return this.serialInputs.write(rec.instance_id, join(rec.shm_dir, "serial.sock"), data);
+  }
+
   async remove(ref: string, opts: { force?: boolean } = {}): Promise<void> {
     const rec = this.records.find(ref);
     if (!TERMINAL_STATES.has(rec.state)) {
@@ -418,6 +439,7 @@ export class QemuRuntime implements Runtime {
   }
 
   async close(): Promise<void> {
+    this.serialInputs.closeAll();
     await this.warm.close();
     this.procs.detachAll();
   }

@@ -56,3 +56,12 @@ test("q35 with ivshmem: PCI disk and ivshmem-plain with master=on", () => {
     "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny",
   );
 });
+
+test("serial input: a socket chardev QEMU serves, logging every byte to the serial log; without it a file", () => {
+  const a = qemuArgv({ ...base, serialSocket: "/shm/serial.sock" });
+  assert.deepEqual(after(a, "-chardev"), [
+    "socket,id=serial0,path=/shm/serial.sock,server=on,wait=off,logfile=/d/serial.log",
+  ]);
+  assert.deepEqual(after(a, "-serial"), ["chardev:serial0"]);
+  assert.deepEqual(after(qemuArgv(base), "-chardev"), ["file,id=serial0,path=/d/serial.log"]);
+});
