@@ -86,7 +86,8 @@ export class OvmsTask {
     const named = spec.annotations[ARTIFACT_ANNOTATION];
     if (named) {
       deps.log(`task ${req.id}: runs the artifact ${named} (${ARTIFACT_ANNOTATION})`);
-      return new OvmsTask(req.id, req.bundle, io, deps, named, spec.memory);
+      // The artifact (a RAM snapshot above all) decides its own memory: a restore takes no override.
+      return new OvmsTask(req.id, req.bundle, io, deps, named, undefined);
     }
     const { dir, mounted } = await rootfsDir(spec.rootPath, req.rootfs);
     const task = new OvmsTask(req.id, req.bundle, io, deps, join(req.bundle, "ovms-layout"), spec.memory);

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
+import { ovm } from "../helpers.js";
 import { ContractChecker } from "../daemon/openapi-check.js";
 import { startDaemon, type DaemonProc } from "../daemon/harness.js";
 import { shimProcesses, startContainerd, writeImageTar, type Containerd } from "./containerd-harness.js";
@@ -129,4 +130,33 @@ test("ctr task ls/kill/delete: a detached task runs as a VM, SIGTERM reaches the
   assert.deepEqual(await shimProcesses(c.address), [], "no shim process is left");
   const sockets = await readdir(join(c.dir, "s")).catch(() => []);
   assert.deepEqual(sockets, [], "no shim socket is left");
+});
+
+/** logText is an instance's console so far, one string. */
+async function logText(id: string): Promise<string> {
+  const r = await d.api.get(`/logs/${id}`).catch(() => undefined);
+  return ((r?.body as { line: string }[] | undefined) ?? []).map((l) => l.line).join("\n");
+}
+
+test("the ovms.artifact annotation: a container starts from a RAM-snapshot artifact and its program goes on from the snapshot", async () => {
+  const conv = await ovm(["convert", `oci:${join(dir, "image-layout")}:1.0`, "-t", "snapme/app:1"], d.env);
+  assert.equal(conv.code, 0, conv.stderr);
+  const program = "echo before-snapshot; sleep 8; echo after-restore; exit 5";
+  const s = await d.api.post("/start", {
+    manifest: "snapme/app:1",
+    overrides: { args: ["sh", "-c", program] },
+  });
+  assert.equal(s.status, 202, JSON.stringify(s.body));
+  const id = s.body.instance_id;
+  const deadline = Date.now() + 300_000;
+  while (!(await logText(id)).includes("before-snapshot") && Date.now() < deadline)
+    await new Promise((r) => setTimeout(r, 200));
+  const snap = await d.api.post("/snapshot", { instance_id: id, tag: "snapme/app:snap", stop: true });
+  assert.equal(snap.status, 200, JSON.stringify(snap.body));
+  await d.api.request("DELETE", `/instances/${id}?force=1`);
+
+  const r = await c.ctr([...RUN, "--rm", "--annotation", "ovms.artifact=snapme/app:snap", IMAGE, "t-snap"]);
+  assert.equal(r.code, 5, `the restored program's exit status: ${r.stderr}\n${c.output().slice(-2000)}`);
+  assert.equal(r.stdout.trim(), "after-restore", "the program went on after the snapshot; nothing ran twice");
+  assert.deepEqual((await d.api.get("/instances?all=1")).body.instances, []);
 });
