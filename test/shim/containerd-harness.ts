@@ -48,8 +48,12 @@ export async function startContainerd(
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "native"
     default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.ovms]
       runtime_type = "io.containerd.ovms.v2"
+      pod_annotations = ["ovms.*"]
+      container_annotations = ["ovms.*"]
 `;
   const config = `version = 2
 root = "${join(dir, "root")}"
