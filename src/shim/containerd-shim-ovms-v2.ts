@@ -175,6 +175,7 @@ async function serve(f: Flags, bundle: string): Promise<number> {
   const stop = () => {
     setTimeout(async () => {
       await server.close().catch(() => undefined);
+      await publisher.flush();
       await rm(f.socket, { force: true });
       if (logFd !== undefined) closeSync(logFd);
       process.exit(0);

@@ -19,10 +19,17 @@ export class Publisher {
     private readonly log: (line: string) => void,
   ) {}
 
-  /** publish queues the event `type` (a containerd.events message name) under `topic`. */
-  publish(topic: string, type: string, event: Record<string, unknown>): Promise<void> {
+  /**
+   * publish queues the event `type` (a containerd.events message name) under `topic` and
+   * returns at once: an RPC never waits for the publishing process (tens of ms to start).
+   */
+  publish(topic: string, type: string, event: Record<string, unknown>): void {
     const any = encode("google.protobuf.Any", { type_url: type, value: encode(type, event) });
     this.chain = this.chain.then(() => this.send(topic, any));
+  }
+
+  /** flush resolves once every queued event was sent (or given up on). */
+  flush(): Promise<void> {
     return this.chain;
   }
 

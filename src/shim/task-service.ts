@@ -68,7 +68,7 @@ export function taskService(deps: TaskDeps, ctl: ShimControl): Record<string, Me
         deps,
       );
       tasks.set(r.id, t);
-      await deps.publisher.publish("/tasks/create", "containerd.events.TaskCreate", {
+      deps.publisher.publish("/tasks/create", "containerd.events.TaskCreate", {
         container_id: r.id,
         bundle: r.bundle,
         rootfs: r.rootfs,
@@ -80,7 +80,7 @@ export function taskService(deps: TaskDeps, ctl: ShimControl): Record<string, Me
     Start: m("StartRequest", "StartResponse", async (r) => {
       const t = get(r.id, r.exec_id);
       const pid = await t.start();
-      await deps.publisher.publish("/tasks/start", "containerd.events.TaskStart", {
+      deps.publisher.publish("/tasks/start", "containerd.events.TaskStart", {
         container_id: r.id,
         pid,
       });

@@ -117,17 +117,21 @@ export class OvmsTask {
       this.status = TaskStatus.RUNNING;
       return this.pid;
     }
+    const t0 = performance.now();
     const res = await this.deps.client.start({
       manifest: this.manifest,
       ...(this.memory ? { overrides: { memory: this.memory } } : {}),
     });
+    const tStarted = performance.now();
     this.instanceId = res.instance_id;
     this.record.instanceId = res.instance_id;
     await saveRecord(this.bundle, this.record);
     const info = await this.untilPid();
     this.pid = info.pid ?? 0;
     this.status = TaskStatus.RUNNING;
-    this.deps.log(`task ${this.id}: instance ${res.instance_id} (${res.name}), VMM pid ${this.pid}`);
+    this.deps.log(
+      `task ${this.id}: instance ${res.instance_id} (${res.name}), VMM pid ${this.pid}, in ${Math.round(performance.now() - t0)} ms (${Math.round(tStarted - t0)} ms to POST /start)`,
+    );
     void this.follow();
     return this.pid;
   }
@@ -214,7 +218,7 @@ export class OvmsTask {
     this.exitedAt = new Date();
     this.status = TaskStatus.STOPPED;
     this.markExited();
-    await this.deps.publisher.publish("/tasks/exit", "containerd.events.TaskExit", {
+    this.deps.publisher.publish("/tasks/exit", "containerd.events.TaskExit", {
       container_id: this.id,
       id: this.id,
       pid: this.pid,
@@ -261,7 +265,7 @@ export class OvmsTask {
       // Nothing is left for `containerd-shim-ovms-v2 delete` to clean up.
       this.record = { mounted: [] };
       await saveRecord(this.bundle, this.record).catch(() => undefined);
-      await this.deps.publisher.publish("/tasks/delete", "containerd.events.TaskDelete", {
+      this.deps.publisher.publish("/tasks/delete", "containerd.events.TaskDelete", {
         container_id: this.id,
         id: this.id,
         pid: this.pid,
