@@ -106,7 +106,11 @@ async function main(): Promise<void> {
       });
       const log = join(logDir, `${name}.log`);
       const t0 = performance.now();
-      const started = cri.call("StartContainer", { container_id: cid });
+      // Its failure is kept, not left unhandled: the run stops and the cleanup below still runs.
+      let failed: Error | undefined;
+      const started = cri
+        .call("StartContainer", { container_id: cid })
+        .catch((e: Error) => void (failed = e));
       let runningMs = 0;
       let outputMs = 0;
       while (!runningMs || !outputMs) {
@@ -120,11 +124,13 @@ async function main(): Promise<void> {
           if (st.state === "CONTAINER_EXITED")
             throw new Error(`${kind} container ${name} exited: ${st.reason} ${st.message}`);
         }
+        if (failed) throw failed;
         if (performance.now() - t0 > 600_000)
           throw new Error(`${kind} container ${name}: not running in 10 min`);
         await new Promise((r) => setTimeout(r, 2));
       }
       await started;
+      if (failed) throw failed;
       await cri.call("StopContainer", { container_id: cid, timeout: 0 });
       await cri.call("RemoveContainer", { container_id: cid });
       return { runningMs, outputMs };
