@@ -5,14 +5,8 @@ import { mkdir, rm } from "node:fs/promises";
 import { connect } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { sha256 } from "../core/digest.js";
-import { DaemonError, OvmdClient } from "../client/client.js";
+import { createHash } from "node:crypto";
 import { VERSION } from "../version.js";
-import { loadRecord, removeLayout, unmountAll } from "./bundle.js";
-import { encode, timestamp } from "./protos.js";
-import { Publisher } from "./publisher.js";
-import { TASK_SERVICE, taskService } from "./task-service.js";
-import { TtrpcServer } from "./ttrpc-server.js";
 
 /**
  * containerd-shim-ovms-v2: the containerd runtime v2 shim of OVMS
@@ -83,7 +77,8 @@ function parseFlags(argv: string[]): Flags {
 /** socketPath is where the shim of one task listens: beside containerd's socket, named by a hash (a UNIX socket path is short). */
 function socketPath(f: Flags): string {
   const base = f.address ? join(dirname(f.address.replace(/^unix:\/\//, "")), "s") : "/run/ovms/s";
-  return join(base, `ovms-${sha256(`${f.address}|${f.namespace}|${f.id}`).slice(7, 39)}.sock`);
+  const h = createHash("sha256").update(`${f.address}|${f.namespace}|${f.id}`).digest("hex");
+  return join(base, `ovms-${h.slice(0, 32)}.sock`);
 }
 
 async function main(): Promise<number> {
@@ -153,6 +148,11 @@ function accepts(path: string): Promise<boolean> {
 
 /** serve is the shim's server: the Task service on the socket, logs to the bundle's `log` FIFO. */
 async function serve(f: Flags, bundle: string): Promise<number> {
+  // Loaded here, not at the top: `start` (which containerd waits for) then loads nothing it does not use.
+  const { OvmdClient } = await import("../client/client.js");
+  const { Publisher } = await import("./publisher.js");
+  const { TASK_SERVICE, taskService } = await import("./task-service.js");
+  const { TtrpcServer } = await import("./ttrpc-server.js");
   let logFd: number | undefined;
   try {
     logFd = openSync(join(bundle, "log"), constants.O_WRONLY | constants.O_NONBLOCK);
@@ -181,7 +181,7 @@ async function serve(f: Flags, bundle: string): Promise<number> {
       process.exit(0);
     }, 50);
   };
-  const server: TtrpcServer = new TtrpcServer(
+  const server = new TtrpcServer(
     { [TASK_SERVICE]: taskService({ client, publisher, log }, { shutdown: stop }) },
     log,
   );
@@ -198,6 +198,9 @@ async function serve(f: Flags, bundle: string): Promise<number> {
  * removed (never left orphaned), the rootfs unmounted, and a DeleteResponse written to stdout.
  */
 async function deleteAfterDeath(f: Flags, bundle: string): Promise<number> {
+  const { DaemonError, OvmdClient } = await import("../client/client.js");
+  const { loadRecord, removeLayout, unmountAll } = await import("./bundle.js");
+  const { encode, timestamp } = await import("./protos.js");
   const rec = await loadRecord(bundle);
   if (rec.instanceId) {
     await new OvmdClient().remove(rec.instanceId, { force: true }).catch((e) => {

@@ -2,9 +2,7 @@ import { open, type FileHandle } from "node:fs/promises";
 import { constants } from "node:fs";
 import { join } from "node:path";
 import type { InstanceInfo } from "../api/types.generated.js";
-import { convertRootfs } from "../artifact/convert/convert-rootfs.js";
 import { DaemonError, isDaemonUnavailable, type OvmdClient } from "../client/client.js";
-import { Store } from "../store/store.js";
 import {
   ARTIFACT_ANNOTATION,
   CRI_CONTAINER_TYPE,
@@ -94,6 +92,9 @@ export class OvmsTask {
     task.record = { mounted, layout: task.manifest };
     await saveRecord(req.bundle, task.record);
     const t0 = performance.now();
+    // Loaded on first use: a shim must answer containerd quickly, and a snapshot task never needs them.
+    const { Store } = await import("../store/store.js");
+    const { convertRootfs } = await import("../artifact/convert/convert-rootfs.js");
     const store = await Store.open(task.manifest!);
     const made = await convertRootfs(store, dir, spec.bootstrap, {
       name: "containerd-task",

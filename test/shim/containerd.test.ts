@@ -160,3 +160,24 @@ test("the ovms.artifact annotation: a container starts from a RAM-snapshot artif
   assert.equal(r.stdout.trim(), "after-restore", "the program went on after the snapshot; nothing ran twice");
   assert.deepEqual((await d.api.get("/instances?all=1")).body.instances, []);
 });
+
+test("a shim killed under a running task: containerd's cleanup (containerd-shim-ovms-v2 delete) removes its VM, none is orphaned", async () => {
+  const r = await c.ctr([...RUN, "-d", IMAGE, "t-orphan", "sh", "-c", "exec sleep 1000"]);
+  assert.equal(r.code, 0, r.stderr);
+  const insts = (await d.api.get("/instances")).body.instances;
+  assert.equal(insts.length, 1, "the task's VM runs");
+  const shim = (await shimProcesses(c.address)).find((l) => l.includes("-id t-orphan"));
+  assert.ok(shim, "the task's shim process");
+  process.kill(Number(shim.trim().split(/\s+/)[0]), "SIGKILL");
+  const deadline = Date.now() + 120_000;
+  let left = insts;
+  while (left.length && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 500));
+    left = (await d.api.get("/instances?all=1")).body.instances;
+  }
+  assert.deepEqual(left, [], "the VM of the dead shim's task was removed");
+  assert.doesNotMatch((await c.ctr(["task", "ls"])).stdout, /^t-orphan\s+\d+\s+RUNNING/m);
+  await c.ctr(["task", "delete", "t-orphan"]);
+  assert.equal((await c.ctr(["container", "rm", "t-orphan"])).code, 0);
+  assert.deepEqual(await shimProcesses(c.address), []);
+});
