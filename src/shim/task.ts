@@ -167,7 +167,10 @@ export class OvmsTask {
             since++;
             await out?.write(r.line + "\n").catch(() => undefined);
           }
-          break;
+          // The stream ended: the instance did, or the daemon went away (a restart) and the
+          // next status call says which.
+          if (ENDED.has((await this.deps.client.status(this.instanceId!)).state)) break;
+          await sleep(200);
         } catch (e) {
           if (e instanceof DaemonError && e.code === "NOT_FOUND") break;
           if (!(await this.daemonComesBack(e))) break;

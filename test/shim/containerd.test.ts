@@ -181,3 +181,38 @@ test("a shim killed under a running task: containerd's cleanup (containerd-shim-
   assert.equal((await c.ctr(["container", "rm", "t-orphan"])).code, 0);
   assert.deepEqual(await shimProcesses(c.address), []);
 });
+
+test("ovmd restarted under a running task: the shim waits for the new daemon and reports the task's real state and exit status", async () => {
+  const r = await c.ctr([...RUN, "-d", IMAGE, "t-restart", "sh", "-c", "echo up; exec sleep 1000"]);
+  assert.equal(r.code, 0, r.stderr);
+  const [inst] = (await d.api.get("/instances")).body.instances;
+  const deadline = Date.now() + 300_000;
+  while (!(await logText(inst.instance_id)).includes("up") && Date.now() < deadline)
+    await new Promise((r) => setTimeout(r, 300));
+  await d.stop();
+  d = await startDaemon(join(dir, "d"), checker);
+  const again = (await d.api.get("/instances")).body.instances;
+  assert.deepEqual(
+    again.map((i: { instance_id: string; state: string }) => [i.instance_id, i.state]),
+    [[inst.instance_id, "running"]],
+    "the new ovmd re-attached the VM",
+  );
+  assert.match((await c.ctr(["task", "ls"])).stdout, /^t-restart\s+\d+\s+RUNNING/m);
+  assert.equal((await c.ctr(["task", "kill", "t-restart"])).code, 0);
+  let ls = "";
+  while (Date.now() < deadline) {
+    ls = (await c.ctr(["task", "ls"])).stdout;
+    if (/^t-restart\s+\d+\s+STOPPED/m.test(ls)) break;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  assert.match(ls, /^t-restart\s+\d+\s+STOPPED/m, "the stop through the new daemon ended the task");
+  const del = await c.ctr(["task", "delete", "t-restart"]);
+  assert.equal(del.code, 0, del.stderr);
+  assert.match(
+    del.stderr,
+    /exit with non-zero exit code 143/,
+    "the program's real exit status, read from the new daemon",
+  );
+  assert.equal((await c.ctr(["container", "rm", "t-restart"])).code, 0);
+  assert.deepEqual((await d.api.get("/instances?all=1")).body.instances, []);
+});
