@@ -1,7 +1,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { ovm } from "../helpers.js";
 import { ContractChecker } from "../daemon/openapi-check.js";
@@ -215,4 +215,38 @@ test("ovmd restarted under a running task: the shim waits for the new daemon and
   );
   assert.equal((await c.ctr(["container", "rm", "t-restart"])).code, 0);
   assert.deepEqual((await d.api.get("/instances?all=1")).body.instances, []);
+});
+
+test("the overlayfs snapshotter: the shim mounts the layers (as runc's shim does), reads the rootfs, and unmounts it at delete", async () => {
+  const imp = await c.ctr([
+    "image",
+    "import",
+    "--base-name",
+    "ovms.test/app",
+    "--snapshotter",
+    "overlayfs",
+    join(dir, "image.tar"),
+  ]);
+  assert.equal(imp.code, 0, imp.stderr);
+  const r = await c.ctr([
+    "run",
+    "--runtime",
+    "io.containerd.ovms.v2",
+    "--snapshotter",
+    "overlayfs",
+    "--rm",
+    IMAGE,
+    "t-overlay",
+    "sh",
+    "-c",
+    "ls /bin/busybox; exit 2",
+  ]);
+  assert.equal(r.code, 2, `${r.stderr}\n${c.output().slice(-2000)}`);
+  assert.equal(r.stdout.trim(), "/bin/busybox");
+  const mounts = await readFile("/proc/self/mounts", "utf8");
+  assert.doesNotMatch(
+    mounts,
+    new RegExp(c.dir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")),
+    "nothing left mounted",
+  );
 });
