@@ -19,6 +19,7 @@ export interface Containerd {
   stop(): Promise<void>;
 }
 
+/** CtrResult is one ctr command's exit status and output. */
 export interface CtrResult {
   code: number;
   stdout: string;
