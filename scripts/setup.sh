@@ -23,6 +23,7 @@ declare -A PKG=(
   [zstd]=zstd
   [xz]=xz-utils
   [htpasswd]=apache2-utils
+  [containerd]=containerd
   [curl]=curl
   # ovmd confines each QEMU in namespaces as an unprivileged user (rfc §8.4).
   [bwrap]=bubblewrap

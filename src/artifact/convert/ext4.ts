@@ -24,6 +24,9 @@ import type { RootFs, RootNode } from "./rootfs.js";
  * always gives the same bytes.
  */
 
+/** ContentFiles finds the content of a regular file of a RootFs: the layer cache, or a directory's own files. */
+export type ContentFiles = Pick<LayerCache, "contentPath">;
+
 /** Ext4Options are what shapes the filesystem. */
 export interface Ext4Options {
   /** Free space added to the content (bytes). */
@@ -79,7 +82,7 @@ export function estimate(root: RootFs): { contentBytes: number; paths: number } 
  */
 export async function buildExt4(
   root: RootFs,
-  cache: LayerCache,
+  cache: ContentFiles,
   work: string,
   out: string,
   opts: Ext4Options,
@@ -176,7 +179,7 @@ export async function buildExt4(
  * from the cache (a second path of one inode is linked to the first, so mke2fs sees it as
  * a hard link); special files are left to debugfs.
  */
-async function stage(root: RootFs, cache: LayerCache, staging: string): Promise<void> {
+async function stage(root: RootFs, cache: ContentFiles, staging: string): Promise<void> {
   const first = new Map<string, string>();
   for (const p of root.paths()) {
     if (p === "") continue;

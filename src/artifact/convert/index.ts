@@ -6,6 +6,7 @@ import { convertVmConfig } from "./vm-config.js";
 
 export * from "./bootstrap.js";
 export * from "./convert-image.js";
+export * from "./convert-rootfs.js";
 export * from "./ext4.js";
 export * from "./guest.js";
 export * from "./image.js";
