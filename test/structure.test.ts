@@ -45,6 +45,24 @@ test("lint refuses an import that points up the layers, and accepts one that poi
   );
 });
 
+test("lint refuses a source file over 400 lines of code, and does not count comments", async () => {
+  const eslint = new ESLint({ cwd: root });
+  const code = (n: number) =>
+    Array.from({ length: n }, (_, i) => `export const v${i} = ${i};`).join("\n") + "\n";
+  const [long] = await eslint.lintText(code(401), { filePath: `${root}src/core/probe.ts` });
+  assert.ok(
+    long.messages.some((m) => m.ruleId === "max-lines"),
+    JSON.stringify(long.messages.slice(0, 3)),
+  );
+  const [commented] = await eslint.lintText(`${"// why\n".repeat(200)}${code(400)}`, {
+    filePath: `${root}src/core/probe.ts`,
+  });
+  assert.deepEqual(
+    commented.messages.filter((m) => m.ruleId === "max-lines"),
+    [],
+  );
+});
+
 test("dependency-cruiser finds a cycle made of a value import and a type-only import", async () => {
   const config = createRequire(import.meta.url)(`${root}.dependency-cruiser.cjs`);
   const res = await cruise(["test/fixtures/cycle"], {
