@@ -209,13 +209,13 @@ export interface StartOverrides {
    */
   runtime?: string;
   /**
-   * containerMode artifacts only (rfc §6.6): the command, replacing the image's cmd (it follows the image's entrypoint, as with `docker run IMAGE ARGS`). Refused for other artifacts and for a RAM snapshot restore.
+   * containerMode artifacts only (rfc §6.7): the command, replacing the image's cmd (it follows the image's entrypoint, as with `docker run IMAGE ARGS`). Refused for other artifacts and for a RAM snapshot restore.
    *
    * @maxItems 1024
    */
   args?: string[];
   /**
-   * containerMode artifacts only (rfc §6.6): `NAME=VALUE` entries that replace or add names in the image's environment.
+   * containerMode artifacts only (rfc §6.7): `NAME=VALUE` entries that replace or add names in the image's environment.
    *
    * @maxItems 1024
    */
@@ -446,7 +446,7 @@ export interface InstanceInfo {
    */
   exit_code?: number;
   /**
-   * containerMode artifacts (rfc §6.6): the exit status of the image's program as the guest's OVMS-Init reported it (128 + N when a signal N ended it; 125 when OVMS-Init itself failed, 126 when the program could not run, 127 when it was not found). Absent while it runs, and when the guest ended without a report (then `state` is `failed` unless a stop was asked for).
+   * containerMode artifacts (rfc §6.7): the exit status of the image's program as the guest's OVMS-Init reported it (128 + N when a signal N ended it; 125 when OVMS-Init itself failed, 126 when the program could not run, 127 when it was not found). Absent while it runs, and when the guest ended without a report (then `state` is `failed` unless a stop was asked for).
    */
   program_exit_code?: number;
   metrics: Metrics;

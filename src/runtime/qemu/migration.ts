@@ -1,16 +1,19 @@
+import { createWriteStream } from "node:fs";
 import { readFile, rm } from "node:fs/promises";
 import { connect, createServer } from "node:net";
 import { join } from "node:path";
 import { RuntimeError } from "../runtime-error.js";
 import type { InstanceState } from "../types.js";
 import type { QmpClient } from "./qmp-client.js";
+import { splitRamStream } from "./ram-stream.js";
 import { trace } from "./trace.js";
 
 /**
  * Migration moves device state in and out of QEMU over `unix:` sockets: out of a paused
  * instance for a snapshot (QEMU connects to a socket we listen on: under `-sandbox spawn=deny`
  * QEMU 7.2 cannot run the helper `exec:` needs), into a QEMU waiting at `-incoming defer` for a
- * restore. Guest memory never travels: it is shared (`x-ignore-shared`) with the memory file.
+ * restore. A cold-booted guest's memory never travels: it is shared (`x-ignore-shared`) with the
+ * memory file; a restored clone's travels once, out of it, when it is snapshotted (ram-stream.ts).
  * It keeps each snapshot's device state (tens of KB) once read, for the next restores.
  */
 export class Migration {
@@ -58,23 +61,36 @@ export class Migration {
   /**
    * capture pauses the guest and saves its device state through a socket in `shmDir` that
    * `grant` lets the QEMU user reach. The guest stays paused: the caller resumes or stops it.
+   * For a restored clone (`clone`), whose RAM is a private mapping the stream carries, the
+   * stream goes to a file and its RAM pages to `clone.memoryFile` (splitRamStream).
    */
-  async capture(qmp: QmpClient, shmDir: string, grant: (paths: string[]) => Promise<void>): Promise<Buffer> {
+  async capture(
+    qmp: QmpClient,
+    shmDir: string,
+    grant: (paths: string[]) => Promise<void>,
+    clone?: { memoryBytes: number; memoryFile: string },
+  ): Promise<Buffer> {
     const sock = join(shmDir, "migrate.sock");
+    const streamFile = join(shmDir, "migrate.stream");
     await qmp.execute("stop");
     await qmp.execute("migrate-set-capabilities", {
       capabilities: [{ capability: "x-ignore-shared", state: true }],
     });
+    // The guest is paused: no point in QEMU's default 128 MiB/s cap on a clone's RAM.
+    if (clone) await qmp.execute("migrate-set-parameters", { "max-bandwidth": 64 * 1024 ** 3 });
     const chunks: Buffer[] = [];
     await rm(sock, { force: true });
-    const server = createServer((c) => c.on("data", (d: Buffer) => chunks.push(d)));
+    const file = clone ? createWriteStream(streamFile, { mode: 0o600 }) : undefined;
+    const server = createServer((c) => (file ? c.pipe(file) : c.on("data", (d: Buffer) => chunks.push(d))));
     const received = new Promise<void>((resolve) =>
-      server.on("connection", (c) => c.on("close", () => resolve())),
+      server.on("connection", (c) =>
+        file ? file.on("close", () => resolve()) : c.on("close", () => resolve()),
+      ),
     );
     await new Promise<void>((resolve) => server.listen(sock, resolve));
     try {
       await grant([sock]);
-      const done = qmp.waitEvent("MIGRATION", 60_000, (e) =>
+      const done = qmp.waitEvent("MIGRATION", 120_000, (e) =>
         ["completed", "failed", "cancelled"].includes(String(e.data?.status)),
       );
       await qmp.execute("migrate-set-capabilities", {
@@ -92,11 +108,16 @@ export class Migration {
         );
       }
       await received;
+      if (!clone) return Buffer.concat(chunks);
+      trace("capture: clone stream received");
+      const split = await splitRamStream(streamFile, clone.memoryBytes, clone.memoryFile);
+      trace(`capture: ${split.dataPages} data pages of ${split.pages} split out`);
+      return split.deviceState;
     } finally {
       server.close();
       await rm(sock, { force: true });
+      await rm(streamFile, { force: true });
     }
-    return Buffer.concat(chunks);
   }
 
   /** deviceState reads a snapshot's device state once and keeps it for later restores. */
@@ -112,11 +133,11 @@ export class Migration {
 
 /**
  * checkSnapshottable refuses, with CONFLICT, a snapshot v0.1 cannot take: of an instance that
- * is not running or paused with a monitor, that was itself restored, that has an ivshmem
- * device, or that is being snapshotted already.
+ * is not running or paused with a monitor, that has an ivshmem device, or that is being
+ * snapshotted already. A restored clone can be snapshotted: capture reads its RAM from the stream.
  */
 export function checkSnapshottable<L extends { qmp?: unknown; snapshotting?: boolean }>(
-  rec: { instance_id: string; state: InstanceState; restored_from?: string; devices: { name: string }[] },
+  rec: { instance_id: string; state: InstanceState; devices: { name: string }[] },
   live: L | undefined,
   qemuVersion: string,
 ): asserts live is L & { qmp: NonNullable<L["qmp"]> } {
@@ -124,12 +145,6 @@ export function checkSnapshottable<L extends { qmp?: unknown; snapshotting?: boo
     throw new RuntimeError(
       "CONFLICT",
       `instance ${rec.instance_id} is ${rec.state}: only a running or paused instance can be snapshotted`,
-    );
-  }
-  if (rec.restored_from) {
-    throw new RuntimeError(
-      "CONFLICT",
-      `instance ${rec.instance_id} was restored from a snapshot: its memory is a private copy, v0.1 snapshots cold-booted instances only`,
     );
   }
   if (rec.devices.length) {

@@ -23,11 +23,12 @@ import { clockArgs, hostTscKhz, withKernelArgs } from "./clock.js";
 import type { ConfineSetting } from "./confine.js";
 import { readHostFacts } from "./host-facts.js";
 import { injectTarget, writeRegion } from "./ivshmem.js";
-import { Migration, checkSnapshottable } from "./migration.js";
+import { Migration } from "./migration.js";
 import { checkHost, defaultName, draftPlan, finishPlan, qemuConfig, type Plan } from "./plan.js";
 import { VmmLauncher } from "./launcher.js";
 import type { QmpClient } from "./qmp-client.js";
-import { InstanceRecords, newRecord, toCapture, toInstance, type InstanceRecord } from "./records.js";
+import { InstanceRecords, newRecord, toInstance, type InstanceRecord } from "./records.js";
+import { takeSnapshot } from "./snapshot-take.js";
 import { serialLog } from "./serial-log.js";
 import { Supervisor, connectQmp, isOurQemu, kill, procMetrics, type Live } from "./supervisor.js";
 import { trace } from "./trace.js";
@@ -299,33 +300,21 @@ export class QemuRuntime implements Runtime {
     await this.remove(id, { force: true }).catch(() => undefined);
   }
 
-  async snapshot<R>(
-    ref: string,
-    opts: { stop?: boolean },
-    sink: (c: SnapshotCapture) => Promise<R>,
-  ): Promise<R> {
-    const rec = this.records.find(ref);
-    const live = this.procs.get(rec.instance_id);
-    checkSnapshottable(rec, live, rec.devices.length ? await this.version() : "");
-    live.snapshotting = true;
-    const qmp = live.qmp;
-    const wasRunning = rec.state === "running";
-    const overlay = join(this.records.dir(rec.instance_id), "overlay.qcow2");
-    let result: R;
-    try {
-      const deviceState = await this.migration.capture(qmp, rec.shm_dir, (paths) =>
-        this.vmm.user.grant(paths),
-      );
-      const version = await this.version();
-      result = await sink(
-        toCapture(rec, { name: this.name, version }, deviceState, existsSync(overlay) ? overlay : undefined),
-      );
-    } finally {
-      live.snapshotting = false;
-      if (opts.stop) await this.stop(rec.instance_id, { force: true }).catch(() => undefined);
-      else if (wasRunning) await qmp.execute("cont").catch(() => undefined);
-    }
-    return result;
+  snapshot<R>(ref: string, opts: { stop?: boolean }, sink: (c: SnapshotCapture) => Promise<R>): Promise<R> {
+    return takeSnapshot(
+      {
+        runtimeName: this.name,
+        records: this.records,
+        procs: this.procs,
+        migration: this.migration,
+        version: () => this.version(),
+        grant: (paths) => this.vmm.user.grant(paths),
+        stop: (id) => this.stop(id, { force: true }),
+      },
+      ref,
+      opts,
+      sink,
+    );
   }
 
   async stop(ref: string, opts: StopOptions = {}): Promise<Instance> {
