@@ -107,7 +107,7 @@ test("the ramsnap blob decodes with the lz4 CLI and its index independently", as
   await exec("lz4", ["-d", "-f", "-q", blob, out]);
   const plain = await readFile(out);
   const nl = plain.indexOf("\n", 15);
-  assert.equal(plain.subarray(0, 15).toString(), "OVMS-RAMSNAP 1\n");
+  assert.equal(plain.subarray(0, 15).toString(), "OVMS-RAMSNAP 2\n");
   const meta = JSON.parse(plain.subarray(15, nl).toString());
   assert.equal(plain.length, nl + 1 + meta.deviceState.size + meta.memory.bytes);
   const dev = plain.subarray(nl + 1, nl + 1 + meta.deviceState.size);
