@@ -227,10 +227,22 @@ export interface StartRequest {
    */
   manifest: string;
   overrides?: StartOverrides;
+  /**
+   * Answer only once the instance has left `starting` (it runs, is paused, stalled or failed), so that `state` in the response says what it reached; a restore is then known to run in one call. Without it the runtime answers as soon as it has started the instance, and `state` is whatever it is then. The wait ends after `wait_timeout_ms` (default 60000) with the state of that moment.
+   */
+  wait?: boolean;
+  /**
+   * How long `wait` waits at most, in milliseconds.
+   */
+  wait_timeout_ms?: number;
 }
 export interface StartResponse {
   instance_id: string;
+  /**
+   * The request was accepted and the instance created (always `starting`; `state` says where the instance is).
+   */
   status: "starting";
+  state?: InstanceState;
   name: InstanceName;
 }
 export interface StopRequest {

@@ -72,7 +72,8 @@ function checkIndexShape(index: RamsnapIndex, frameX: number, path: string, vers
   } else if (index.parents !== undefined) throw bad(path, "a layout-1 index has no parents");
   index.blocks.forEach((b, i) => {
     if (typeof b !== "object" || b === null) throw bad(path, `index blocks[${i}] is not an object`);
-    if (version === 1 && b.blob !== undefined) throw bad(path, `index blocks[${i}]: a layout-1 block has no blob`);
+    if (version === 1 && b.blob !== undefined)
+      throw bad(path, `index blocks[${i}]: a layout-1 block has no blob`);
     frame(b, `blocks[${i}]`, b.blob === undefined);
     if (!isCount(b.guestOffset) || !isCount(b.length) || b.length === 0)
       throw bad(path, `index blocks[${i}] has no valid guestOffset/length`);

@@ -16,7 +16,7 @@ import { importPath } from "../artifact/import.js";
 import { PrepareCache, prepareArtifact } from "../artifact/prepare.js";
 import { resolveReference } from "../artifact/resolve.js";
 import { packSnapshot } from "../artifact/snapshot.js";
-import { TERMINAL_STATES, type Injection, type Runtime } from "../runtime/types.js";
+import { TERMINAL_STATES, type Injection, type InstanceState, type Runtime } from "../runtime/types.js";
 import { checkRuntimeChoice } from "../runtime/adapters.js";
 import type { PreparedArtifact } from "../artifact/prepare.js";
 import type {
@@ -166,10 +166,23 @@ export class Controller {
         machine: info.machine,
         ...(info.network.ports.length ? { ports: info.network.ports.map(formatPort) } : {}),
       });
-      return { instance_id: info.id, status: "starting", name: info.name };
+      const state = req.wait
+        ? await this.waitStarted(info.id, info.state, req.wait_timeout_ms ?? 60_000)
+        : info.state;
+      return { instance_id: info.id, status: "starting", state, name: info.name };
     } finally {
       if (name !== undefined) this.reserved.delete(name);
     }
+  }
+
+  /** waitStarted polls an instance until it leaves `starting` (POST /start `wait`), or the timeout passes. */
+  private async waitStarted(id: string, state: InstanceState, timeoutMs: number): Promise<InstanceState> {
+    const deadline = Date.now() + timeoutMs;
+    while (state === "starting" && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+      state = (await this.runtime.status(id)).state;
+    }
+    return state;
   }
 
   /**

@@ -101,6 +101,7 @@ export async function splitRamStream(
   streamFile: string,
   blockBytes: number,
   memoryFile: string,
+  ignoreShared = true,
 ): Promise<RamSplit> {
   const fh = await open(streamFile, "r");
   const mem = await open(memoryFile, "w", 0o600);
@@ -212,7 +213,7 @@ export async function splitRamStream(
         while (left > 0) {
           const idstr = await str();
           const len = Number((await take(8)).readBigUInt64BE(0));
-          await take(8); // its guest-physical address (x-ignore-shared is on)
+          if (ignoreShared) await take(8); // its guest-physical address (only with x-ignore-shared)
           if (len === blockBytes && block === undefined) block = idstr;
           left -= len;
         }

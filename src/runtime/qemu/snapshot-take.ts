@@ -32,18 +32,20 @@ export async function takeSnapshot<R>(
 ): Promise<R> {
   const rec = ctx.records.find(ref);
   const live = ctx.procs.get(rec.instance_id);
-  checkSnapshottable(rec, live, rec.devices.length ? await ctx.version() : "");
+  checkSnapshottable(rec, live);
   live.snapshotting = true;
   const qmp = live.qmp;
   const wasRunning = rec.state === "running";
   const overlay = join(ctx.records.dir(rec.instance_id), "overlay.qcow2");
-  const cloneMemory = rec.restored_from ? join(rec.shm_dir, "snapshot-memory") : undefined;
+  // A clone's RAM, and any RAM captured without x-ignore-shared (ivshmem), comes out of the stream.
+  const ignoreShared = !rec.devices.length;
+  const cloneMemory = rec.restored_from || !ignoreShared ? join(rec.shm_dir, "snapshot-memory") : undefined;
   try {
     const deviceState = await ctx.migration.capture(
       qmp,
       rec.shm_dir,
       (paths) => ctx.grant(paths),
-      cloneMemory ? { memoryBytes: rec.memory_bytes, memoryFile: cloneMemory } : undefined,
+      cloneMemory ? { memoryBytes: rec.memory_bytes, memoryFile: cloneMemory, ignoreShared } : undefined,
     );
     const version = await ctx.version();
     const c = toCapture(

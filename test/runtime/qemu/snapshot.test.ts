@@ -187,8 +187,9 @@ test("warm pool: starts are served by paused processes and the pool refills", as
   });
   await rt.configurePool(prepared, 2);
   assert.deepEqual(
-    rt.poolStatus().map((p) => p.ready),
-    [2],
+    rt.poolStatus().map((p) => [p.ready, p.restored]),
+    [[2, 2]],
+    "pooled clones are restored already (device state loaded), paused",
   );
   assert.equal((await rt.list()).length, 0, "pool processes are not instances");
   const info = await rt.start(prepared, { name: "from-pool" });
