@@ -112,7 +112,9 @@ export class Migration {
         capabilities: [{ capability: "events", state: true }],
       });
       await qmp.execute("migrate", { uri: `unix:${sock}` });
+      trace("capture: migrating");
       const ev = await done;
+      trace("capture: migration completed");
       if (ev.data?.status !== "completed") {
         const q = await qmp
           .execute<{ "error-desc"?: string }>("query-migrate")

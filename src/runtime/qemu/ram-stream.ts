@@ -1,4 +1,4 @@
-import { open, type FileHandle } from "node:fs/promises";
+import { closeSync, fstatSync, ftruncateSync, openSync, readSync, writeSync } from "node:fs";
 import { RuntimeError } from "../runtime-error.js";
 
 /**
@@ -33,16 +33,16 @@ class Reader {
   private filePos = 0;
 
   constructor(
-    private readonly fh: FileHandle,
+    private readonly fd: number,
     private readonly size: number,
   ) {}
 
-  private async need(n: number): Promise<void> {
+  private need(n: number): void {
     if (this.buf.length - this.at >= n) return;
     const rest = this.buf.subarray(this.at);
     const want = Math.max(n - rest.length, 8 << 20);
     const chunk = Buffer.alloc(Math.min(want, this.size - this.filePos));
-    const { bytesRead } = await this.fh.read(chunk, 0, chunk.length, this.filePos);
+    const bytesRead = readSync(this.fd, chunk, 0, chunk.length, this.filePos);
     this.filePos += bytesRead;
     this.buf = Buffer.concat([rest, chunk.subarray(0, bytesRead)]);
     this.at = 0;
@@ -50,33 +50,21 @@ class Reader {
       throw bad(`stream ends at ${this.pos + this.buf.length}, ${n} more bytes expected`);
   }
 
-  async bytes(n: number): Promise<Buffer> {
-    await this.need(n);
+  bytes(n: number): Buffer {
+    this.need(n);
     const b = this.buf.subarray(this.at, this.at + n);
     this.at += n;
     this.pos += n;
     return b;
   }
 
-  async u8(): Promise<number> {
-    return (await this.bytes(1))[0];
-  }
-
-  async peek(): Promise<number> {
-    await this.need(1);
+  peek(): number {
+    this.need(1);
     return this.buf[this.at];
   }
 
-  async u32(): Promise<number> {
-    return (await this.bytes(4)).readUInt32BE(0);
-  }
-
-  async u64(): Promise<bigint> {
-    return (await this.bytes(8)).readBigUInt64BE(0);
-  }
-
-  async str(): Promise<string> {
-    return (await this.bytes(await this.u8())).toString("latin1");
+  u32(): number {
+    return this.bytes(4).readUInt32BE(0);
   }
 }
 
@@ -103,19 +91,20 @@ export async function splitRamStream(
   memoryFile: string,
   ignoreShared = true,
 ): Promise<RamSplit> {
-  const fh = await open(streamFile, "r");
-  const mem = await open(memoryFile, "w", 0o600);
+  // Synchronous reads and writes: one record is a few bytes, and an await per record cost seconds.
+  const fh = openSync(streamFile, "r");
+  const mem = openSync(memoryFile, "w", 0o600);
   try {
-    const size = (await fh.stat()).size;
+    const size = fstatSync(fh).size;
     const r = new Reader(fh, size);
     const kept: Buffer[] = [];
-    await mem.truncate(blockBytes);
-    if ((await r.u32()) !== QEVM) throw bad("no QEVM magic");
-    if ((await r.u32()) !== 3) throw bad("stream version is not 3");
+    ftruncateSync(mem, blockBytes);
+    if (r.u32() !== QEVM) throw bad("no QEVM magic");
+    if (r.u32() !== 3) throw bad("stream version is not 3");
     // Everything read is copied to `kept` unless it is a record of the guest RAM block.
     const pending: Buffer[] = [];
-    const take = async (n: number) => {
-      const b = await r.bytes(n);
+    const take = (n: number) => {
+      const b = r.bytes(n);
       pending.push(Buffer.from(b));
       return b;
     };
@@ -131,22 +120,22 @@ export async function splitRamStream(
     let current: string | undefined; // the block of the last record, as QEMU's CONTINUE means it
     // Contiguous data pages of the block are written together.
     let run: { offset: number; bufs: Buffer[] } | undefined;
-    const flushRun = async () => {
+    const flushRun = () => {
       if (!run) return;
       const data = Buffer.concat(run.bufs);
-      await mem.write(data, 0, data.length, run.offset);
+      writeSync(mem, data, 0, data.length, run.offset);
       run = undefined;
     };
-    const u32 = async () => (await take(4)).readUInt32BE(0);
-    const str = async () => {
-      const n = (await take(1))[0];
-      return (await take(n)).toString("latin1");
+    const u32 = () => take(4).readUInt32BE(0);
+    const str = () => {
+      const n = take(1)[0];
+      return take(n).toString("latin1");
     };
     // The RAM data of one section: records up to EOS (rfc: QEMU's ram_load_precopy).
-    const ramRecords = async () => {
+    const ramRecords = () => {
       for (;;) {
         flushPending();
-        const head = (await take(8)).readBigUInt64BE(0);
+        const head = take(8).readBigUInt64BE(0);
         const flags = Number(head & BigInt(PAGE - 1));
         const addr = Number(head & ~BigInt(PAGE - 1));
         if (flags & FLAG.EOS) {
@@ -156,21 +145,21 @@ export async function splitRamStream(
         }
         if (flags & ~(FLAG.ZERO | FLAG.PAGE | FLAG.CONTINUE))
           throw bad(`RAM record with flags 0x${flags.toString(16)} (compression, xbzrle: not expected)`);
-        if (!(flags & FLAG.CONTINUE)) current = await str();
+        if (!(flags & FLAG.CONTINUE)) current = str();
         else if (current === undefined) throw bad("CONTINUE record before any block was named");
         const ours = current === block;
         if (flags & FLAG.ZERO) {
-          const fill = (await take(1))[0];
+          const fill = take(1)[0];
           if (ours && fill !== 0) throw bad(`zero page record with fill ${fill}`);
         } else if (flags & FLAG.PAGE) {
-          const data = await take(PAGE);
+          const data = take(PAGE);
           if (ours) {
             if (addr + PAGE > blockBytes) throw bad(`page at ${addr} lies past the block`);
             dataPages++;
             if (run && run.offset + run.bufs.length * PAGE === addr && run.bufs.length < 512)
               run.bufs.push(Buffer.from(data));
             else {
-              await flushRun();
+              flushRun();
               run = { offset: addr, bufs: [Buffer.from(data)] };
             }
           }
@@ -184,65 +173,65 @@ export async function splitRamStream(
     };
     let first = true;
     for (;;) {
-      const t = await r.peek();
+      const t = r.peek();
       if (first && t === SECTION.CONFIG) {
-        await take(1);
-        await take(await u32()); // the machine type's name
-        while ((await r.peek()) === SECTION.SUB) {
-          await take(1);
-          const name = await str();
-          await u32(); // version
+        take(1);
+        take(u32()); // the machine type's name
+        while (r.peek() === SECTION.SUB) {
+          take(1);
+          const name = str();
+          u32(); // version
           if (name !== "configuration/capabilities") throw bad(`unknown configuration subsection ${name}`);
-          const n = await u32();
-          for (let i = 0; i < n; i++) await str();
+          const n = u32();
+          for (let i = 0; i < n; i++) str();
         }
         first = false;
         continue;
       }
       first = false;
       if (t === SECTION.START) {
-        await take(1);
-        const id = await u32();
-        const name = await str();
-        await take(8); // instance id, version id
+        take(1);
+        const id = u32();
+        const name = str();
+        take(8); // instance id, version id
         if (name !== "ram") throw bad(`iterative section ${name} is not supported`);
         ramSection = id;
-        const total = (await take(8)).readBigUInt64BE(0);
+        const total = take(8).readBigUInt64BE(0);
         if (!(Number(total & 0xfffn) & FLAG.MEM_SIZE)) throw bad("RAM setup without MEM_SIZE");
         let left = Number(total & ~0xfffn);
         while (left > 0) {
-          const idstr = await str();
-          const len = Number((await take(8)).readBigUInt64BE(0));
-          if (ignoreShared) await take(8); // its guest-physical address (only with x-ignore-shared)
+          const idstr = str();
+          const len = Number(take(8).readBigUInt64BE(0));
+          if (ignoreShared) take(8); // its guest-physical address (only with x-ignore-shared)
           if (len === blockBytes && block === undefined) block = idstr;
           left -= len;
         }
         if (!block) throw bad(`no RAM block of ${blockBytes} bytes in the stream`);
-        await ramRecords();
+        ramRecords();
       } else if (t === SECTION.PART || t === SECTION.END) {
-        await take(1);
-        if ((await u32()) !== ramSection) throw bad("a section part that is not RAM's");
-        await ramRecords();
+        take(1);
+        if (u32() !== ramSection) throw bad("a section part that is not RAM's");
+        ramRecords();
       } else break;
-      if ((await take(1))[0] !== FOOTER) throw bad(`no section footer at ${r.pos - 1}`);
-      await u32();
+      if (take(1)[0] !== FOOTER) throw bad(`no section footer at ${r.pos - 1}`);
+      u32();
       flushPending();
     }
     flushPending();
-    await flushRun();
+    flushRun();
     if (!block) throw bad("the stream has no RAM section");
     if (pages !== blockBytes / PAGE)
       throw bad(`the stream carried ${pages} pages of ${block}, want ${blockBytes / PAGE}`);
-    kept.push(await readRest(fh, r.pos, size));
+    kept.push(readRest(fh, r.pos, size));
     return { deviceState: Buffer.concat(kept), block, pages, dataPages };
   } finally {
-    await fh.close();
-    await mem.close();
+    closeSync(fh);
+    closeSync(mem);
   }
 }
 
-async function readRest(fh: FileHandle, from: number, size: number): Promise<Buffer> {
+function readRest(fd: number, from: number, size: number): Buffer {
   const b = Buffer.alloc(size - from);
-  await fh.read(b, 0, b.length, from);
+  readSync(fd, b, 0, b.length, from);
   return b;
 }

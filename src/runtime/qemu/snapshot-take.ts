@@ -5,6 +5,7 @@ import type { SnapshotCapture } from "../types.js";
 import { checkSnapshottable, type Migration } from "./migration.js";
 import { toCapture, type InstanceRecords } from "./records.js";
 import type { Supervisor } from "./supervisor.js";
+import { trace } from "./trace.js";
 
 /** SnapshotContext is what taking a snapshot needs of the runtime. */
 export interface SnapshotContext {
@@ -40,6 +41,7 @@ export async function takeSnapshot<R>(
   // A clone's RAM, and any RAM captured without x-ignore-shared (ivshmem), comes out of the stream.
   const ignoreShared = !rec.devices.length;
   const cloneMemory = rec.restored_from || !ignoreShared ? join(rec.shm_dir, "snapshot-memory") : undefined;
+  trace("snapshot: begin");
   try {
     const deviceState = await ctx.migration.capture(
       qmp,
@@ -55,7 +57,10 @@ export async function takeSnapshot<R>(
       existsSync(overlay) ? overlay : undefined,
     );
     if (cloneMemory) c.memoryFile = cloneMemory;
-    return await sink(c);
+    trace("snapshot: captured");
+    const r = await sink(c);
+    trace("snapshot: packed");
+    return r;
   } finally {
     live.snapshotting = false;
     if (cloneMemory) await rm(cloneMemory, { force: true });
