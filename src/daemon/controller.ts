@@ -16,7 +16,7 @@ import { importPath } from "../artifact/import.js";
 import { PrepareCache, prepareArtifact } from "../artifact/prepare.js";
 import { resolveReference } from "../artifact/resolve.js";
 import { packSnapshot } from "../artifact/snapshot.js";
-import { TERMINAL_STATES, type Injection, type InstanceState, type Runtime } from "../runtime/types.js";
+import { TERMINAL_STATES, type Injection, type Runtime } from "../runtime/types.js";
 import { checkRuntimeChoice } from "../runtime/adapters.js";
 import type { PreparedArtifact } from "../artifact/prepare.js";
 import type {
@@ -39,6 +39,7 @@ import type { Policy } from "../sign/policy.js";
 import { badRequest } from "./contract.js";
 import type { Logger } from "./log.js";
 import { fromPortRequest, toInstanceInfo } from "./wire.js";
+import { waitStarted } from "./wait-started.js";
 
 /** PullFn brings `reference` from its registry into `store` and names it there by its full reference. */
 export type PullFn = (store: Store, reference: string) => Promise<void>;
@@ -167,22 +168,12 @@ export class Controller {
         ...(info.network.ports.length ? { ports: info.network.ports.map(formatPort) } : {}),
       });
       const state = req.wait
-        ? await this.waitStarted(info.id, info.state, req.wait_timeout_ms ?? 60_000)
+        ? await waitStarted(this.runtime, info.id, info.state, req.wait_timeout_ms ?? 60_000)
         : info.state;
       return { instance_id: info.id, status: "starting", state, name: info.name };
     } finally {
       if (name !== undefined) this.reserved.delete(name);
     }
-  }
-
-  /** waitStarted polls an instance until it leaves `starting` (POST /start `wait`), or the timeout passes. */
-  private async waitStarted(id: string, state: InstanceState, timeoutMs: number): Promise<InstanceState> {
-    const deadline = Date.now() + timeoutMs;
-    while (state === "starting" && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 20));
-      state = (await this.runtime.status(id)).state;
-    }
-    return state;
   }
 
   /**
