@@ -236,10 +236,22 @@ export interface StartRequest {
    * The instance lives only as long as its client is attached (rfc §6.3): until the answer, this request's own connection holds it; after the answer, a `GET /logs/{instance_id}?follow=1&attach=1` must take over within 30 s. When the connection that holds it closes while the instance lives (the client was interrupted, killed, or its terminal closed), the runtime stops the instance, as `POST /stop` would. Without `attach` the instance outlives its client (`ovm run -d`).
    */
   attach?: boolean;
+  /**
+   * Answer only once the instance has left `starting` (it runs, is paused, stalled or failed), so that `state` in the response says what it reached; a restore is then known to run in one call. Without it the runtime answers as soon as it has started the instance, and `state` is whatever it is then. The wait ends after `wait_timeout_ms` (default 60000) with the state of that moment.
+   */
+  wait?: boolean;
+  /**
+   * How long `wait` waits at most, in milliseconds.
+   */
+  wait_timeout_ms?: number;
 }
 export interface StartResponse {
   instance_id: string;
+  /**
+   * The request was accepted and the instance created (always `starting`; `state` says where the instance is).
+   */
   status: "starting";
+  state?: InstanceState;
   name: InstanceName;
 }
 export interface StopRequest {

@@ -65,7 +65,13 @@ export function artifactParts(m: OvmsManifest): ArtifactPart[] {
     parts.push({ role: "disk", ref: d.ref as Digest, path: `diskLayers[${index}]`, index, format: d.format }),
   );
   if (m.bootstrap) parts.push({ role: "bootstrap", ref: m.bootstrap.ref as Digest, path: "bootstrap" });
-  if (m.ramSnapshot) parts.push({ role: "ramsnap", ref: m.ramSnapshot.ref as Digest, path: "ramSnapshot" });
+  if (m.ramSnapshot) {
+    parts.push({ role: "ramsnap", ref: m.ramSnapshot.ref as Digest, path: "ramSnapshot" });
+    // Layout 2: the earlier generations' blobs its blocks live in travel with it (rfc §5.9).
+    (m.ramSnapshot.parents ?? []).forEach((p, i) =>
+      parts.push({ role: "ramsnap", ref: p.ref as Digest, path: `ramSnapshot.parents[${i}]` }),
+    );
+  }
   return parts;
 }
 

@@ -12,7 +12,7 @@ import type { Artifact } from "./artifact.js";
 import { unpackDiskLayer } from "./disk-layer.js";
 import { imageInfo, rebaseUnsafe } from "./qemu-img.js";
 import { checkDiskImage } from "./qcow2-header.js";
-import { preloadRamsnap, readRamsnapHeader, type RamsnapMetadata } from "./ramsnap.js";
+import { preloadRamsnap, readRamsnapHeader, type RamsnapHeader, type RamsnapMetadata } from "./ramsnap.js";
 import type { BootstrapConfig } from "../core/bootstrap.js";
 import { readBootstrap } from "./convert/bootstrap.js";
 import { defaultSnapshotCache, markUsed, USED_FILE } from "./snapshot-cache.js";
@@ -79,6 +79,7 @@ export class PrepareCache {
     blob: string,
     header: Awaited<ReturnType<typeof readRamsnapHeader>>,
     dir: string,
+    parents: ReadonlyMap<string, string> = new Map(),
   ): Promise<{ memoryFile: string; deviceStateFile: string }> {
     const files = { memoryFile: join(dir, "memory"), deviceStateFile: join(dir, "device-state") };
     if (existsSync(join(dir, "complete"))) {
@@ -92,7 +93,7 @@ export class PrepareCache {
         const tmp = await mkdtemp(`${dir}.tmp-`);
         try {
           await chmod(tmp, 0o755);
-          await preloadRamsnap(blob, header, join(tmp, "memory"), join(tmp, "device-state"));
+          await preloadRamsnap(blob, header, join(tmp, "memory"), join(tmp, "device-state"), parents);
           // Read-only: restores map it privately (copy-on-write) and never write it.
           await chmod(join(tmp, "memory"), 0o444);
           await writeFile(join(tmp, USED_FILE), "");
@@ -220,18 +221,51 @@ export async function preloadSnapshot(
       `RAM snapshot ${ref} does not fit its artifact: ${problems.join("; ")}`,
     );
   }
+  const parents = await snapshotParents(store, cache, m, header, ref, layerSize);
   const preloaded = opts.snapshotCacheDir ?? defaultSnapshotCache(store);
   await mkdir(preloaded, { recursive: true, mode: 0o755 });
   if (!existsSync(join(preloaded, "store-path")))
     await writeFile(join(preloaded, "store-path"), resolve(store.root));
   const dir = join(preloaded, digestHex(ref));
-  return { ...(await cache.preloadOnce(blob, header, dir)), metadata: header.metadata, digest: ref };
+  return { ...(await cache.preloadOnce(blob, header, dir, parents)), metadata: header.metadata, digest: ref };
+}
+
+/**
+ * snapshotParents verifies the parent blobs a layout-2 snapshot's blocks live in (rfc §5.9):
+ * each one its index names must be a `ramSnapshot.parents` layer of the artifact, and the
+ * index must be the one `indexDigest` names. Returns their paths by digest.
+ */
+async function snapshotParents(
+  store: Store,
+  cache: PrepareCache,
+  m: OvmsManifest,
+  header: RamsnapHeader,
+  ref: Digest,
+  layerSize: ReadonlyMap<string, number>,
+): Promise<Map<string, string>> {
+  const declared = new Set((m.ramSnapshot?.parents ?? []).map((p) => p.ref));
+  const out = new Map<string, string>();
+  if (m.ramSnapshot?.indexDigest && m.ramSnapshot.indexDigest !== header.indexDigest)
+    throw new OvmsError(
+      "DIGEST_MISMATCH",
+      `RAM snapshot ${ref}: its index hashes to ${header.indexDigest}, the manifest's ramSnapshot.indexDigest is ${m.ramSnapshot.indexDigest}`,
+    );
+  for (const p of header.index.parents ?? []) {
+    if (!declared.has(p))
+      throw new OvmsError(
+        "MANIFEST_INVALID",
+        `RAM snapshot ${ref} refers to parent blob ${p}, which is not in the manifest's ramSnapshot.parents`,
+      );
+    out.set(p, await cache.verifyBlob(store, p as Digest, layerSize.get(p as Digest)!));
+  }
+  return out;
 }
 
 /** snapshotMismatches compares a ramsnap's metadata with the manifest that carries it (§5.6). */
 export function snapshotMismatches(meta: RamsnapMetadata, m: OvmsManifest): string[] {
   const out: string[] = [];
-  if (meta.version !== 1) out.push(`layout version ${meta.version} (want 1)`);
+  if (meta.version !== 1 && meta.version !== 2)
+    out.push(`layout version ${String(meta.version)} (want 1 or 2)`);
   const layers = (m.diskLayers ?? []).map((d) => d.ref);
   if (JSON.stringify(meta.diskLayers) !== JSON.stringify(layers)) {
     out.push(

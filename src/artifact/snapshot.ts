@@ -12,7 +12,7 @@ import type { Store } from "../store/store.js";
 import type { Artifact } from "./artifact.js";
 import { assembleArtifact, type PartBlob } from "./assemble.js";
 import { storeDiskLayer } from "./disk-layer.js";
-import { encodeRamsnap, type RamsnapMetadata } from "./ramsnap.js";
+import { encodeRamsnap, readRamsnapHeader, type RamsnapMetadata, type RamsnapWritten } from "./ramsnap.js";
 
 /**
  * SnapshotCapture is what a runtime hands over while the guest is paused for a snapshot:
@@ -42,7 +42,15 @@ export interface SnapshotCapture {
 export interface SnapshotResult {
   reference: string;
   descriptor: Descriptor;
-  ramsnap: { digest: Digest; size: number; metadata: RamsnapMetadata };
+  ramsnap: {
+    digest: Digest;
+    size: number;
+    metadata: RamsnapMetadata;
+    /** Memory blocks (and their uncompressed bytes) this blob stores rather than refers to. */
+    stored: { blocks: number; bytes: number };
+    /** The earlier generations' blobs it refers to (rfc §5.9). */
+    parents: { ref: string; size: number }[];
+  };
   manifest: OvmsManifest;
 }
 
@@ -66,6 +74,18 @@ export async function packSnapshot(
   const blobs = new Map<string, PartBlob>(
     source.oci.layers.filter((l) => l.mediaType !== MediaType.RamSnapshot).map((l) => [l.digest, l]),
   );
+  // The source's RAM snapshot blobs (its own and its parents'): the new one refers to their blocks.
+  const ramLayers = new Map(
+    source.oci.layers
+      .filter((l) => l.mediaType === MediaType.RamSnapshot)
+      .map((l) => [l.digest as string, l]),
+  );
+  const parent = m.ramSnapshot
+    ? {
+        digest: m.ramSnapshot.ref,
+        header: await readRamsnapHeader(store.blobPath(m.ramSnapshot.ref as Digest)),
+      }
+    : undefined;
   const diskLayers: DiskLayer[] = [...(m.diskLayers ?? [])];
   const scratch = await mkdtemp(join(store.workDir, "ingest", "snap-"));
   try {
@@ -75,7 +95,7 @@ export async function packSnapshot(
       blobs.set(blob.digest, { size: blob.size, title: "snapshot-overlay.qcow2" });
       diskLayers.push(layer);
     }
-    const out: { metadata?: RamsnapMetadata } = {};
+    const out: RamsnapWritten = {};
     const ram = await store.ingest(
       Readable.from(
         encodeRamsnap(
@@ -93,12 +113,24 @@ export async function packSnapshot(
             },
             deviceState: c.deviceState,
             memoryFile: c.memoryFile,
+            layout: 2,
+            ...(parent ? { parent } : {}),
           },
           out,
         ),
       ),
     );
     blobs.set(ram.digest, { size: ram.size, title: "ram.ovms-ramsnap.lz4" });
+    const parents = (out.index!.parents ?? []).map((d) => {
+      const l = ramLayers.get(d);
+      if (!l)
+        throw new OvmsError(
+          "INTERNAL",
+          `snapshot ${tag}: parent RAM snapshot ${d} is not a layer of the source`,
+        );
+      blobs.set(l.digest, l);
+      return { ref: d, size: l.size };
+    });
     const manifest: OvmsManifest = {
       ...m,
       version: ref.tag,
@@ -109,6 +141,8 @@ export async function packSnapshot(
         compression: "lz4",
         preload_hint: true,
         mlock_required: false,
+        indexDigest: out.indexDigest!,
+        ...(parents.length ? { parents } : {}),
       },
       resources: { memory: c.memoryBytes, vcpus: c.vcpus },
       runtimeHints: { ...(m.runtimeHints ?? {}), machine: c.machine },
@@ -125,7 +159,12 @@ export async function packSnapshot(
     });
     const reference = formatReference({ ...ref, digest: undefined });
     await store.tag(descriptor, reference);
-    return { reference, descriptor, ramsnap: { ...ram, metadata: out.metadata! }, manifest };
+    return {
+      reference,
+      descriptor,
+      ramsnap: { ...ram, metadata: out.metadata!, stored: out.stored!, parents },
+      manifest,
+    };
   } finally {
     await rm(scratch, { recursive: true, force: true });
   }

@@ -55,8 +55,12 @@ export function parts(
   disks(m).forEach((d, i) =>
     out.push({ role: "disk", ref: d?.ref, path: `diskLayers[${i}]`, format: d?.format }),
   );
-  if (m?.ramSnapshot)
+  if (m?.ramSnapshot) {
     out.push({ role: "ramsnap", ref: m.ramSnapshot.ref, path: "ramSnapshot", size: m.ramSnapshot.size });
+    (Array.isArray(m.ramSnapshot.parents) ? m.ramSnapshot.parents : []).forEach((p: any, i: number) =>
+      out.push({ role: "ramsnap", ref: p?.ref, path: `ramSnapshot.parents[${i}]`, size: p?.size }),
+    );
+  }
   return out;
 }
 

@@ -4,17 +4,19 @@ import { isDigest, type Digest } from "../core/digest.js";
 import type { ArtifactContext } from "./artifact-source.js";
 
 /**
- * An independent reading of the RAM snapshot blob, layout v1 (rfc §5.2–§5.5), written from the
+ * An independent reading of the RAM snapshot blob, layouts 1 and 2 (rfc §5.2–§5.5, §5.9), written from the
  * RFC's text and not from the reference runtime's reader (src/artifact/ramsnap.ts), so that the
  * two can disagree: the trailer and the skippable index frame, every LZ4 frame's header walked
  * block by block to its end (so a frame's length is found, not taken from the index), each frame
  * decompressed (the library checks the content checksum), the metadata's every rule, and the
- * index against the cut of the extents. Problems are collected per rule, for one check each.
+ * index against the cut of the extents; in layout 2 each block's SHA-256, and the blocks that live
+ * in parent blobs read from there. Problems are collected per rule, for one check each.
  */
 
 const LZ4_MAGIC = 0x184d2204;
 const SKIPPABLE_MAGIC = 0x184d2a5e;
 const FIRST_LINE = "OVMS-RAMSNAP 1\n";
+const FIRST_LINE_V2 = "OVMS-RAMSNAP 2\n";
 
 /** RamsnapRule names the groups of §5 the problems fall in. */
 export type RamsnapRule =
@@ -115,7 +117,13 @@ export async function decodeRamsnap(a: ArtifactContext, ref: unknown): Promise<D
   }
   const idx = out.index;
   out.readable = true;
-  const frameRefs: { what: string; frameOffset: number; frameLength: number }[] = [
+  const frameRefs: {
+    what: string;
+    frameOffset: number;
+    frameLength: number;
+    blob?: string;
+    sha256?: string;
+  }[] = [
     { what: "frame M", ...idx?.metadata },
     { what: "frame D", ...idx?.deviceState },
     ...(Array.isArray(idx?.blocks) ? idx.blocks : []).map((b: any, i: number) => ({
@@ -123,6 +131,7 @@ export async function decodeRamsnap(a: ArtifactContext, ref: unknown): Promise<D
       ...b,
     })),
   ];
+  const parents: unknown[] = Array.isArray(idx?.parents) ? idx.parents : [];
   // Frames follow each other from 0 to X with no gap (§5.5), and each is a checked LZ4 frame (§5.2 rule 1).
   let at = 0;
   const lz4 = createHash("sha256");
@@ -130,15 +139,24 @@ export async function decodeRamsnap(a: ArtifactContext, ref: unknown): Promise<D
   const contents: Buffer[] = [];
   const blockLengths: number[] = [];
   for (const [i, f] of frameRefs.entries()) {
-    if (f.frameOffset !== at)
+    // Layout 2: a block that lives in a parent blob (§5.9) is read from there; it is not a frame of this blob.
+    const here = f.blob === undefined;
+    if (!here && (!isDigest(f.blob) || !parents.includes(f.blob))) {
+      problems.index.push(`${f.what} lives in ${String(f.blob)}, which the index's parents do not list`);
+      blockLengths.push(NaN);
+      continue;
+    }
+    if (here && f.frameOffset !== at)
       problems.layout.push(`${f.what} starts at ${f.frameOffset}, the previous frame ends at ${at}`);
     if (!Number.isSafeInteger(f.frameLength) || f.frameLength <= 0) {
       problems.layout.push(`${f.what} has frameLength ${f.frameLength}`);
       return out;
     }
-    const buf = await a.read(digest, f.frameOffset, f.frameLength);
-    at = f.frameOffset + f.frameLength;
-    out.frames++;
+    const buf = await a.read(here ? digest : (f.blob as Digest), f.frameOffset, f.frameLength);
+    if (here) {
+      at = f.frameOffset + f.frameLength;
+      out.frames++;
+    }
     let walk: FrameWalk;
     try {
       walk = walkFrame(buf);
@@ -154,7 +172,9 @@ export async function decodeRamsnap(a: ArtifactContext, ref: unknown): Promise<D
     if (walk.contentSize === undefined) problems.contentSize.push(`${f.what} has no content size`);
     try {
       const data = await decompressFrame(buf);
-      lz4.update(data);
+      if (here) lz4.update(data);
+      if (f.sha256 !== undefined && createHash("sha256").update(data).digest("hex") !== f.sha256)
+        problems.blocks.push(`${f.what} does not hash to its index sha256 ${f.sha256}`);
       if (i < 2) contents.push(data);
       else blockLengths.push(data.length);
     } catch (e) {
@@ -183,8 +203,9 @@ export async function decodeRamsnap(a: ArtifactContext, ref: unknown): Promise<D
 function checkMetadata(m: Buffer | undefined, out: DecodedRamsnap): void {
   const p = out.problems.metadata;
   const text = m?.toString("utf8") ?? "";
-  if (!text.startsWith(FIRST_LINE)) {
-    p.push(`frame M does not start with "OVMS-RAMSNAP 1\\n"`);
+  const version = text.startsWith(FIRST_LINE) ? 1 : text.startsWith(FIRST_LINE_V2) ? 2 : 0;
+  if (!version) {
+    p.push(`frame M does not start with "OVMS-RAMSNAP 1\\n" or "OVMS-RAMSNAP 2\\n"`);
     return;
   }
   if (!text.endsWith("\n")) p.push("frame M does not end with a newline");
@@ -197,7 +218,7 @@ function checkMetadata(m: Buffer | undefined, out: DecodedRamsnap): void {
   }
   out.metadata = meta;
   const int = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
-  if (meta.version !== 1) p.push(`version ${meta.version}, want 1`);
+  if (meta.version !== version) p.push(`version ${meta.version}, the first line says ${version}`);
   if (typeof meta.runtime?.name !== "string" || typeof meta.runtime?.version !== "string")
     p.push("runtime {name, version} missing");
   if (typeof meta.machine !== "string") p.push("machine missing");
@@ -207,7 +228,9 @@ function checkMetadata(m: Buffer | undefined, out: DecodedRamsnap): void {
   if (!Array.isArray(meta.devices)) p.push("devices is not an array");
   if (!Array.isArray(meta.diskLayers) || !meta.diskLayers.every(isDigest))
     p.push("diskLayers is not an array of digests");
-  if (meta.blockSize !== 2097152) p.push(`blockSize ${meta.blockSize}: v0.1 writers use 2097152`);
+  const wantBlock = version === 1 ? 2097152 : 262144;
+  if (meta.blockSize !== wantBlock)
+    p.push(`blockSize ${meta.blockSize}: layout ${version} writers use ${wantBlock}`);
   if (!Array.isArray(meta.extents)) {
     p.push("extents is not an array");
     return;
@@ -241,9 +264,19 @@ function checkIndex(
     problems.index.push(`metadata.frameOffset is ${idx?.metadata?.frameOffset}, want 0`);
   const want: { guestOffset: number; length: number }[] = [];
   for (const e of Array.isArray(meta.extents) ? meta.extents : []) {
-    for (let o = 0; o < e.length; o += meta.blockSize)
-      want.push({ guestOffset: e.offset + o, length: Math.min(meta.blockSize, e.length - o) });
+    if (meta.version === 2) {
+      // Layout 2 cuts at every multiple of blockSize in guest RAM (§5.9).
+      for (let o = e.offset; o < e.offset + e.length;) {
+        const next = Math.min(e.offset + e.length, (Math.floor(o / meta.blockSize) + 1) * meta.blockSize);
+        want.push({ guestOffset: o, length: next - o });
+        o = next;
+      }
+    } else
+      for (let o = 0; o < e.length; o += meta.blockSize)
+        want.push({ guestOffset: e.offset + o, length: Math.min(meta.blockSize, e.length - o) });
   }
+  if (meta.version === 2 && blocks0(idx).some((b: any) => typeof b?.sha256 !== "string"))
+    problems.index.push("a layout-2 block has no sha256");
   const blocks = Array.isArray(idx?.blocks) ? idx.blocks : [];
   if (blocks.length !== meta.memory?.blocks)
     problems.index.push(`${blocks.length} blocks, memory.blocks says ${meta.memory?.blocks}`);
@@ -259,4 +292,9 @@ function checkIndex(
     if (got !== b.length)
       problems.blocks.push(`frame B${i} decompresses to ${got} bytes, its block is ${b.length}`);
   });
+}
+
+/** blocks0 is the index's blocks as an array (empty when absent). */
+function blocks0(idx: any): any[] {
+  return Array.isArray(idx?.blocks) ? idx.blocks : [];
 }

@@ -115,6 +115,14 @@ export interface RamSnapshot {
    * The runtime must lock the preloaded memory in RAM, or refuse to start.
    */
   mlock_required?: boolean;
+  /**
+   * Layout 2 (rfc §5.9): the RAM snapshot blobs of earlier generations whose memory blocks this one's index refers to instead of storing them again. Each is a layer of the artifact.
+   */
+  parents?: BlobRef[];
+  /**
+   * A sha256 content digest: `sha256:` followed by 64 lowercase hex digits.
+   */
+  indexDigest?: string;
 }
 /**
  * A declared device.

@@ -267,7 +267,12 @@ export function checkArtifact(oci: ImageManifest, ovms: OvmsManifest): Validatio
     }
   });
   if (ovms.bootstrap) want("bootstrap.ref", ovms.bootstrap.ref, "bootstrap", ovms.bootstrap.size);
-  if (ovms.ramSnapshot) want("ramSnapshot.ref", ovms.ramSnapshot.ref, "ramsnap", ovms.ramSnapshot.size);
+  if (ovms.ramSnapshot) {
+    want("ramSnapshot.ref", ovms.ramSnapshot.ref, "ramsnap", ovms.ramSnapshot.size);
+    (ovms.ramSnapshot.parents ?? []).forEach((p, i) =>
+      want(`ramSnapshot.parents[${i}].ref`, p.ref, "ramsnap", p.size),
+    );
+  }
   return out;
 }
 

@@ -36,6 +36,7 @@ import { admit, decodeInjection, refuseResized, startOptions } from "./requests.
 import { Lifelines } from "./lifelines.js";
 import type { Logger } from "./log.js";
 import { toInstanceInfo } from "./wire.js";
+import { waitStarted } from "./wait-started.js";
 import { pullFromRegistry, type PullFn } from "./pull.js";
 import { WarmPools } from "./warm-pools.js";
 import { CacheKeeper } from "./cache-keeper.js";
@@ -232,7 +233,10 @@ export class Controller {
         machine: info.machine,
         ...(info.network.ports.length ? { ports: info.network.ports.map(formatPort) } : {}),
       });
-      return { instance_id: info.id, status: "starting", name: info.name };
+      const state = req.wait
+        ? await waitStarted(this.runtime, info.id, info.state, req.wait_timeout_ms ?? 60_000)
+        : info.state;
+      return { instance_id: info.id, status: "starting", state, name: info.name };
     } finally {
       if (name !== undefined) this.reserved.delete(name);
     }

@@ -117,10 +117,10 @@ test("ps, status, logs, inject work on the instance by name", async () => {
   assert.equal(tail.stdout.split("\n").filter(Boolean).length, 1);
 });
 
-test("ovm snapshot: a clear refusal for an ivshmem guest and for an unknown instance", async () => {
+test("ovm snapshot: an ivshmem guest is snapshotted (QEMU 7.2, without x-ignore-shared); a clear refusal for an unknown instance", async () => {
   const r = await ovm(["snapshot", "c1", "-t", "demo/vm:snap"], env);
-  assert.equal(r.code, 1);
-  assert.match(r.stderr, /ivshmem device shm0/);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /demo\/vm:snap/);
   const bad = await ovm(["snapshot", "nope", "-t", "demo/vm:x"], env);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /no instance "nope"/);

@@ -1,36 +1,53 @@
+import { createWriteStream } from "node:fs";
 import { readFile, rm } from "node:fs/promises";
 import { connect, createServer } from "node:net";
 import { join } from "node:path";
 import { RuntimeError } from "../runtime-error.js";
 import type { InstanceState } from "../types.js";
 import type { QmpClient } from "./qmp-client.js";
+import { splitRamStream } from "./ram-stream.js";
 import { trace } from "./trace.js";
 
 /**
  * Migration moves device state in and out of QEMU over `unix:` sockets: out of a paused
  * instance for a snapshot (QEMU connects to a socket we listen on: under `-sandbox spawn=deny`
  * QEMU 7.2 cannot run the helper `exec:` needs), into a QEMU waiting at `-incoming defer` for a
- * restore. Guest memory never travels: it is shared (`x-ignore-shared`) with the memory file.
+ * restore. A cold-booted guest's memory never travels: it is shared (`x-ignore-shared`) with the
+ * memory file; a restored clone's travels once, out of it, when it is snapshotted (ram-stream.ts).
  * It keeps each snapshot's device state (tens of KB) once read, for the next restores.
  */
 export class Migration {
   private readonly deviceStates = new Map<string, Buffer>();
 
-  /** prepareIncoming readies a QEMU started with `-incoming defer` for a restore. */
-  async prepareIncoming(qmp: QmpClient): Promise<void> {
+  /**
+   * prepareIncoming readies a QEMU started with `-incoming defer` for a restore. A snapshot of
+   * an instance with ivshmem devices was taken without `x-ignore-shared` (see capture): both
+   * sides must agree.
+   */
+  async prepareIncoming(qmp: QmpClient, snap: { devices: unknown[] }): Promise<void> {
     await qmp.execute("migrate-set-capabilities", {
       capabilities: [
-        { capability: "x-ignore-shared", state: true },
+        { capability: "x-ignore-shared", state: !snap.devices.length },
         { capability: "events", state: true },
       ],
     });
   }
 
   /**
-   * restore feeds the device state to a QEMU waiting at `-incoming defer` through a `unix:`
-   * socket in `shmDir` it listens on, waits for the incoming migration to complete, and resumes.
+   * restore feeds the device state to a QEMU waiting at `-incoming defer` (load) and resumes.
    */
   async restore(qmp: QmpClient, shmDir: string, deviceStateFile: string): Promise<void> {
+    await this.load(qmp, shmDir, deviceStateFile);
+    await qmp.execute("cont");
+    trace("restore: cont returned");
+  }
+
+  /**
+   * load feeds the device state to a QEMU waiting at `-incoming defer` through a `unix:`
+   * socket in `shmDir` it listens on and waits for the incoming migration to complete; the
+   * guest stays paused (the warm pool keeps clones so, and a start is then only a `cont`).
+   */
+  async load(qmp: QmpClient, shmDir: string, deviceStateFile: string): Promise<void> {
     trace("restore: begin");
     const sock = join(shmDir, "incoming.sock");
     const state = await this.deviceState(deviceStateFile);
@@ -51,37 +68,53 @@ export class Migration {
     trace("restore: migration completed");
     if (ev.data?.status !== "completed")
       throw new RuntimeError("RESTORE_FAILED", `incoming migration ${String(ev.data?.status)}`);
-    await qmp.execute("cont");
-    trace("restore: cont returned");
   }
 
   /**
    * capture pauses the guest and saves its device state through a socket in `shmDir` that
    * `grant` lets the QEMU user reach. The guest stays paused: the caller resumes or stops it.
+   * With `split` the stream carries the guest RAM — a restored clone's RAM is a private mapping
+   * `x-ignore-shared` does not skip, and an instance with ivshmem devices is captured without
+   * `x-ignore-shared` (`split.ignoreShared` false: QEMU 7.2 refuses to restore a skipped
+   * ivshmem BAR, "Mismatched GPAs") — so the stream goes to a file and the RAM pages to
+   * `split.memoryFile` (splitRamStream); a device region's pages stay in the device state.
    */
-  async capture(qmp: QmpClient, shmDir: string, grant: (paths: string[]) => Promise<void>): Promise<Buffer> {
+  async capture(
+    qmp: QmpClient,
+    shmDir: string,
+    grant: (paths: string[]) => Promise<void>,
+    clone?: { memoryBytes: number; memoryFile: string; ignoreShared: boolean },
+  ): Promise<Buffer> {
     const sock = join(shmDir, "migrate.sock");
+    const streamFile = join(shmDir, "migrate.stream");
     await qmp.execute("stop");
     await qmp.execute("migrate-set-capabilities", {
-      capabilities: [{ capability: "x-ignore-shared", state: true }],
+      capabilities: [{ capability: "x-ignore-shared", state: clone?.ignoreShared ?? true }],
     });
+    // The guest is paused: no point in QEMU's default 128 MiB/s cap on a clone's RAM.
+    if (clone) await qmp.execute("migrate-set-parameters", { "max-bandwidth": 64 * 1024 ** 3 });
     const chunks: Buffer[] = [];
     await rm(sock, { force: true });
-    const server = createServer((c) => c.on("data", (d: Buffer) => chunks.push(d)));
+    const file = clone ? createWriteStream(streamFile, { mode: 0o600 }) : undefined;
+    const server = createServer((c) => (file ? c.pipe(file) : c.on("data", (d: Buffer) => chunks.push(d))));
     const received = new Promise<void>((resolve) =>
-      server.on("connection", (c) => c.on("close", () => resolve())),
+      server.on("connection", (c) =>
+        file ? file.on("close", () => resolve()) : c.on("close", () => resolve()),
+      ),
     );
     await new Promise<void>((resolve) => server.listen(sock, resolve));
     try {
       await grant([sock]);
-      const done = qmp.waitEvent("MIGRATION", 60_000, (e) =>
+      const done = qmp.waitEvent("MIGRATION", 120_000, (e) =>
         ["completed", "failed", "cancelled"].includes(String(e.data?.status)),
       );
       await qmp.execute("migrate-set-capabilities", {
         capabilities: [{ capability: "events", state: true }],
       });
       await qmp.execute("migrate", { uri: `unix:${sock}` });
+      trace("capture: migrating");
       const ev = await done;
+      trace("capture: migration completed");
       if (ev.data?.status !== "completed") {
         const q = await qmp
           .execute<{ "error-desc"?: string }>("query-migrate")
@@ -92,11 +125,16 @@ export class Migration {
         );
       }
       await received;
+      if (!clone) return Buffer.concat(chunks);
+      trace("capture: clone stream received");
+      const split = await splitRamStream(streamFile, clone.memoryBytes, clone.memoryFile, clone.ignoreShared);
+      trace(`capture: ${split.dataPages} data pages of ${split.pages} split out`);
+      return split.deviceState;
     } finally {
       server.close();
       await rm(sock, { force: true });
+      await rm(streamFile, { force: true });
     }
-    return Buffer.concat(chunks);
   }
 
   /** deviceState reads a snapshot's device state once and keeps it for later restores. */
@@ -111,34 +149,18 @@ export class Migration {
 }
 
 /**
- * checkSnapshottable refuses, with CONFLICT, a snapshot v0.1 cannot take: of an instance that
- * is not running or paused with a monitor, that was itself restored, that has an ivshmem
- * device, or that is being snapshotted already.
+ * checkSnapshottable refuses, with CONFLICT, a snapshot that cannot be taken: of an instance
+ * that is not running or paused with a monitor, or that is being snapshotted already. Restored
+ * clones and instances with ivshmem devices can be: capture reads their RAM from the stream.
  */
 export function checkSnapshottable<L extends { qmp?: unknown; snapshotting?: boolean }>(
-  rec: { instance_id: string; state: InstanceState; restored_from?: string; devices: { name: string }[] },
+  rec: { instance_id: string; state: InstanceState },
   live: L | undefined,
-  qemuVersion: string,
 ): asserts live is L & { qmp: NonNullable<L["qmp"]> } {
   if ((rec.state !== "running" && rec.state !== "paused") || !live?.qmp) {
     throw new RuntimeError(
       "CONFLICT",
       `instance ${rec.instance_id} is ${rec.state}: only a running or paused instance can be snapshotted`,
-    );
-  }
-  if (rec.restored_from) {
-    throw new RuntimeError(
-      "CONFLICT",
-      `instance ${rec.instance_id} was restored from a snapshot: its memory is a private copy, v0.1 snapshots cold-booted instances only`,
-    );
-  }
-  if (rec.devices.length) {
-    // QEMU 7.2 checks the guest-physical address of every shared RAM block it skips; an
-    // ivshmem BAR is not mapped yet when the incoming side loads RAM, so the restore would
-    // fail ("Mismatched GPAs"). Refuse up front rather than produce a snapshot that cannot load.
-    throw new RuntimeError(
-      "CONFLICT",
-      `instance ${rec.instance_id} has ivshmem device ${rec.devices[0].name}: QEMU ${qemuVersion} cannot restore a shared-memory PCI BAR skipped by x-ignore-shared; v0.1 snapshots instances without ivshmem devices`,
     );
   }
   if (live.snapshotting)

@@ -16,18 +16,19 @@ import {
   type StopOptions,
   type WarmPool,
 } from "../types.js";
-import { QEMU_BINARY, chooseAccel, qemuVersion } from "./accel.js";
+import { QEMU_BINARY, qemuVersion } from "./accel.js";
 import { qemuArgv } from "./argv.js";
-import { DEFAULT_BOOT_TIMEOUT_MS, bootTimeout, trackBoot } from "./boot-watchdog.js";
-import { clockArgs, hostTscKhz, withKernelArgs } from "./clock.js";
+import { DEFAULT_BOOT_TIMEOUT_MS, trackBoot } from "./boot-watchdog.js";
 import type { ConfineSetting } from "./confine.js";
-import { readHostFacts } from "./host-facts.js";
 import { injectTarget, writeRegion } from "./ivshmem.js";
-import { Migration, checkSnapshottable } from "./migration.js";
-import { checkHost, defaultName, draftPlan, finishPlan, qemuConfig, type Plan } from "./plan.js";
+import { Migration } from "./migration.js";
+import { qemuConfig, type Plan } from "./plan.js";
 import { VmmLauncher } from "./launcher.js";
 import type { QmpClient } from "./qmp-client.js";
-import { InstanceRecords, newRecord, toCapture, toInstance, type InstanceRecord } from "./records.js";
+import { InstanceRecords, newRecord, toInstance, type InstanceRecord } from "./records.js";
+import { takeSnapshot } from "./snapshot-take.js";
+import { reattach } from "./reattach.js";
+import { failStart, lostPort, planInstance, type PlanContext, type Planned } from "./start-steps.js";
 import { serialLog } from "./serial-log.js";
 import { SerialInputs, hasSerialInput, rawSerial } from "./serial-console.js";
 import { Supervisor, connectQmp, isOurQemu, kill, procMetrics, type Live } from "./supervisor.js";
@@ -36,18 +37,15 @@ import { QemuWarmPool } from "./warm-pool.js";
 import { PortBook, type Probe } from "../ports.js";
 import * as net from "./network.js";
 
-/** Planned is a plan with what the runtime adds: kernel arguments, and the boot watchdog's timeout. */
-type Planned = Plan & { kernelArgsAdded: string[]; bootTimeoutMs: number };
-
 /**
  * QemuRuntime is the reference Runtime: one QEMU process per instance, each with its own
- * folder under `<stateDir>/instances/<id>` (state.json, serial.log, overlay.qcow2,
- * qemu.log), confined as the launcher (launcher.ts) decides, its boot watched
- * (boot-watchdog.ts). QEMU runs detached from the daemon, so instances outlive a daemon restart;
- * `recover` re-attaches to them through their QMP sockets. It composes the planner (plan.ts),
- * the records (records.ts), process supervision (supervisor.ts), migration (migration.ts), the
- * warm pool (warm-pool.ts) and the serial log (serial-log.ts); every state change goes through
- * the lifecycle's `transition`.
+ * folder under `<stateDir>/instances/<id>` (state.json, serial.log, overlay.qcow2, qemu.log),
+ * confined as the launcher (launcher.ts) decides, its boot watched (boot-watchdog.ts). QEMU runs
+ * detached from the daemon, so instances outlive a daemon restart; `recover` re-attaches to
+ * them (reattach.ts). It composes the planner (plan.ts, start-steps.ts), the records, process
+ * supervision, migration, snapshots (snapshot-take.ts), the warm pool (warm-pool.ts: clones
+ * restored ahead and paused, so a start is identity, ports and `cont`) and the serial log;
+ * every state change goes through the lifecycle's `transition`.
  */
 export class QemuRuntime implements Runtime {
   readonly name = "qemu";
@@ -56,6 +54,7 @@ export class QemuRuntime implements Runtime {
   private readonly migration = new Migration();
   private readonly warm: QemuWarmPool;
   private readonly serialInputs = new SerialInputs();
+  private readonly loaded = new Set<string>(); // pool processes restored already, paused
 
   private constructor(
     readonly stateDir: string,
@@ -67,8 +66,11 @@ export class QemuRuntime implements Runtime {
     this.records = new InstanceRecords(stateDir);
     this.warm = new QemuWarmPool({
       launch: async (a) => {
-        const plan = await this.plan(a, { name: `pool-${randomUUID().slice(0, 8)}` });
-        return (await this.launch(a, plan, performance.now(), true)).rec.instance_id;
+        const plan = await planInstance(this.planContext(), a, { name: `pool-${randomUUID().slice(0, 8)}` });
+        const { rec, live } = await this.launch(a, plan, performance.now(), true);
+        await this.migration.load(live.qmp!, rec.shm_dir, a.ramSnapshot!.deviceStateFile);
+        this.loaded.add(rec.instance_id);
+        return rec.instance_id;
       },
       usable: (id) => {
         const rec = this.records.get(id);
@@ -76,6 +78,7 @@ export class QemuRuntime implements Runtime {
         return !!rec && !!live && rec.state === "starting" && !live.qmp?.isClosed;
       },
       discard: (id) => this.discard(id),
+      restored: (id) => this.loaded.has(id),
     });
   }
 
@@ -132,7 +135,7 @@ export class QemuRuntime implements Runtime {
   }
 
   /** poolStatus tells how many ready processes each pooled snapshot has. */
-  poolStatus(): { digest: string; size: number; ready: number }[] {
+  poolStatus(): { digest: string; size: number; ready: number; restored: number }[] {
     return this.warm.status();
   }
 
@@ -145,7 +148,7 @@ export class QemuRuntime implements Runtime {
     const t0 = performance.now();
     trace("start: begin");
     await this.version();
-    const plan = await this.plan(a, opts);
+    const plan = await planInstance(this.planContext(), a, opts);
     trace("start: planned");
     if (plan.network) await net.requireUserNetworking();
     // Host ports are claimed before anything is created: one in use refuses the start (rfc §6.6).
@@ -158,7 +161,7 @@ export class QemuRuntime implements Runtime {
             await this.discard(pooled.rec.instance_id);
             this.warm.refillSoon(a);
           })
-        : this.launch(a, plan, t0).catch((e) => this.lostPort(e))
+        : this.launch(a, plan, t0).catch((e) => lostPort(this.records, e))
     ).finally(() => claim.release()); // from here on the instance's record holds its ports
     rec.name = plan.name;
     rec.started_at = new Date().toISOString();
@@ -167,7 +170,11 @@ export class QemuRuntime implements Runtime {
       this.watchBoot(rec, live, t0);
     }
     try {
-      if (a.ramSnapshot) {
+      if (pooled && this.loaded.delete(rec.instance_id)) {
+        await live.qmp!.execute("cont");
+        trace("start: cont returned");
+        if (rec.state === "starting") transition(rec, "running");
+      } else if (a.ramSnapshot) {
         await this.migration.restore(live.qmp!, rec.shm_dir, a.ramSnapshot.deviceStateFile);
         if (rec.state === "starting") transition(rec, "running");
       } else {
@@ -177,36 +184,12 @@ export class QemuRuntime implements Runtime {
       rec.start_ms = Math.round(performance.now() - t0);
       await this.records.save(rec);
     } catch (e) {
-      await this.failStart(rec, live, e);
+      await failStart(this.records, rec, live, e);
     }
     const info = await this.info(rec);
     trace("start: done");
     if (pooled) this.warm.refillSoon(a);
     return info;
-  }
-
-  /**
-   * plan decides an instance's shape (draftPlan), checks the host can hold it (checkHost), and
-   * only then chooses the accelerator: the KVM probe is the slow part. A cold boot gets the
-   * kernel arguments its clock needs (clockArgs) and the boot watchdog's timeout.
-   */
-  private async plan(a: PreparedArtifact, opts: StartOptions): Promise<Planned> {
-    const name = opts.name ?? defaultName(a.manifest.name, randomUUID().slice(0, 6));
-    const owner = this.records.named(name);
-    const draft = draftPlan(a, opts, {
-      runtime: this.name,
-      name,
-      ...(owner ? { owner: { id: owner.instance_id, state: owner.state } } : {}),
-    });
-    checkHost(draft, await readHostFacts(this.shmRoot, draft.memLock, this.vmm.user.name));
-    const plan = finishPlan(draft, draft.accel ?? (await chooseAccel(opts.accel, a.kernelPath)));
-    const added = a.ramSnapshot ? [] : clockArgs({ ...plan, tscKhz: await hostTscKhz() });
-    plan.cmdline = withKernelArgs(plan.cmdline, added);
-    return {
-      ...plan,
-      kernelArgsAdded: added,
-      bootTimeoutMs: bootTimeout(opts.bootTimeoutMs, this.bootTimeoutMs),
-    };
   }
 
   /**
@@ -265,33 +248,11 @@ export class QemuRuntime implements Runtime {
     if (!pool) this.watchBoot(rec, live, t0);
     try {
       live.qmp = await this.connectQmp(rec, 10_000);
-      if (a.ramSnapshot) await this.migration.prepareIncoming(live.qmp);
+      if (a.ramSnapshot) await this.migration.prepareIncoming(live.qmp, a.ramSnapshot.metadata);
     } catch (e) {
-      await this.failStart(rec, live, e);
+      await failStart(this.records, rec, live, e);
     }
     return { rec, live };
-  }
-
-  /** failStart ends an instance that could not start (failed, with QEMU's last words) and throws START_FAILED. */
-  private async failStart(rec: InstanceRecord, live: Live, e: unknown): Promise<never> {
-    if (!TERMINAL_STATES.has(rec.state)) {
-      // QEMU first: in a sandbox the child is bwrap, which ends with QEMU but does not take it along.
-      kill(rec.pid);
-      live.child?.kill("SIGKILL");
-      await live.exited;
-    }
-    await this.records.recordStartFailure(rec, e);
-    throw new RuntimeError("START_FAILED", `instance ${rec.instance_id}: ${rec.reason}`, {
-      details: { instance_id: rec.instance_id },
-    });
-  }
-
-  /** lostPort: QEMU could not bind a published port (taken after the probe): CONFLICT, nothing left. */
-  private async lostPort(e: unknown): Promise<never> {
-    const rec = this.records.get(String((e as RuntimeError).details?.instance_id));
-    const rule = rec?.reason && net.forwardFailure(rec.reason);
-    if (rule) await this.records.remove(rec);
-    throw rule ? net.lostPortError(rule) : e;
   }
 
   /** discard stops and removes a warm-pool process that is no longer wanted. */
@@ -301,33 +262,21 @@ export class QemuRuntime implements Runtime {
     await this.remove(id, { force: true }).catch(() => undefined);
   }
 
-  async snapshot<R>(
-    ref: string,
-    opts: { stop?: boolean },
-    sink: (c: SnapshotCapture) => Promise<R>,
-  ): Promise<R> {
-    const rec = this.records.find(ref);
-    const live = this.procs.get(rec.instance_id);
-    checkSnapshottable(rec, live, rec.devices.length ? await this.version() : "");
-    live.snapshotting = true;
-    const qmp = live.qmp;
-    const wasRunning = rec.state === "running";
-    const overlay = join(this.records.dir(rec.instance_id), "overlay.qcow2");
-    let result: R;
-    try {
-      const deviceState = await this.migration.capture(qmp, rec.shm_dir, (paths) =>
-        this.vmm.user.grant(paths),
-      );
-      const version = await this.version();
-      result = await sink(
-        toCapture(rec, { name: this.name, version }, deviceState, existsSync(overlay) ? overlay : undefined),
-      );
-    } finally {
-      live.snapshotting = false;
-      if (opts.stop) await this.stop(rec.instance_id, { force: true }).catch(() => undefined);
-      else if (wasRunning) await qmp.execute("cont").catch(() => undefined);
-    }
-    return result;
+  snapshot<R>(ref: string, opts: { stop?: boolean }, sink: (c: SnapshotCapture) => Promise<R>): Promise<R> {
+    return takeSnapshot(
+      {
+        runtimeName: this.name,
+        records: this.records,
+        procs: this.procs,
+        migration: this.migration,
+        version: () => this.version(),
+        grant: (paths) => this.vmm.user.grant(paths),
+        stop: (id) => this.stop(id, { force: true }),
+      },
+      ref,
+      opts,
+      sink,
+    );
   }
 
   async stop(ref: string, opts: StopOptions = {}): Promise<Instance> {
@@ -408,34 +357,26 @@ export class QemuRuntime implements Runtime {
     await this.records.recover({
       isOurs: (rec) => isOurQemu(rec.pid!, rec.instance_id),
       kill: (rec) => kill(rec.pid),
-      reattach: (rec) => this.reattach(rec),
+      reattach: (rec) =>
+        reattach(rec, {
+          procs: this.procs,
+          records: this.records,
+          onExit: (id, code, signal) => void this.onExit(id, code, signal),
+          connectQmp: (r, ms) => this.connectQmp(r, ms),
+          watchBoot: (r, live) => this.watchBoot(r, live, performance.now()),
+        }),
       release: (rec) => this.vmm.release(rec.instance_id),
     });
   }
 
-  /**
-   * reattach watches a QEMU of an earlier daemon by its pid and reads its state over QMP. One
-   * whose monitor does not answer (another client holds it) is kept, watched by pid; stop falls
-   * back to signals. A stop in progress stays one: `stopping` only ever ends.
-   */
-  private async reattach(rec: InstanceRecord): Promise<void> {
-    const id = rec.instance_id;
-    const live = this.procs.attach(id, rec.pid!, (code, signal) => void this.onExit(id, code, signal));
-    let status: string | undefined;
-    try {
-      live.qmp = await this.connectQmp(rec, 3000);
-      status = (await live.qmp.execute<{ status: string }>("query-status")).status;
-    } catch {
-      rec.reason = "re-attached without QMP: the monitor did not answer";
-    }
-    if (status !== undefined && rec.state !== "stopping") {
-      const to = status === "paused" ? "paused" : rec.state === "stalled" ? "stalled" : "running";
-      if (rec.state !== to) transition(rec, to);
-    }
-    await this.records.save(rec);
-    // A boot the earlier daemon watched is watched on (its silence counted from now).
-    if (rec.boot?.phase === "booting" || rec.boot?.phase === "stalled")
-      this.watchBoot(rec, live, performance.now());
+  private planContext(): PlanContext {
+    return {
+      runtimeName: this.name,
+      records: this.records,
+      shmRoot: this.shmRoot,
+      qemuUser: this.vmm.user.name,
+      bootTimeoutMs: this.bootTimeoutMs,
+    };
   }
 
   async close(): Promise<void> {
@@ -460,6 +401,7 @@ export class QemuRuntime implements Runtime {
     await this.records.recordExit(rec, code, signal, live?.stopping ?? false);
     await rm(rec.shm_dir, { recursive: true, force: true }).catch(() => undefined);
     await this.vmm.release(id);
+    this.loaded.delete(id);
     this.procs.ended(id);
   }
 

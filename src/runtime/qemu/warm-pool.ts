@@ -10,6 +10,8 @@ export interface PoolProcesses {
   usable(id: string): boolean;
   /** discard stops a ready process and removes it. */
   discard(id: string): Promise<void>;
+  /** restored tells whether a ready process has its device state loaded already (a start is a `cont`). */
+  restored?(id: string): boolean;
 }
 
 /** Pool is the warm pool of one snapshot artifact. */
@@ -21,8 +23,8 @@ interface Pool {
 }
 
 /**
- * QemuWarmPool keeps paused QEMU processes ready per snapshot artifact, so a start only loads
- * device state and continues. Pools refill in the background and never hold more guest memory
+ * QemuWarmPool keeps paused QEMU processes ready per snapshot artifact, their device state
+ * loaded already, so a start only assigns identity and continues. Pools refill in the background and never hold more guest memory
  * than `memoryCapBytes` across all snapshots; a pool that cannot fill is only a slower start.
  */
 export class QemuWarmPool implements WarmPool {
@@ -50,9 +52,14 @@ export class QemuWarmPool implements WarmPool {
     await this.fill(a);
   }
 
-  /** status tells how many ready processes each pooled snapshot has. */
-  status(): { digest: string; size: number; ready: number }[] {
-    return [...this.pools.entries()].map(([digest, p]) => ({ digest, size: p.size, ready: p.ready.length }));
+  /** status tells how many ready processes each pooled snapshot has, and how many of them are restored already. */
+  status(): { digest: string; size: number; ready: number; restored: number }[] {
+    return [...this.pools.entries()].map(([digest, p]) => ({
+      digest,
+      size: p.size,
+      ready: p.ready.length,
+      restored: p.ready.filter((id) => this.procs.restored?.(id)).length,
+    }));
   }
 
   /**

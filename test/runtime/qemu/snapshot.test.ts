@@ -107,7 +107,7 @@ test("the ramsnap blob decodes with the lz4 CLI and its index independently", as
   await exec("lz4", ["-d", "-f", "-q", blob, out]);
   const plain = await readFile(out);
   const nl = plain.indexOf("\n", 15);
-  assert.equal(plain.subarray(0, 15).toString(), "OVMS-RAMSNAP 1\n");
+  assert.equal(plain.subarray(0, 15).toString(), "OVMS-RAMSNAP 2\n");
   const meta = JSON.parse(plain.subarray(15, nl).toString());
   assert.equal(plain.length, nl + 1 + meta.deviceState.size + meta.memory.bytes);
   const dev = plain.subarray(nl + 1, nl + 1 + meta.deviceState.size);
@@ -187,8 +187,9 @@ test("warm pool: starts are served by paused processes and the pool refills", as
   });
   await rt.configurePool(prepared, 2);
   assert.deepEqual(
-    rt.poolStatus().map((p) => p.ready),
-    [2],
+    rt.poolStatus().map((p) => [p.ready, p.restored]),
+    [[2, 2]],
+    "pooled clones are restored already (device state loaded), paused",
   );
   assert.equal((await rt.list()).length, 0, "pool processes are not instances");
   const info = await rt.start(prepared, { name: "from-pool" });

@@ -31,6 +31,10 @@ class FakeProcesses implements PoolProcesses {
   async discard(id: string): Promise<void> {
     this.discarded.push(id);
   }
+  /** restored: every process but the first is restored ahead (the runtime loads device state). */
+  restored(id: string): boolean {
+    return !id.endsWith("-0");
+  }
 }
 
 test("configure fills a pool to its size; take hands out ready processes, first made first", async () => {
@@ -38,9 +42,9 @@ test("configure fills a pool to its size; take hands out ready processes, first 
   const pool = new QemuWarmPool(procs);
   const a = snapshot("sha256:a", 100 << 20);
   await pool.configure(a, 2);
-  assert.deepEqual(pool.status(), [{ digest: "sha256:a", size: 2, ready: 2 }]);
+  assert.deepEqual(pool.status(), [{ digest: "sha256:a", size: 2, ready: 2, restored: 1 }]);
   assert.equal(pool.take(a), "sha256:a-0");
-  assert.deepEqual(pool.status(), [{ digest: "sha256:a", size: 2, ready: 1 }]);
+  assert.deepEqual(pool.status(), [{ digest: "sha256:a", size: 2, ready: 1, restored: 1 }]);
   await pool.fill(a);
   assert.deepEqual(pool.status()[0].ready, 2);
   assert.equal(pool.take(snapshot("sha256:other", 1)), undefined, "no pool for that snapshot");
@@ -64,7 +68,7 @@ test("a smaller size discards the surplus; 0 empties the pool but keeps it liste
   await pool.configure(a, 1);
   assert.deepEqual(procs.discarded, ["sha256:a-2", "sha256:a-1"]);
   await pool.configure(a, 0);
-  assert.deepEqual(pool.status(), [{ digest: "sha256:a", size: 0, ready: 0 }]);
+  assert.deepEqual(pool.status(), [{ digest: "sha256:a", size: 0, ready: 0, restored: 0 }]);
   assert.equal(procs.launched.length, 3);
 });
 
@@ -91,7 +95,7 @@ test("a pool that cannot fill is no error, and only snapshots can be pooled", as
   procs.failing = true;
   const pool = new QemuWarmPool(procs);
   await pool.configure(snapshot("sha256:a", 1 << 20), 2);
-  assert.deepEqual(pool.status(), [{ digest: "sha256:a", size: 2, ready: 0 }]);
+  assert.deepEqual(pool.status(), [{ digest: "sha256:a", size: 2, ready: 0, restored: 0 }]);
   await assert.rejects(
     pool.configure({ reference: "demo/vm:1", digest: "sha256:cold" } as unknown as PreparedArtifact, 1),
     (e: any) => e.code === "INVALID_ARGUMENT" && /has no RAM snapshot/.test(e.message),

@@ -1,0 +1,142 @@
+/**
+ * bench/api-restore: a restore from the warm pool as a client of ovmd sees it — from sending
+ * `POST /start {"wait": true}` on the UNIX socket to the answer that says the guest runs —
+ * beside the daemon's own figure for the same start (`metrics.start_ms` of the instance).
+ * The pool's clones are restored ahead (device state loaded, paused), so a start is identity,
+ * ports and `cont`. Between starts the bench waits for the pool to refill (`--gap` ms).
+ *
+ *   node dist/bench/api-restore.js [--runs 30] [--gap 1500] [--keep]
+ *
+ * Prints a table and writes JSON to bench/results/api-restore-<date>.json.
+ */
+import { spawn } from "node:child_process";
+import { request } from "node:http";
+import { mkdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { DEMO_CMDLINE, ROOT, demoStore, percentile, writeResult } from "./bench-lib.js";
+
+function args(argv: string[]) {
+  const a = { runs: 30, gap: 1500, keep: false };
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === "--runs") a.runs = Number(argv[++i]);
+    else if (argv[i] === "--gap") a.gap = Number(argv[++i]);
+    else if (argv[i] === "--keep") a.keep = true;
+    else throw new Error(`unknown flag ${argv[i]} (--runs N, --gap MS, --keep)`);
+  }
+  return a;
+}
+
+/** call sends one JSON request on the daemon's socket and parses the answer. */
+function call(
+  socketPath: string,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const req = request(
+      {
+        socketPath,
+        method,
+        path,
+        headers: data ? { "content-type": "application/json", "content-length": data.length } : {},
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => {
+          const text = Buffer.concat(chunks).toString();
+          // /logs answers NDJSON (one record a line); everything else one JSON document.
+          const ndjson = /ndjson/.test(String(res.headers["content-type"]));
+          const body = ndjson
+            ? text
+                .split("\n")
+                .filter(Boolean)
+                .map((l) => JSON.parse(l) as unknown)
+            : text
+              ? (JSON.parse(text) as unknown)
+              : undefined;
+          resolve({ status: res.statusCode ?? 0, body });
+        });
+      },
+    );
+    req.on("error", reject);
+    req.end(data);
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function main() {
+  const a = args(process.argv.slice(2));
+  const { dir, store } = await demoStore("ovms-bench-api-", `${DEMO_CMDLINE} ovms.mode=counter`, 192 << 20);
+  const run = join(dir, "run");
+  await mkdir(run, { recursive: true, mode: 0o700 });
+  const socket = join(run, "ovmd.sock");
+  const env = { ...process.env, OVM_STORE: store.root, XDG_RUNTIME_DIR: run, OVMD_SOCKET: socket };
+  const d = spawn(process.execPath, [join(ROOT, "dist/src/daemon/ovmd.js"), "--warm-pool", "2"], {
+    env,
+    stdio: "ignore",
+  });
+  try {
+    for (let i = 0; ; i++) {
+      if (
+        await call(socket, "GET", "/version").then(
+          () => true,
+          () => false,
+        )
+      )
+        break;
+      if (i > 300) throw new Error("ovmd did not answer");
+      await sleep(50);
+    }
+    let r = await call(socket, "POST", "/start", {
+      manifest: "bench/vm:1",
+      overrides: { name: "src", accel: "tcg" },
+    });
+    if (r.status !== 202) throw new Error(JSON.stringify(r.body));
+    for (;;) {
+      const logs = await call(socket, "GET", "/logs/src");
+      if (((logs.body ?? []) as { line: string }[]).some((l) => /^OVMS-COUNTER: 3$/.test(l.line))) break;
+      await sleep(200);
+    }
+    r = await call(socket, "POST", "/snapshot", { instance_id: "src", tag: "bench/vm:snap", stop: true });
+    if (r.status !== 200) throw new Error(JSON.stringify(r.body));
+    // The first start is a fresh QEMU and fills the pool: not counted.
+    r = await call(socket, "POST", "/start", { manifest: "bench/vm:snap", wait: true });
+    await call(socket, "POST", "/stop", { instance_id: r.body.instance_id, force: true });
+    await sleep(a.gap * 2);
+    const client: number[] = [];
+    const daemon: number[] = [];
+    const states: Record<string, number> = {};
+    for (let i = 0; i < a.runs; i++) {
+      const t0 = performance.now();
+      const s = await call(socket, "POST", "/start", { manifest: "bench/vm:snap", wait: true });
+      client.push(performance.now() - t0);
+      states[s.body.state] = (states[s.body.state] ?? 0) + 1;
+      const st = await call(socket, "GET", `/status/${s.body.instance_id}`);
+      daemon.push(st.body.metrics.start_ms);
+      await call(socket, "POST", "/stop", { instance_id: s.body.instance_id, force: true });
+      await call(socket, "DELETE", `/instances/${s.body.instance_id}`);
+      await sleep(a.gap);
+    }
+    const result = {
+      runs: a.runs,
+      client_p50_ms: percentile(client, 50),
+      client_p95_ms: percentile(client, 95),
+      daemon_start_ms_p50: percentile(daemon, 50),
+      daemon_start_ms_p95: percentile(daemon, 95),
+      states,
+    };
+    console.log("through the API (POST /start wait=true → answer), warm pool restored ahead:");
+    console.log(JSON.stringify(result, null, 2));
+    await writeResult("api-restore", result);
+  } finally {
+    d.kill("SIGTERM");
+    await new Promise((r) => d.once("exit", r));
+    if (!a.keep) await rm(dir, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -1,0 +1,79 @@
+import { randomUUID } from "node:crypto";
+import type { PreparedArtifact } from "../../artifact/prepare.js";
+import { RuntimeError } from "../runtime-error.js";
+import { TERMINAL_STATES, type StartOptions } from "../types.js";
+import { chooseAccel } from "./accel.js";
+import { bootTimeout } from "./boot-watchdog.js";
+import { clockArgs, hostTscKhz, withKernelArgs } from "./clock.js";
+import { readHostFacts } from "./host-facts.js";
+import * as net from "./network.js";
+import { checkHost, defaultName, draftPlan, finishPlan, type Plan } from "./plan.js";
+import type { InstanceRecord, InstanceRecords } from "./records.js";
+import { kill, type Live } from "./supervisor.js";
+
+/** Planned is a plan with what the runtime adds: kernel arguments, and the boot watchdog's timeout. */
+export type Planned = Plan & { kernelArgsAdded: string[]; bootTimeoutMs: number };
+
+/** PlanContext is what planning a start needs of the runtime. */
+export interface PlanContext {
+  runtimeName: string;
+  records: InstanceRecords;
+  shmRoot: string;
+  qemuUser?: string;
+  bootTimeoutMs: number;
+}
+
+/**
+ * planInstance decides an instance's shape (draftPlan), checks the host can hold it
+ * (checkHost), and only then chooses the accelerator: the KVM probe is the slow part. A cold
+ * boot gets the kernel arguments its clock needs (clockArgs) and the boot watchdog's timeout.
+ */
+export async function planInstance(
+  ctx: PlanContext,
+  a: PreparedArtifact,
+  opts: StartOptions,
+): Promise<Planned> {
+  const name = opts.name ?? defaultName(a.manifest.name, randomUUID().slice(0, 6));
+  const owner = ctx.records.named(name);
+  const draft = draftPlan(a, opts, {
+    runtime: ctx.runtimeName,
+    name,
+    ...(owner ? { owner: { id: owner.instance_id, state: owner.state } } : {}),
+  });
+  checkHost(draft, await readHostFacts(ctx.shmRoot, draft.memLock, ctx.qemuUser));
+  const plan = finishPlan(draft, draft.accel ?? (await chooseAccel(opts.accel, a.kernelPath)));
+  const added = a.ramSnapshot ? [] : clockArgs({ ...plan, tscKhz: await hostTscKhz() });
+  plan.cmdline = withKernelArgs(plan.cmdline, added);
+  return {
+    ...plan,
+    kernelArgsAdded: added,
+    bootTimeoutMs: bootTimeout(opts.bootTimeoutMs, ctx.bootTimeoutMs),
+  };
+}
+
+/** failStart ends an instance that could not start (failed, with QEMU's last words) and throws START_FAILED. */
+export async function failStart(
+  records: InstanceRecords,
+  rec: InstanceRecord,
+  live: Live,
+  e: unknown,
+): Promise<never> {
+  if (!TERMINAL_STATES.has(rec.state)) {
+    // QEMU first: in a sandbox the child is bwrap, which ends with QEMU but does not take it along.
+    kill(rec.pid);
+    live.child?.kill("SIGKILL");
+    await live.exited;
+  }
+  await records.recordStartFailure(rec, e);
+  throw new RuntimeError("START_FAILED", `instance ${rec.instance_id}: ${rec.reason}`, {
+    details: { instance_id: rec.instance_id },
+  });
+}
+
+/** lostPort: QEMU could not bind a published port (taken after the probe): CONFLICT, nothing left. */
+export async function lostPort(records: InstanceRecords, e: unknown): Promise<never> {
+  const rec = records.get(String((e as RuntimeError).details?.instance_id));
+  const rule = rec?.reason && net.forwardFailure(rec.reason);
+  if (rule) await records.remove(rec);
+  throw rule ? net.lostPortError(rule) : e;
+}
