@@ -213,24 +213,17 @@ test("the README's walkthrough runs, command by command", async () => {
   assert.equal((await ovm(["ps", "-aq"], env)).stdout, "", "ovm rm $(ovm ps -aq) removed every instance");
 });
 
-// ─── ITEM 8 (ivshmem + snapshots): the place for the snapshot of an IVSHMEM guest ───────────
-// The README snapshots `app` (no device) because QEMU 7.2 cannot restore an IVSHMEM device's
-// shared BAR that the snapshot skips, and the runtime refuses such a snapshot. When the runtime
-// snapshots and restores IVSHMEM guests (the other half of issue 14, item 8), drop `todo` here,
-// then make the README snapshot `web` itself and remove its note about IVSHMEM.
-test(
-  "a guest with an IVSHMEM device (the README's `web`) snapshots and restores",
-  { todo: "issue 14 item 8: QEMU 7.2 cannot restore a skipped IVSHMEM BAR; the runtime refuses it today" },
-  async () => {
-    const r = await sh(
-      `ovm run -d --name shm --network user example/vm:1.0 && ovm inject shm --file message.bin`,
-    );
-    assert.equal(r.code, 0, r.stderr);
-    await booted("shm");
-    const snap = await sh("ovm snapshot shm -t example/vm:shm-fast");
-    assert.equal(snap.code, 0, snap.stderr);
-    const clone = await sh("ovm run -d --name shm-clone example/vm:shm-fast");
-    assert.equal(clone.code, 0, clone.stderr);
-    await ovm(["rm", "-f", "shm", "shm-clone"], env);
-  },
-);
+// Issue 14 item 8: the README's walkthrough above snapshots `web`, a guest with an IVSHMEM
+// device; this one also injects into it first and restores a clone of it.
+test("a guest with an IVSHMEM device (the README's `web`) snapshots and restores", async () => {
+  const r = await sh(
+    `ovm run -d --name shm --network user example/vm:1.0 && ovm inject shm --file message.bin`,
+  );
+  assert.equal(r.code, 0, r.stderr);
+  await booted("shm");
+  const snap = await sh("ovm snapshot shm -t example/vm:shm-fast");
+  assert.equal(snap.code, 0, snap.stderr);
+  const clone = await sh("ovm run -d --name shm-clone example/vm:shm-fast");
+  assert.equal(clone.code, 0, clone.stderr);
+  await ovm(["rm", "-f", "shm", "shm-clone"], env);
+});
