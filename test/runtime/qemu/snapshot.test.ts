@@ -262,7 +262,7 @@ test("bad snapshots are refused before QEMU starts: flipped byte, truncated blob
   await assert.rejects(
     prepareArtifact(store, { ...snapArt, ovms: other }, { snapshotCacheDir: join(dir, "c2"), cache }),
     (e: any) =>
-      e.code === "MANIFEST_INVALID" && /memory: snapshot 201326592, manifest 268435456/.test(e.message),
+      e.code === "MANIFEST_INVALID" && /memory: snapshot 192\.0 MiB, manifest 256\.0 MiB/.test(e.message),
   );
   const prepared = await prepareArtifact(store, snapArt, { snapshotCacheDir: cacheDir, cache });
   await assert.rejects(
