@@ -19,9 +19,9 @@ import { spawn } from "node:child_process";
 import { rm } from "node:fs/promises";
 import { cpus } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import {
   DEMO_CMDLINE,
+  ROOT,
   confineFlag,
   demoStore,
   httpAnswer,
@@ -31,7 +31,6 @@ import {
 } from "./bench-lib.js";
 import { OvmdClient } from "../src/client/client.js";
 
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 // httpd: busybox httpd in the guest (it answers only with a NIC) and a counter.
 const CMDLINE = `${DEMO_CMDLINE} ovms.mode=httpd`;
 

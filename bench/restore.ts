@@ -190,13 +190,13 @@ async function main() {
         v.net,
         await viaRuntime(v.rt, snaps[v.net]!.prepared, v.stateDir, v.net),
       );
-  for (const v of variants) await v.rt.configurePool(snaps[v.net]!.prepared, 1);
+  for (const v of variants) await v.rt.pool.configure(snaps[v.net]!.prepared, 1);
   for (let i = 0; i < a.runs; i++) {
     for (const v of variants) {
       // Every pool refilled (so every start is a pool start) and settled: otherwise one pool's
       // refill would spawn QEMU during another variant's restore.
       for (const x of variants)
-        while ((x.rt.poolStatus().find((p) => p.digest === snaps[x.net]!.prepared.digest)?.ready ?? 0) < 1)
+        while ((x.rt.pool.status().find((p) => p.digest === snaps[x.net]!.prepared.digest)?.ready ?? 0) < 1)
           await new Promise((r) => setTimeout(r, 20));
       if (variants.length > 1) await new Promise((r) => setTimeout(r, 300));
       add(
@@ -207,7 +207,7 @@ async function main() {
       );
     }
   }
-  for (const v of variants) await v.rt.configurePool(snaps[v.net]!.prepared, 0);
+  for (const v of variants) await v.rt.pool.configure(snaps[v.net]!.prepared, 0);
   for (const r of rts.values()) await r.rt.close();
   if (a.network.includes("off"))
     series[label("QEMU loadvm", a.confine[0], "off", [], a.network)] = await loadvmSeries(dir, cold, a.runs);

@@ -14,7 +14,7 @@ root="$(dirname "$here")"
 die() { echo "demo-assets: $*" >&2; exit 1; }
 [ -f "$here/guest/init" ] || die "missing $here/guest/init"
 RECIPE=6  # bump to rebuild everyone's assets when this recipe changes
-hash="$( (cat "${BASH_SOURCE[0]}"; cd "$here/guest" && find . -type f | LC_ALL=C sort | while read -r f; do echo "$f"; cat "$f"; done) | sha256sum | cut -c1-16)"
+hash="$( (cat "${BASH_SOURCE[0]}" "$here/lib/kernel-modules.sh"; cd "$here/guest" && find . -type f | LC_ALL=C sort | while read -r f; do echo "$f"; cat "$f"; done) | sha256sum | cut -c1-16)"
 out="${1:-$root/.cache/demo-assets-$hash}"
 debs="$root/.cache/debs"
 FILES="vmlinuz initrd.img base.qcow2 diff.qcow2 README.txt"
@@ -83,23 +83,8 @@ mkdir -p "$ird"/{bin,dev,proc,sys,mnt,tmp,etc/acpi,lib/modules,var/log,var/run}
 cp "$(command -v busybox)" "$ird/bin/busybox"
 file "$ird/bin/busybox" 2>/dev/null | grep -q dynamic && die "busybox is dynamically linked; install busybox-static"
 : > "$ird/etc/modules"
-add_module() {  # add_module NAME: copy (decompressed) NAME.ko and its dependencies, deps first
-  local m="$1" f d
-  grep -qx "$m" "$ird/etc/modules" && return 0
-  f="$(find "$moddir" \( -name "$m.ko" -o -name "$m.ko.*" -o -name "${m//_/-}.ko" -o -name "${m//_/-}.ko.*" \) | head -n1)"
-  [ -n "$f" ] || die "module $m not found in $pkg"
-  case "$f" in
-    *.ko.xz) xz -dc "$f" > "$ird/lib/modules/$m.ko" ;;
-    *.ko.zst) zstd -qdc "$f" > "$ird/lib/modules/$m.ko" ;;
-    *.ko.gz) gzip -dc "$f" > "$ird/lib/modules/$m.ko" ;;
-    *.ko) cp "$f" "$ird/lib/modules/$m.ko" ;;
-    *) die "unknown module file $f" ;;
-  esac
-  for d in $(tr '\0' '\n' < "$ird/lib/modules/$m.ko" | sed -n 's/^depends=//p' | tr ',-' ' _'); do
-    add_module "$d"
-  done
-  echo "$m" >> "$ird/etc/modules"
-}
+modlist="$ird/etc/modules"
+. "$here/lib/kernel-modules.sh"
 for m in $MODS; do add_module "$m"; done
 # busybox acpid: the ACPI power button (QMP system_powerdown) powers the guest off.
 printf 'PWRF power\n' > "$ird/etc/acpid.conf"

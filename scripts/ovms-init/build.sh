@@ -19,7 +19,7 @@ MODS="virtio_ring virtio virtio_mmio virtio_pci_legacy_dev virtio_pci_modern_dev
 
 die() { echo "ovms-init: $*" >&2; exit 1; }
 for f in init init2 power; do [ -f "$here/$f" ] || die "missing $here/$f"; done
-want="recipe=$RECIPE $(cat "${BASH_SOURCE[0]}" "$here/init" "$here/init2" "$here/power" | sha256sum | cut -c1-16)"
+want="recipe=$RECIPE $(cat "${BASH_SOURCE[0]}" "$root/scripts/lib/kernel-modules.sh" "$here/init" "$here/init2" "$here/power" | sha256sum | cut -c1-16)"
 fresh() {
   [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$want" ] || return 1
   local f
@@ -60,23 +60,8 @@ mkdir -p "$ird"/{bin,dev,proc,sys,newroot,lib/modules,ovms}
 cp "$(command -v busybox)" "$ird/bin/busybox"
 file "$ird/bin/busybox" 2>/dev/null | grep -q dynamic && die "busybox is dynamically linked; install busybox-static"
 : > "$ird/etc.modules"
-add_module() {  # add_module NAME: copy (decompressed) NAME.ko and its dependencies, deps first
-  local m="$1" f d
-  grep -qx "$m" "$ird/etc.modules" && return 0
-  f="$(find "$moddir" \( -name "$m.ko" -o -name "$m.ko.*" -o -name "${m//_/-}.ko" -o -name "${m//_/-}.ko.*" \) | head -n1)"
-  [ -n "$f" ] || die "module $m not found in $pkg"
-  case "$f" in
-    *.ko.xz) xz -dc "$f" > "$ird/lib/modules/$m.ko" ;;
-    *.ko.zst) zstd -qdc "$f" > "$ird/lib/modules/$m.ko" ;;
-    *.ko.gz) gzip -dc "$f" > "$ird/lib/modules/$m.ko" ;;
-    *.ko) cp "$f" "$ird/lib/modules/$m.ko" ;;
-    *) die "unknown module file $f" ;;
-  esac
-  for d in $(tr '\0' '\n' < "$ird/lib/modules/$m.ko" | sed -n 's/^depends=//p' | tr ',-' ' _'); do
-    add_module "$d"
-  done
-  echo "$m" >> "$ird/etc.modules"
-}
+modlist="$ird/etc.modules"
+. "$root/scripts/lib/kernel-modules.sh"
 for m in $MODS; do add_module "$m"; done
 mkdir -p "$ird/etc" && mv "$ird/etc.modules" "$ird/etc/modules"
 install -m 755 "$here/init" "$ird/init"

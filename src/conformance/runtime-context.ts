@@ -37,7 +37,9 @@ export interface Guest {
 
 /**
  * LIFECYCLE is the state machine of rfc §6.5 (and spec/runtimes §3) as direct moves; `exited`
- * is reachable from every live state because a runtime that restarts finds VMMs gone.
+ * is reachable from every live state because a runtime that restarts finds VMMs gone. Written
+ * from the RFC on purpose, not imported from the reference runtime's `lifecycle.ts`: the suite
+ * judges runtimes, that one included, and must not agree with it by construction.
  */
 export const LIFECYCLE: Readonly<Record<InstanceState, InstanceState[]>> = {
   created: ["starting", "failed", "exited"],

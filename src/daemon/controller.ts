@@ -41,6 +41,7 @@ import { pullFromRegistry, type PullFn } from "./pull.js";
 import { WarmPools } from "./warm-pools.js";
 import { CacheKeeper } from "./cache-keeper.js";
 import { Labels } from "./labels.js";
+import { NameClaims } from "./name-claims.js";
 
 export { pullFromRegistry, type PullFn };
 
@@ -76,7 +77,7 @@ export class Controller {
   private readonly log: Logger;
   private readonly pull: PullFn;
   /** Names asked for by starts still in flight: the runtime sees a name only once it starts. */
-  private readonly reserved = new Set<string>();
+  private readonly names = new NameClaims();
   /** Which snapshots get a warm pool, and the pools by name. */
   private readonly pools: WarmPools;
   /** The preloaded snapshots of the store, under their cap. */
@@ -159,25 +160,8 @@ export class Controller {
     const o = req.overrides ?? {};
     // Asked for another runtime adapter: refused before anything is resolved or pulled.
     if (o.runtime !== undefined) checkRuntimeChoice(this.runtime.name, o.runtime, undefined, req.manifest);
-    const name = o.name;
-    if (name !== undefined) {
-      if (this.reserved.has(name)) {
-        throw new OvmsError("CONFLICT", `name "${name}" is being used by an instance that is starting`);
-      }
-      // Reserved before the first await, so two starts with one name cannot both get past here.
-      this.reserved.add(name);
-    }
+    const release = await this.names.claim(o.name, this.runtime);
     try {
-      const clash =
-        name === undefined
-          ? undefined
-          : (await this.runtime.list({ all: true })).find((i) => i.name === name);
-      if (clash) {
-        throw new OvmsError(
-          "CONFLICT",
-          `name "${name}" is already used by instance ${clash.id} (${clash.state}); remove it first`,
-        );
-      }
       const artifact = await this.resolveArtifact(req.manifest, opts.lifeline);
       // runtimeHints.preferredRuntime is honoured when no runtime was asked for (rfc §2.2).
       if (o.runtime === undefined)
@@ -238,7 +222,7 @@ export class Controller {
         : info.state;
       return { instance_id: info.id, status: "starting", state, name: info.name };
     } finally {
-      if (name !== undefined) this.reserved.delete(name);
+      release();
     }
   }
 
@@ -394,10 +378,7 @@ export class Controller {
   }
 
   async logs(ref: string, opts: { follow: boolean; tail?: number }): Promise<Readable> {
-    return this.runtime.logs(
-      ref,
-      opts.tail === undefined ? { follow: opts.follow } : { follow: opts.follow, tail: opts.tail },
-    );
+    return this.runtime.logs(ref, opts);
   }
 
   /**

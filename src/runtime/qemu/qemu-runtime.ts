@@ -14,7 +14,6 @@ import {
   type SnapshotCapture,
   type StartOptions,
   type StopOptions,
-  type WarmPool,
 } from "../types.js";
 import { QEMU_BINARY, qemuVersion } from "./accel.js";
 import { qemuArgv } from "./argv.js";
@@ -25,12 +24,12 @@ import { Migration } from "./migration.js";
 import { qemuConfig, type Plan } from "./plan.js";
 import { VmmLauncher } from "./launcher.js";
 import type { QmpClient } from "./qmp-client.js";
-import { InstanceRecords, newRecord, toInstance, type InstanceRecord } from "./records.js";
+import { InstanceRecords, newRecord, type InstanceRecord } from "./records.js";
+import { toInstance } from "./record-views.js";
 import { takeSnapshot } from "./snapshot-take.js";
 import { reattach } from "./reattach.js";
 import { failStart, lostPort, planInstance, type PlanContext, type Planned } from "./start-steps.js";
-import { serialLog } from "./serial-log.js";
-import { SerialInputs, hasSerialInput, rawSerial } from "./serial-console.js";
+import { InstanceConsole } from "./instance-console.js";
 import { Supervisor, connectQmp, isOurQemu, kill, procMetrics, type Live } from "./supervisor.js";
 import { trace } from "./trace.js";
 import { QemuWarmPool } from "./warm-pool.js";
@@ -53,7 +52,7 @@ export class QemuRuntime implements Runtime {
   private readonly procs = new Supervisor();
   private readonly migration = new Migration();
   private readonly warm: QemuWarmPool;
-  private readonly serialInputs = new SerialInputs();
+  private readonly console: InstanceConsole;
   private readonly loaded = new Set<string>(); // pool processes restored already, paused
 
   private constructor(
@@ -64,6 +63,7 @@ export class QemuRuntime implements Runtime {
     private readonly bootTimeoutMs: number,
   ) {
     this.records = new InstanceRecords(stateDir);
+    this.console = new InstanceConsole(this.records, this.procs);
     this.warm = new QemuWarmPool({
       launch: async (a) => {
         const plan = await planInstance(this.planContext(), a, { name: `pool-${randomUUID().slice(0, 8)}` });
@@ -115,28 +115,9 @@ export class QemuRuntime implements Runtime {
     return this.vmm.mode;
   }
 
-  /** pool is the Runtime's warm-pool capability (QemuWarmPool). */
-  get pool(): WarmPool {
+  /** pool is the Runtime's warm-pool capability: clones restored ahead and paused (QemuWarmPool). */
+  get pool(): QemuWarmPool {
     return this.warm;
-  }
-
-  /** poolMemoryBytes caps the guest memory all warm pools together may hold. */
-  get poolMemoryBytes(): number {
-    return this.warm.memoryCapBytes;
-  }
-
-  set poolMemoryBytes(n: number) {
-    this.warm.memoryCapBytes = n;
-  }
-
-  /** configurePool keeps `size` paused QEMU processes ready for a snapshot artifact (see QemuWarmPool). */
-  configurePool(a: PreparedArtifact, size: number): Promise<void> {
-    return this.warm.configure(a, size);
-  }
-
-  /** poolStatus tells how many ready processes each pooled snapshot has. */
-  poolStatus(): { digest: string; size: number; ready: number; restored: number }[] {
-    return this.warm.status();
   }
 
   /** version is the QEMU version, read once (`qemu-system-x86_64 --version`). */
@@ -313,29 +294,16 @@ export class QemuRuntime implements Runtime {
     return Promise.all(recs.map((r) => this.info(r)));
   }
 
-  async logs(ref: string, opts: { follow?: boolean; tail?: number } = {}): Promise<Readable> {
-    const rec = this.records.find(ref);
-    const path = join(this.records.dir(rec.instance_id), "serial.log");
-    return serialLog(path, { ...opts, ended: this.procs.get(rec.instance_id)?.exited });
+  logs(ref: string, opts: { follow?: boolean; tail?: number } = {}): Promise<Readable> {
+    return this.console.logs(ref, opts);
   }
 
-  async consoleOutput(ref: string, opts: { tailBytes?: number; follow?: boolean } = {}): Promise<Readable> {
-    const rec = this.records.find(ref);
-    const path = join(this.records.dir(rec.instance_id), "serial.log");
-    const ended = opts.follow ? this.procs.get(rec.instance_id)?.exited : undefined;
-    return rawSerial(path, { ...(opts.tailBytes !== undefined ? { tailBytes: opts.tailBytes } : {}), ended });
+  consoleOutput(ref: string, opts: { tailBytes?: number; follow?: boolean } = {}): Promise<Readable> {
+    return this.console.output(ref, opts);
   }
 
-  async consoleInput(ref: string, data: Buffer): Promise<number> {
-    const rec = this.records.find(ref);
-    if (!["running", "stalled", "paused"].includes(rec.state) || !this.procs.get(rec.instance_id))
-      throw new RuntimeError("CONFLICT", `instance ${rec.instance_id} is ${rec.state}, not running`);
-    if (!hasSerialInput(rec.argv))
-      throw new RuntimeError(
-        "CONFLICT",
-        `instance ${rec.instance_id} has no serial input (started by an earlier ovmd with an output-only console)`,
-      );
-    return this.serialInputs.write(rec.instance_id, join(rec.shm_dir, "serial.sock"), data);
+  consoleInput(ref: string, data: Buffer): Promise<number> {
+    return this.console.input(ref, data);
   }
 
   async remove(ref: string, opts: { force?: boolean } = {}): Promise<void> {
@@ -380,7 +348,7 @@ export class QemuRuntime implements Runtime {
   }
 
   async close(): Promise<void> {
-    this.serialInputs.closeAll();
+    this.console.close();
     await this.warm.close();
     this.procs.detachAll();
   }

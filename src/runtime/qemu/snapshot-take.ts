@@ -3,7 +3,8 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { SnapshotCapture } from "../types.js";
 import { checkSnapshottable, type Migration } from "./migration.js";
-import { toCapture, type InstanceRecords } from "./records.js";
+import type { InstanceRecords } from "./records.js";
+import { toCapture } from "./record-views.js";
 import type { Supervisor } from "./supervisor.js";
 import { trace } from "./trace.js";
 

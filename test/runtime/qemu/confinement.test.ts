@@ -195,13 +195,13 @@ test("snapshot, restore and the warm pool work confined, from a store in a 0700 
   assert.ok(existsSync(join(root, snap.ramSnapshot!.memoryFile)), "its preloaded memory is there");
   assert.ok(!existsSync(join(root, snap.ramSnapshot!.deviceStateFile)), "the device state is the daemon's");
   assert.equal((await statusOf(clone.pid!)).Uid, "65534\t65534\t65534\t65534");
-  await rt.configurePool(snap, 1);
-  assert.equal(rt.poolStatus()[0].ready, 1);
+  await rt.pool.configure(snap, 1);
+  assert.equal(rt.pool.status()[0].ready, 1);
   const pooled = await rt.start(snap, { name: "conf-pooled" });
   assert.equal(pooled.state, "running");
   await waitCounting(rt, pooled.id, 1);
   assert.equal((await rt.status(pooled.id)).confinement?.mode, "namespaces");
-  await rt.configurePool(snap, 0);
+  await rt.pool.configure(snap, 0);
   for (const i of [clone, pooled]) assert.equal((await rt.stop(i.id, { force: true })).state, "exited");
   assert.equal((await stat(dirname(store.root))).mode & 0o777, 0o700, "the store's folder is untouched");
 });

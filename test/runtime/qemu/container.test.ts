@@ -9,7 +9,8 @@ import { isOvmsError } from "../../../src/core/errors.js";
 import { qemuArgv } from "../../../src/runtime/qemu/argv.js";
 import { readProgramExit, writeLaunchInitrd } from "../../../src/runtime/qemu/container.js";
 import { draftPlan, finishPlan, qemuConfig } from "../../../src/runtime/qemu/plan.js";
-import { InstanceRecords, toInstance, type InstanceRecord } from "../../../src/runtime/qemu/records.js";
+import { InstanceRecords, type InstanceRecord } from "../../../src/runtime/qemu/records.js";
+import { toInstance } from "../../../src/runtime/qemu/record-views.js";
 import { checkRuntimeChoice } from "../../../src/runtime/adapters.js";
 import { tempDir } from "../../helpers.js";
 

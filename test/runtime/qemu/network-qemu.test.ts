@@ -128,10 +128,10 @@ test("q35: virtio-net-pci, reached on its published port", async () => {
 });
 
 test("warm pool: a pooled QEMU started without forwards gets the instance's ports when handed out", async () => {
-  await rt.configurePool(snap, 1);
+  await rt.pool.configure(snap, 1);
   const clones = [];
   for (const name of ["pooled-1", "pooled-2"]) {
-    await waitFor("a ready pool process", async () => (rt.poolStatus()[0].ready === 1 ? true : undefined));
+    await waitFor("a ready pool process", async () => (rt.pool.status()[0].ready === 1 ? true : undefined));
     const info = await rt.start(snap, { name, ports: [{ guestPort: 80 }] });
     const rec = await record(info.id);
     assert.equal(rec.pooled, true, `${name} came from the pool`);
@@ -150,14 +150,14 @@ test("warm pool: a pooled QEMU started without forwards gets the instance's port
 });
 
 test("the pool does not serve what its processes cannot become: restricted, or a port below 1024 as root", async () => {
-  await waitFor("a ready pool process", async () => (rt.poolStatus()[0].ready === 1 ? true : undefined));
+  await waitFor("a ready pool process", async () => (rt.pool.status()[0].ready === 1 ? true : undefined));
   const jailed = await rt.start(snap, { network: "restricted", ports: [{ guestPort: 80 }] });
   const rec = await record(jailed.id);
   assert.equal(rec.pooled, undefined, "a fresh QEMU");
   assert.match(netdev(rec.argv), /^user,id=net0,restrict=on,hostfwd=tcp:127\.0\.0\.1:\d+-:80$/);
   assert.equal((await state(jailed.network.ports[0].hostPort)).hits, 1);
   await rt.stop(jailed.id, { force: true });
-  assert.equal(rt.poolStatus()[0].ready, 1, "the pool process is still there");
+  assert.equal(rt.pool.status()[0].ready, 1, "the pool process is still there");
   if (process.getuid?.() !== 0) return; // QEMU keeps the daemon's user: nothing to drop
   // A free port below 1024: QEMU binds it from its command line (confined, it keeps
   // CAP_NET_BIND_SERVICE for that; with -runas, it binds before it drops root).
@@ -195,7 +195,7 @@ test("a port taken after the probe: QEMU cannot bind it, the start is CONFLICT a
     portProbe: (protocol, ip, port) => (lie ? Promise.resolve(port) : bindProbe(protocol, ip, port)),
   });
   await rt.recover();
-  await rt.configurePool(snap, 1);
+  await rt.pool.configure(snap, 1);
   lie = true;
   t.after(async () => {
     lie = false;
@@ -214,7 +214,7 @@ test("a port taken after the probe: QEMU cannot bind it, the start is CONFLICT a
   const count = async () => (await readdir(join(store.workDir, "instances"))).length;
   assert.equal(await count(), dirs, "the failed instance's folder is gone");
   // The warm pool's path: hostfwd_add fails, the pooled process is discarded (and replaced).
-  await waitFor("a ready pool process", async () => (rt.poolStatus()[0].ready === 1 ? true : undefined));
+  await waitFor("a ready pool process", async () => (rt.pool.status()[0].ready === 1 ? true : undefined));
   await assert.rejects(
     rt.start(snap, { ports: [{ hostPort: held.port, guestPort: 80 }] }),
     (e: any) =>
@@ -223,6 +223,6 @@ test("a port taken after the probe: QEMU cannot bind it, the start is CONFLICT a
   );
   assert.equal((await rt.list({ all: true })).length, before, "no instance left");
   assert.equal(await count(), dirs - 1, "the pool process that could not bind is gone");
-  await waitFor("the pool to refill", async () => (rt.poolStatus()[0].ready === 1 ? true : undefined));
-  await rt.configurePool(snap, 0);
+  await waitFor("the pool to refill", async () => (rt.pool.status()[0].ready === 1 ? true : undefined));
+  await rt.pool.configure(snap, 0);
 });

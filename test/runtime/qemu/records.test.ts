@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { InstanceRecords, toInstance, type InstanceRecord } from "../../../src/runtime/qemu/records.js";
+import { InstanceRecords, type InstanceRecord } from "../../../src/runtime/qemu/records.js";
+import { toInstance } from "../../../src/runtime/qemu/record-views.js";
 import { RuntimeError } from "../../../src/runtime/runtime-error.js";
 import { tempDir } from "../../helpers.js";
 

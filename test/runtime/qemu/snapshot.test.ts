@@ -185,9 +185,9 @@ test("warm pool: starts are served by paused processes and the pool refills", as
     snapshotCacheDir: cacheDir,
     cache,
   });
-  await rt.configurePool(prepared, 2);
+  await rt.pool.configure(prepared, 2);
   assert.deepEqual(
-    rt.poolStatus().map((p) => [p.ready, p.restored]),
+    rt.pool.status().map((p) => [p.ready, p.restored]),
     [[2, 2]],
     "pooled clones are restored already (device state loaded), paused",
   );
@@ -195,11 +195,11 @@ test("warm pool: starts are served by paused processes and the pool refills", as
   const info = await rt.start(prepared, { name: "from-pool" });
   assert.equal(info.state, "running");
   await waitFor(async () => ((await counters(info.id)).length ? true : undefined));
-  await waitFor(async () => (rt.poolStatus()[0].ready === 2 ? true : undefined), 30_000);
+  await waitFor(async () => (rt.pool.status()[0].ready === 2 ? true : undefined), 30_000);
   await rt.stop(info.id, { force: true });
-  await rt.configurePool(prepared, 0);
+  await rt.pool.configure(prepared, 0);
   assert.deepEqual(
-    rt.poolStatus().map((p) => p.ready),
+    rt.pool.status().map((p) => p.ready),
     [0],
   );
 });
