@@ -1,4 +1,4 @@
-import { createReadStream, createWriteStream } from "node:fs";
+import { createReadStream } from "node:fs";
 import { chmod, mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -163,8 +163,11 @@ export class Store implements ContentStore {
     }
     const tmp = join(this.ingestDir, `${process.pid}-${randomBytes(8).toString("hex")}`);
     const hasher = new Hasher({ ...expect, what: expect.digest ? `blob ${expect.digest}` : "blob" });
+    // The file is opened before any byte flows: a WriteStream given only a path opens it
+    // lazily, so a stream that fails at once could create the file after the rm below.
+    const out = await open(tmp, "wx", 0o600);
     try {
-      await pipeline(content, hasher, createWriteStream(tmp, { mode: 0o600 }));
+      await pipeline(content, hasher, out.createWriteStream()); // closes `out` when done
       const fh = await open(tmp, "r");
       try {
         await fh.sync();
