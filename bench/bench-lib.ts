@@ -1,7 +1,7 @@
 import { execFile, execFileSync, spawn } from "node:child_process";
 import { randomFillSync } from "node:crypto";
 import { mkdir, open, rm, writeFile } from "node:fs/promises";
-import { cpus, totalmem } from "node:os";
+import { cpus, loadavg, totalmem } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build, type BuildResult } from "../src/artifact/build.js";
@@ -274,6 +274,8 @@ export async function writeResult(kind: string, body: Record<string, unknown>): 
     cpuModel: cpus()[0]?.model,
     memoryBytes: totalmem(),
     node: process.version,
+    // What else ran: the figures of a 2-core machine depend on it.
+    loadavg: loadavg().map((l) => Math.round(l * 100) / 100),
   };
   await writeFile(
     path,

@@ -3,6 +3,8 @@
  * run: cold boot of the same artifact, restore with a fresh QEMU process, restore from the
  * warm pool, and QEMU's own loadvm of the same guest as the peer. Each start is timed from
  * the start call to the guest running (QMP status) and to its first console output after.
+ * Warm-pool starts alternate between the pool refilling after the clone's first output (its
+ * default) and at once, so the cost of a refill competing with a resumed guest is seen.
  * `--network on` gives every instance a NIC with a published port (the snapshot is taken of a
  * guest with a NIC) and also times the first HTTP answer through that port; `both` runs each
  * contender with and without, side by side (loadvm runs without only).
@@ -191,8 +193,12 @@ async function main() {
         await viaRuntime(v.rt, snaps[v.net]!.prepared, v.stateDir, v.net),
       );
   for (const v of variants) await v.rt.pool.configure(snaps[v.net]!.prepared, 1);
-  for (let i = 0; i < a.runs; i++) {
+  // Pool starts alternate between the pool's two refill timings: after the clone's first output
+  // (the default: the refill does not compete with the guest just resumed) and at once.
+  for (let i = 0; i < a.runs * 2; i++) {
+    const when = i % 2 ? "at-once" : "after-first-output";
     for (const v of variants) {
+      v.rt.pool.refillWhen = when;
       // Every pool refilled (so every start is a pool start) and settled: otherwise one pool's
       // refill would spawn QEMU during another variant's restore.
       for (const x of variants)
@@ -200,7 +206,7 @@ async function main() {
           await new Promise((r) => setTimeout(r, 20));
       if (variants.length > 1) await new Promise((r) => setTimeout(r, 300));
       add(
-        "restore (warm pool)",
+        when === "at-once" ? "restore (warm pool, refill at once)" : "restore (warm pool)",
         v.c,
         v.net,
         await viaRuntime(v.rt, snaps[v.net]!.prepared, v.stateDir, v.net),
@@ -262,6 +268,10 @@ async function main() {
       ratios[`${n}: confine on / off (ready p50)`] = on.ready_p50_ms / off.ready_p50_ms;
     }
   }
+  const atOnce = rows.find((r) => r.name === firstName("restore (warm pool, refill at once)"));
+  if (atOnce)
+    ratios["warm pool: refill at once / after first output (first output p50)"] =
+      atOnce.output_p50_ms / by["restore (warm pool)"].output_p50_ms;
   for (const k of Object.keys(ratios)) if (!Number.isFinite(ratios[k])) delete ratios[k];
   const f = (n: number | undefined) => (n === undefined ? "—" : n.toFixed(1)).padStart(9);
   const w = Math.max(22, ...rows.map((r) => r.name.length));

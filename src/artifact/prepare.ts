@@ -1,115 +1,28 @@
-import { createReadStream, existsSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, rename, rm, stat, writeFile } from "node:fs/promises";
-import { dirname, join, resolve } from "node:path";
-import { pipeline } from "node:stream/promises";
-import { Writable } from "node:stream";
+import { join, resolve } from "node:path";
 import { OvmsError } from "../core/errors.js";
 import { formatSize } from "../core/size.js";
-import { Hasher, digestHex, type Digest } from "../core/digest.js";
+import { digestHex, type Digest } from "../core/digest.js";
 import type { Store } from "../store/store.js";
 import type { OvmsManifest } from "../core/manifest.generated.js";
 import type { Artifact } from "./artifact.js";
 import { unpackDiskLayer } from "./disk-layer.js";
 import { imageInfo, rebaseUnsafe } from "./qemu-img.js";
 import { checkDiskImage } from "./qcow2-header.js";
-import { preloadRamsnap, readRamsnapHeader, type RamsnapHeader, type RamsnapMetadata } from "./ramsnap.js";
-import type { BootstrapConfig } from "../core/bootstrap.js";
+import { readRamsnapHeader, type RamsnapHeader, type RamsnapMetadata } from "./ramsnap.js";
 import { readBootstrap } from "./convert/bootstrap.js";
-import { defaultSnapshotCache, markUsed, USED_FILE } from "./snapshot-cache.js";
+import { defaultSnapshotCache } from "./snapshot-cache.js";
+import { PrepareCache } from "./prepare-cache.js";
+import type { PreparedArtifact } from "./prepared-artifact.js";
 
 export * from "./snapshot-cache.js";
-
-/**
- * PreparedArtifact is an artifact made ready to boot by artifact/prepare: verified, with
- * host paths for its parts. The runtime knows nothing about stores or registries.
- */
-export interface PreparedArtifact {
-  reference: string;
-  digest: Digest;
-  manifest: OvmsManifest;
-  kernelPath: string;
-  initrdPath?: string;
-  /** The unpacked, read-only disk chain, base first; the last one is what an overlay sits on. */
-  disks: { path: string; format: "qcow2" | "raw"; ref: Digest }[];
-  /** For a containerMode artifact: its bootstrap config, checked (rfc §2.5). */
-  bootstrap?: BootstrapConfig;
-  /** For a snapshot artifact: the preloaded memory and device state, and the blob's metadata. */
-  ramSnapshot?: { memoryFile: string; deviceStateFile: string; metadata: RamsnapMetadata; digest: Digest };
-}
+export { PrepareCache } from "./prepare-cache.js";
+export type { PreparedArtifact } from "./prepared-artifact.js";
 
 /** layersDir is where unpacked disk layers live, beside the store's blobs and keyed by digest. */
 export function layersDir(store: Store): string {
   return join(store.workDir, "layers", "sha256");
-}
-
-/**
- * PrepareCache is what preparing remembers between calls, held by whoever prepares (the
- * daemon's controller holds one for its life; tests and benchmarks make their own): the blobs
- * already hashed, keyed by digest + size + mtime, so a kernel is verified once and not at every
- * start (a restore must not spend its budget re-hashing 14 MB), and the snapshot preloads in
- * flight, so concurrent starts of one snapshot share the work.
- */
-export class PrepareCache {
-  private readonly verified = new Set<string>();
-  private readonly preloads = new Map<string, Promise<{ memoryFile: string; deviceStateFile: string }>>();
-
-  /** verifyBlob hashes a blob of the store once per cache and content, or throws DIGEST_MISMATCH. */
-  async verifyBlob(store: Store, digest: Digest, size: number): Promise<string> {
-    const path = store.blobPath(digest);
-    const st = await stat(path).catch(() => undefined);
-    if (!st)
-      throw new OvmsError(
-        "ARTIFACT_INCOMPLETE",
-        `blob ${digest} is missing from the store (pull the artifact again)`,
-      );
-    const key = `${digest}:${st.size}:${st.mtimeMs}`;
-    if (this.verified.has(key)) return path;
-    const h = new Hasher({ digest, size, what: `blob ${digest}` });
-    await pipeline(createReadStream(path), h, new Writable({ write: (_c, _e, cb) => cb() }));
-    this.verified.add(key);
-    return path;
-  }
-
-  /**
-   * preloadOnce decompresses a snapshot into `dir` once per digest and keeps it (a cache every
-   * restore of that snapshot maps privately); concurrent callers share the work, and a
-   * half-written preload is never used (temp folder + rename).
-   */
-  preloadOnce(
-    blob: string,
-    header: Awaited<ReturnType<typeof readRamsnapHeader>>,
-    dir: string,
-    parents: ReadonlyMap<string, string> = new Map(),
-  ): Promise<{ memoryFile: string; deviceStateFile: string }> {
-    const files = { memoryFile: join(dir, "memory"), deviceStateFile: join(dir, "device-state") };
-    if (existsSync(join(dir, "complete"))) {
-      markUsed(dir);
-      return Promise.resolve(files);
-    }
-    let p = this.preloads.get(dir);
-    if (!p) {
-      p = (async () => {
-        await mkdir(dirname(dir), { recursive: true, mode: 0o755 });
-        const tmp = await mkdtemp(`${dir}.tmp-`);
-        try {
-          await chmod(tmp, 0o755);
-          await preloadRamsnap(blob, header, join(tmp, "memory"), join(tmp, "device-state"), parents);
-          // Read-only: restores map it privately (copy-on-write) and never write it.
-          await chmod(join(tmp, "memory"), 0o444);
-          await writeFile(join(tmp, USED_FILE), "");
-          await writeFile(join(tmp, "complete"), new Date().toISOString());
-          await rm(dir, { recursive: true, force: true });
-          await rename(tmp, dir);
-        } catch (e) {
-          await rm(tmp, { recursive: true, force: true });
-          throw e;
-        }
-        return files;
-      })().finally(() => this.preloads.delete(dir));
-      this.preloads.set(dir, p);
-    }
-    return p;
-  }
 }
 
 /**
@@ -126,6 +39,9 @@ export async function prepareArtifact(
   opts: { snapshotCacheDir?: string; cache?: PrepareCache } = {},
 ): Promise<PreparedArtifact> {
   const cache = opts.cache ?? new PrepareCache();
+  // The snapshot cache folder is part of what was prepared: a recall only for the default one.
+  const recalled = opts.snapshotCacheDir ? undefined : cache.recall(a.descriptor.digest, a.reference);
+  if (recalled) return recalled;
   const layerSize = new Map(a.oci.layers.map((l) => [l.digest, l.size]));
   const m = a.ovms;
   const kernelPath = await cache.verifyBlob(
@@ -186,6 +102,12 @@ export async function prepareArtifact(
     out.bootstrap = await readBootstrap(path, a.reference);
   }
   if (m.ramSnapshot) out.ramSnapshot = await preloadSnapshot(store, a, { ...opts, cache });
+  if (!opts.snapshotCacheDir) {
+    const blobs = [m.bootstrap, m.ramSnapshot, ...(m.ramSnapshot?.parents ?? [])].flatMap((b) =>
+      b ? [store.blobPath(b.ref as Digest)] : [],
+    );
+    cache.remember(out, blobs);
+  }
   return out;
 }
 

@@ -1,4 +1,5 @@
 import { isDigest } from "../core/digest.js";
+import { fingerprint } from "../core/fingerprint.js";
 import { OvmsError, isOvmsError } from "../core/errors.js";
 import type { Descriptor } from "../core/oci.js";
 import { parseReference } from "../core/reference.js";
@@ -19,6 +20,7 @@ export async function resolveReference(
   store: Store,
   reference: string,
   fetchMissing: FetchMissing,
+  memo?: ArtifactMemo,
 ): Promise<Artifact> {
   parseReference(reference);
   let desc: Descriptor;
@@ -38,7 +40,44 @@ export async function resolveReference(
         : e2;
     });
   }
-  return loadStoredArtifact(store, desc, reference);
+  const known = memo?.recall(store, desc, reference);
+  if (known) return known;
+  const a = await loadStoredArtifact(store, desc, reference);
+  memo?.remember(store, a);
+  return a;
+}
+
+/**
+ * ArtifactMemo remembers artifacts loaded and validated from a store, by manifest digest, for
+ * as long as their manifest and config blobs are the files that were read (same inode, size
+ * and mtime): content-addressed bytes that have not changed validate the same way again, so a
+ * restore does not re-read, re-hash and re-validate them at every start. Held by its user (the
+ * daemon's controller).
+ */
+export class ArtifactMemo {
+  private readonly known = new Map<string, { a: Artifact; prints: [string, string][] }>();
+
+  recall(store: Store, desc: Descriptor, reference: string): Artifact | undefined {
+    const hit = this.known.get(desc.digest);
+    if (!hit) return undefined;
+    if (hit.prints.some(([path, print]) => fingerprint(path) !== print)) {
+      this.known.delete(desc.digest);
+      return undefined;
+    }
+    // The descriptor is today's (its annotations say where it came from), the rest is content.
+    return { ...hit.a, reference, descriptor: desc };
+  }
+
+  remember(store: Store, a: Artifact): void {
+    const prints: [string, string][] = [];
+    for (const d of [a.descriptor.digest, a.oci.config.digest]) {
+      const path = store.blobPath(d);
+      const print = fingerprint(path);
+      if (print === undefined) return;
+      prints.push([path, print]);
+    }
+    this.known.set(a.descriptor.digest, { a, prints });
+  }
 }
 
 /**

@@ -7,7 +7,7 @@ import type { Store } from "../store/store.js";
 import { loadArtifactByDescriptor, type Artifact } from "../artifact/artifact.js";
 import { importPath } from "../artifact/import.js";
 import { PrepareCache, prepareArtifact } from "../artifact/prepare.js";
-import { resolveReference } from "../artifact/resolve.js";
+import { ArtifactMemo, resolveReference } from "../artifact/resolve.js";
 import { packSnapshot } from "../artifact/snapshot.js";
 import { TERMINAL_STATES, type Injection, type Instance, type Runtime } from "../runtime/types.js";
 import { checkRuntimeChoice } from "../runtime/adapters.js";
@@ -86,6 +86,7 @@ export class Controller {
   private readonly labels: Labels;
   /** What preparing remembers for the daemon's life: verified blobs, snapshot preloads in flight. */
   private readonly prepareCache = new PrepareCache();
+  private readonly artifacts = new ArtifactMemo();
   private readonly policy?: Policy;
   /** Instances that live only as long as their attached client (`ovm run` in the foreground). */
   private readonly lifelines: Lifelines;
@@ -392,9 +393,14 @@ export class Controller {
       this.log.info("imported", { from: manifest, digest: a.descriptor.digest });
       return a;
     }
-    return resolveReference(this.store, manifest, (store, reference) => {
-      this.log.info("pulling", { reference: formatReference(parseReference(reference)) });
-      return this.pull(store, reference, signal ? { signal } : {});
-    });
+    return resolveReference(
+      this.store,
+      manifest,
+      (store, reference) => {
+        this.log.info("pulling", { reference: formatReference(parseReference(reference)) });
+        return this.pull(store, reference, signal ? { signal } : {});
+      },
+      this.artifacts,
+    );
   }
 }

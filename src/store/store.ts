@@ -6,6 +6,7 @@ import { pipeline } from "node:stream/promises";
 import { randomBytes } from "node:crypto";
 import lockfile from "proper-lockfile";
 import { Hasher, digestHex, isDigest, sha256, type Digest } from "../core/digest.js";
+import { fingerprint } from "../core/fingerprint.js";
 import { Annotation, MediaType } from "../core/media-types.js";
 import type { Descriptor, ImageIndex, ImageManifest } from "../core/oci.js";
 import { formatReference, parseReference } from "../core/reference.js";
@@ -40,6 +41,9 @@ export class Store implements ContentStore {
     addUntagged: (desc) => this.addUntagged(desc),
     handoff: async () => ({ kind: "layout", root: this.root }),
   };
+
+  /** The entries of index.json as last read, with the file's fingerprint then (see entries). */
+  private indexMemo?: { print: string; entries: StoreEntry[] };
 
   private constructor(readonly root: string) {}
 
@@ -202,11 +206,17 @@ export class Store implements ContentStore {
 
   /** entries lists every manifest named in index.json, tagged or not. */
   async entries(): Promise<StoreEntry[]> {
+    // index.json is replaced by rename (a new inode) and only ever so by OVMS: while its
+    // inode, size and mtime stay, the entries parsed last time are still what it says.
+    const print = fingerprint(this.indexPath);
+    if (print && this.indexMemo?.print === print) return this.indexMemo.entries.slice();
     const index = await this.readIndex();
-    return index.manifests.map((d) => {
+    const entries = index.manifests.map((d): StoreEntry => {
       const name = d.annotations?.[Annotation.RefName];
       return name ? { reference: name, descriptor: d } : { descriptor: d };
     });
+    if (print) this.indexMemo = { print, entries };
+    return entries.slice();
   }
 
   /**

@@ -1,10 +1,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { writeFile } from "node:fs/promises";
+import { chmod, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Store } from "../../src/store/store.js";
 import { build } from "../../src/artifact/build.js";
-import { resolveReference } from "../../src/artifact/resolve.js";
+import { ArtifactMemo, resolveReference } from "../../src/artifact/resolve.js";
 import { tempDir } from "../helpers.js";
 
 async function storeWithDemo(t: Parameters<typeof tempDir>[0]) {
@@ -63,4 +63,35 @@ test("resolveReference: a bare digest is never pulled, a malformed reference is 
     message: /a bare digest cannot be pulled/,
   });
   await assert.rejects(resolveReference(store, "Demo/VM::1", never), { code: "INVALID_REFERENCE" });
+});
+
+test("an ArtifactMemo answers again only while the index and the blobs are what it read", async (t) => {
+  const { store, r } = await storeWithDemo(t);
+  const never = async () => assert.fail("nothing is fetched");
+  const memo = new ArtifactMemo();
+  const first = await resolveReference(store, "demo/vm:1", never, memo);
+  const again = await resolveReference(store, "docker.io/demo/vm:1", never, memo);
+  assert.equal(again.oci, first.oci, "the second answer is the remembered manifest");
+  assert.equal(again.reference, "docker.io/demo/vm:1", "under the name asked this time");
+
+  // The tag moves to another manifest: the index changed, the memo follows it.
+  const dir = await tempDir(t);
+  await writeFile(join(dir, "vmlinuz"), "another kernel");
+  const two = await build(
+    store,
+    { name: "demo/vm", version: "2", kernel: { path: join(dir, "vmlinuz") } },
+    "demo/vm:1",
+  );
+  const moved = await resolveReference(store, "demo/vm:1", never, memo);
+  assert.equal(moved.descriptor.digest, two.descriptor.digest);
+  assert.notEqual(moved.descriptor.digest, r.descriptor.digest);
+
+  // A manifest blob that is no longer the file read (rewritten in place): read and checked again.
+  const path = store.blobPath(two.descriptor.digest);
+  await chmod(path, 0o644);
+  await writeFile(path, (await readFile(path, "utf8")).replace("demo/vm", "demo/XX"));
+  await assert.rejects(
+    resolveReference(store, "demo/vm:1", never, memo),
+    (e: any) => e.code === "STORE_CORRUPT",
+  );
 });

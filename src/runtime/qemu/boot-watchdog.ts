@@ -229,18 +229,20 @@ export interface Booting {
  * trackBoot follows a cold-booting instance's console (`serialLog`): it records `boot_ms` (start
  * request at `t0` to the first output) and runs the boot watchdog, which moves the instance
  * to `stalled` with the last console lines and a hint when the console stays silent too long,
- * and back to `running` when the guest speaks again. `save` persists the record. Returns the
- * function that stops both.
+ * and back to `running` when the guest speaks again. `save` persists the record;
+ * `onFirstOutput` hears of the first output too. Returns the function that stops both.
  */
 export function trackBoot(
   rec: Booting,
   serialLog: string,
   t0: number,
   save: () => Promise<void>,
+  onFirstOutput?: () => void,
 ): () => void {
   const live = () => !TERMINAL_STATES.has(rec.state);
   const stopFirst = watchFirstOutput(serialLog, live, () => {
     rec.boot_ms = Math.round(performance.now() - t0);
+    onFirstOutput?.();
     void save();
   });
   if (rec.boot?.phase !== "booting" && rec.boot?.phase !== "stalled") return stopFirst;

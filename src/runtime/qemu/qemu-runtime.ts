@@ -28,7 +28,14 @@ import { InstanceRecords, newRecord, type InstanceRecord } from "./records.js";
 import { toInstance } from "./record-views.js";
 import { takeSnapshot } from "./snapshot-take.js";
 import { reattach } from "./reattach.js";
-import { failStart, lostPort, planInstance, type PlanContext, type Planned } from "./start-steps.js";
+import {
+  checkPlanHost,
+  failStart,
+  lostPort,
+  planInstance,
+  type PlanContext,
+  type Planned,
+} from "./start-steps.js";
 import { InstanceConsole } from "./instance-console.js";
 import { Supervisor, connectQmp, isOurQemu, kill, procMetrics, type Live } from "./supervisor.js";
 import { trace } from "./trace.js";
@@ -129,13 +136,20 @@ export class QemuRuntime implements Runtime {
     const t0 = performance.now();
     trace("start: begin");
     await this.version();
-    const plan = await planInstance(this.planContext(), a, opts);
+    // A clone the pool holds already has its memory: the host check is for a new process only.
+    const poolable = !!a.ramSnapshot && this.warm.hasReady(a);
+    const plan = await planInstance(this.planContext(), a, opts, { hostCheck: !poolable });
     trace("start: planned");
     if (plan.network) await net.requireUserNetworking();
     // Host ports are claimed before anything is created: one in use refuses the start (rfc §6.6).
     const claim = await this.ports.claim(plan.network?.ports ?? [], net.portHolders(this.records.all()));
     if (plan.network) plan.network.published = claim.ports;
     const pooled = a.ramSnapshot ? this.takeFromPool(a, plan) : undefined;
+    if (!pooled && poolable)
+      await checkPlanHost(this.planContext(), plan).catch((e: unknown) => {
+        claim.release();
+        throw e;
+      });
     const { rec, live } = await (
       pooled
         ? net.publishPooled(pooled, plan.network?.published, async () => {
@@ -146,15 +160,20 @@ export class QemuRuntime implements Runtime {
     ).finally(() => claim.release()); // from here on the instance's record holds its ports
     rec.name = plan.name;
     rec.started_at = new Date().toISOString();
+    let spoke: Promise<void> | undefined;
     if (pooled) {
       rec.pooled = true;
-      this.watchBoot(rec, live, t0);
+      spoke = new Promise((r) => this.watchBoot(rec, live, t0, r));
     }
+    let saved = false;
     try {
       if (pooled && this.loaded.delete(rec.instance_id)) {
-        await live.qmp!.execute("cont");
-        trace("start: cont returned");
+        // The record is written while QEMU resumes, as it will be once `cont` returns: a
+        // failed `cont` rewrites it as failed (failStart), so it never outlives a lie.
         if (rec.state === "starting") transition(rec, "running");
+        await Promise.all([live.qmp!.execute("cont"), this.records.save(rec)]);
+        saved = true;
+        trace("start: cont returned");
       } else if (a.ramSnapshot) {
         await this.migration.restore(live.qmp!, rec.shm_dir, a.ramSnapshot.deviceStateFile);
         if (rec.state === "starting") transition(rec, "running");
@@ -163,13 +182,15 @@ export class QemuRuntime implements Runtime {
         if (rec.state === "starting") transition(rec, st.status === "paused" ? "paused" : "running");
       }
       rec.start_ms = Math.round(performance.now() - t0);
-      await this.records.save(rec);
+      // A start served by a restored clone was written above; start_ms goes with its next write.
+      if (!saved) await this.records.save(rec);
     } catch (e) {
       await failStart(this.records, rec, live, e);
     }
-    const info = await this.info(rec);
+    // No process figures in a start's answer: a process that has just started has none yet.
+    const info = toInstance(rec);
     trace("start: done");
-    if (pooled) this.warm.refillSoon(a);
+    if (pooled) this.warm.refillSoon(a, spoke);
     return info;
   }
 
@@ -374,9 +395,10 @@ export class QemuRuntime implements Runtime {
   }
 
   /** watchBoot records boot_ms (start request to first console output) and runs the boot watchdog (trackBoot). */
-  private watchBoot(rec: InstanceRecord, live: Live, t0: number): void {
+  private watchBoot(rec: InstanceRecord, live: Live, t0: number, onFirstOutput?: () => void): void {
     const serial = join(this.records.dir(rec.instance_id), "serial.log");
-    live.watchers.add(trackBoot(rec, serial, t0, () => this.records.save(rec).catch(() => undefined)));
+    const save = () => this.records.save(rec).catch(() => undefined);
+    live.watchers.add(trackBoot(rec, serial, t0, save, onFirstOutput));
   }
 
   /** connectQmp connects to a starting QEMU's monitor and follows its pause/resume events. */

@@ -32,6 +32,7 @@ export async function planInstance(
   ctx: PlanContext,
   a: PreparedArtifact,
   opts: StartOptions,
+  { hostCheck = true }: { hostCheck?: boolean } = {},
 ): Promise<Planned> {
   const name = opts.name ?? defaultName(a.manifest.name, randomUUID().slice(0, 6));
   const owner = ctx.records.named(name);
@@ -40,7 +41,7 @@ export async function planInstance(
     name,
     ...(owner ? { owner: { id: owner.instance_id, state: owner.state } } : {}),
   });
-  checkHost(draft, await readHostFacts(ctx.shmRoot, draft.memLock, ctx.qemuUser));
+  if (hostCheck) await checkPlanHost(ctx, draft);
   const plan = finishPlan(draft, draft.accel ?? (await chooseAccel(opts.accel, a.kernelPath)));
   const added = a.ramSnapshot ? [] : clockArgs({ ...plan, tscKhz: await hostTscKhz() });
   plan.cmdline = withKernelArgs(plan.cmdline, added);
@@ -49,6 +50,11 @@ export async function planInstance(
     kernelArgsAdded: added,
     bootTimeoutMs: bootTimeout(opts.bootTimeoutMs, ctx.bootTimeoutMs),
   };
+}
+
+/** checkPlanHost checks that the host can hold what a plan asks for (plan.ts checkHost). */
+export async function checkPlanHost(ctx: PlanContext, plan: Parameters<typeof checkHost>[0]): Promise<void> {
+  checkHost(plan, await readHostFacts(ctx.shmRoot, plan.memLock, ctx.qemuUser));
 }
 
 /** failStart ends an instance that could not start (failed, with QEMU's last words) and throws START_FAILED. */

@@ -62,6 +62,11 @@ export class QemuWarmPool implements WarmPool {
     }));
   }
 
+  /** hasReady tells, without I/O, whether a start of `a` would find a process ready now. */
+  hasReady(a: PreparedArtifact): boolean {
+    return (this.pools.get(a.digest)?.ready.length ?? 0) > 0;
+  }
+
   /**
    * take hands out a ready process for a snapshot artifact, or undefined when there is none.
    * It is on the hot path of a restore: no I/O, no await.
@@ -75,9 +80,26 @@ export class QemuWarmPool implements WarmPool {
     }
   }
 
-  /** refillSoon refills a pool once the caller has answered: spawning QEMU blocks the event loop for a few ms. */
-  refillSoon(a: PreparedArtifact): void {
-    setTimeout(() => void this.fill(a), 50).unref();
+  /**
+   * refillWhen says when a pool refills after handing a clone out: `after-first-output` (the
+   * default) waits until that clone has written to its console, at most `refillWaitMs`, so that
+   * starting the next QEMU does not take the two cores from the guest that was just resumed
+   * (under TCG it translates its code again first); `at-once` refills right after the answer.
+   */
+  refillWhen: "after-first-output" | "at-once" = "after-first-output";
+  refillWaitMs = 1000;
+
+  /**
+   * refillSoon refills a pool once the caller has answered (spawning QEMU blocks the event loop
+   * for a few ms) and, by default, once `firstOutput` resolves: see refillWhen.
+   */
+  refillSoon(a: PreparedArtifact, firstOutput?: Promise<void>): void {
+    const answered = new Promise((r) => setTimeout(r, 50).unref());
+    const spoke =
+      firstOutput && this.refillWhen === "after-first-output"
+        ? Promise.race([firstOutput, new Promise((r) => setTimeout(r, this.refillWaitMs).unref())])
+        : undefined;
+    void Promise.all([answered, spoke]).then(() => this.fill(a));
   }
 
   /** fill starts processes until the pool has its size, within the memory cap. */

@@ -133,3 +133,33 @@ test("close waits for a refill under way and discards what it launched: no proce
   await pool.fill(a);
   assert.deepEqual(procs.launched, ["sha256:a-0", "sha256:a-1"], "a closed pool launches nothing more");
 });
+
+test("a refill waits for the handed-out clone's first output (at most refillWaitMs), or not with at-once", async () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const procs = new FakeProcesses();
+  const pool = new QemuWarmPool(procs);
+  const a = snapshot("sha256:a", 100 << 20);
+  await pool.configure(a, 1);
+  pool.refillWaitMs = 60_000;
+  pool.take(a);
+  let spoke!: () => void;
+  pool.refillSoon(a, new Promise<void>((r) => (spoke = r)));
+  await sleep(200);
+  assert.equal(procs.launched.length, 1, "no refill while the clone has not spoken");
+  spoke();
+  await sleep(150);
+  assert.equal(procs.launched.length, 2, "refilled once it spoke");
+
+  pool.refillWaitMs = 100;
+  pool.take(a);
+  pool.refillSoon(a, new Promise<void>(() => {}));
+  await sleep(300);
+  assert.equal(procs.launched.length, 3, "a clone that never speaks holds the refill back refillWaitMs only");
+
+  pool.refillWhen = "at-once";
+  pool.refillWaitMs = 60_000;
+  pool.take(a);
+  pool.refillSoon(a, new Promise<void>(() => {}));
+  await sleep(150);
+  assert.equal(procs.launched.length, 4, "at-once does not wait for output");
+});
