@@ -2,8 +2,9 @@
  * bench/api-restore: a restore from the warm pool as a client of ovmd sees it — from sending
  * `POST /start {"wait": true}` on the UNIX socket to the answer that says the guest runs —
  * beside the daemon's own figure for the same start (`metrics.start_ms` of the instance). Starts
- * alternate between a client that opens a new connection for the call (as a one-shot `curl`
- * or `ovm run` does) and one that keeps its connection open (as an SDK or a shim does).
+ * rotate between a Node client that opens a new connection for the call (as `ovm run` does),
+ * one that keeps its connection open (as an SDK or a shim does), and `curl` (its own
+ * time_total: connect to the last byte of the answer, without its process start).
  * The pool's clones are restored ahead (device state loaded, paused), so a start is identity,
  * ports and `cont`. Between starts the bench waits for the pool to refill (`--gap` ms).
  *
@@ -11,11 +12,14 @@
  *
  * Prints a table and writes JSON to bench/results/api-restore-<date>.json.
  */
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { promisify } from "node:util";
 import { Agent, request } from "node:http";
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { DEMO_CMDLINE, ROOT, demoStore, percentile, writeResult } from "./bench-lib.js";
+
+const execFileP = promisify(execFile);
 
 function args(argv: string[]) {
   const a = { runs: 30, gap: 1500, keep: false };
@@ -70,6 +74,24 @@ function call(
   });
 }
 
+/** runCurl POSTs /start with curl and returns its answer and curl's own time_total in ms. */
+async function runCurl(socketPath: string, body: unknown): Promise<{ ms: number; body: any }> {
+  const { stdout } = await execFileP("curl", [
+    "-sS",
+    "--unix-socket",
+    socketPath,
+    "-H",
+    "content-type: application/json",
+    "-d",
+    JSON.stringify(body),
+    "-w",
+    "\n%{time_total}",
+    "http://ovmd/start",
+  ]);
+  const nl = stdout.lastIndexOf("\n");
+  return { ms: Number(stdout.slice(nl + 1)) * 1000, body: JSON.parse(stdout.slice(0, nl)) };
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function main() {
@@ -113,20 +135,29 @@ async function main() {
     await sleep(a.gap * 2);
     const kept = new Agent({ keepAlive: true, maxSockets: 1 });
     await call(socket, "GET", "/version", undefined, kept); // opens the kept connection
-    const client = { fresh: [] as number[], kept: [] as number[] };
+    const client = { fresh: [] as number[], kept: [] as number[], curl: [] as number[] };
     const daemon: number[] = [];
     const states: Record<string, number> = {};
-    for (let i = 0; i < a.runs * 2; i++) {
-      const how = i % 2 ? "kept" : "fresh";
-      const t0 = performance.now();
-      const s = await call(
-        socket,
-        "POST",
-        "/start",
-        { manifest: "bench/vm:snap", wait: true },
-        how === "kept" ? kept : undefined,
-      );
-      client[how].push(performance.now() - t0);
+    const kinds = ["fresh", "kept", "curl"] as const;
+    for (let i = 0; i < a.runs * kinds.length; i++) {
+      const how = kinds[i % kinds.length];
+      let s: { body: any };
+      if (how === "curl") {
+        // curl's own figure (connect to last byte), without its process start.
+        const out = await runCurl(socket, { manifest: "bench/vm:snap", wait: true });
+        client.curl.push(out.ms);
+        s = { body: out.body };
+      } else {
+        const t0 = performance.now();
+        s = await call(
+          socket,
+          "POST",
+          "/start",
+          { manifest: "bench/vm:snap", wait: true },
+          how === "kept" ? kept : undefined,
+        );
+        client[how].push(performance.now() - t0);
+      }
       states[s.body.state] = (states[s.body.state] ?? 0) + 1;
       const st = await call(socket, "GET", `/status/${s.body.instance_id}`);
       daemon.push(st.body.metrics.start_ms);
@@ -141,6 +172,8 @@ async function main() {
       client_p95_ms: percentile(client.fresh, 95),
       client_kept_alive_p50_ms: percentile(client.kept, 50),
       client_kept_alive_p95_ms: percentile(client.kept, 95),
+      curl_p50_ms: percentile(client.curl, 50),
+      curl_p95_ms: percentile(client.curl, 95),
       daemon_start_ms_p50: percentile(daemon, 50),
       daemon_start_ms_p95: percentile(daemon, 95),
       states,
@@ -152,6 +185,7 @@ async function main() {
     console.log(
       `| kept-alive connection | ${ms(result.client_kept_alive_p50_ms)} | ${ms(result.client_kept_alive_p95_ms)} |`,
     );
+    console.log(`| curl (its time_total) | ${ms(result.curl_p50_ms)} | ${ms(result.curl_p95_ms)} |`);
     console.log(`| daemon's own start_ms | ${result.daemon_start_ms_p50} | ${result.daemon_start_ms_p95} |`);
     console.log(`states reached: ${JSON.stringify(states)}`);
     await writeResult("api-restore", result);
