@@ -204,6 +204,10 @@ export interface StartOverrides {
    * @maxItems 64
    */
   ports?: PortRequest[];
+  /**
+   * Also publish every port the artifact declares (its manifest's `network.exposedPorts` and, for a converted container image, its bootstrap config's `exposedPorts`) on a free host port of 127.0.0.1, as `docker run -P` does; a guest port that `ports` already publishes keeps that mapping. An artifact that declares none publishes nothing more. Same rules as `ports` otherwise.
+   */
+  publish_all?: boolean;
   mac?: MacAddress;
   /**
    * The boot watchdog (RFC §6.5): how long the console of a booting guest may stay silent before the instance is `stalled`; 0 turns the watchdog off for this instance (for a guest that is silent on purpose while it boots). Default chosen by the runtime (ovmd: `--boot-timeout`, 60 s). Not used for a restore.

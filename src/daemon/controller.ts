@@ -190,7 +190,7 @@ export class Controller {
             "CANCELLED",
             `POST /start ${req.manifest}: the client went away; nothing was started`,
           );
-        info = await this.runtime.start(prepared, startOptions(o));
+        info = await this.runtime.start(prepared, startOptions(o, prepared));
       } finally {
         if (ramsnap) this.keeper.end(ramsnap);
       }

@@ -4,7 +4,8 @@ import { formatSize } from "../core/size.js";
 import type { Store } from "../store/store.js";
 import type { Artifact } from "../artifact/artifact.js";
 import type { PreparedArtifact } from "../artifact/prepare.js";
-import type { StartOptions } from "../runtime/types.js";
+import type { PortRequest, StartOptions } from "../runtime/types.js";
+import { parseExposedPort } from "../core/ports.js";
 import type { InjectRequest, StartRequest } from "../api/types.generated.js";
 import { isPathLike } from "../api/paths.js";
 import type { Policy } from "../sign/policy.js";
@@ -75,7 +76,11 @@ export function refuseResized(p: PreparedArtifact, o: NonNullable<StartRequest["
 }
 
 /** startOptions are the API's overrides in the runtime's words. */
-export function startOptions(o: NonNullable<StartRequest["overrides"]>): StartOptions {
+export function startOptions(
+  o: NonNullable<StartRequest["overrides"]>,
+  prepared?: Pick<PreparedArtifact, "manifest" | "bootstrap">,
+): StartOptions {
+  const ports = [...(o.ports ?? []).map(fromPortRequest), ...(o.publish_all ? exposed(o, prepared) : [])];
   return {
     ...(o.name !== undefined ? { name: o.name } : {}),
     ...(o.memory !== undefined ? { memory: o.memory } : {}),
@@ -84,10 +89,34 @@ export function startOptions(o: NonNullable<StartRequest["overrides"]>): StartOp
     ...(o.accel !== undefined ? { accel: o.accel } : {}),
     ...(o.machine !== undefined ? { machine: o.machine } : {}),
     ...(o.network !== undefined ? { network: o.network } : {}),
-    ...(o.ports !== undefined ? { ports: o.ports.map(fromPortRequest) } : {}),
+    ...(o.ports !== undefined || ports.length ? { ports } : {}),
     ...(o.mac !== undefined ? { mac: o.mac } : {}),
     ...(o.boot_timeout_ms !== undefined ? { bootTimeoutMs: o.boot_timeout_ms } : {}),
     ...(o.args !== undefined ? { args: o.args } : {}),
     ...(o.env !== undefined ? { env: o.env } : {}),
   };
+}
+
+/**
+ * exposed is what `publish_all` adds: each port the artifact declares (manifest
+ * network.exposedPorts, a converted image's bootstrap exposedPorts) that `ports` does not
+ * publish already, on a free host port of 127.0.0.1.
+ */
+function exposed(
+  o: NonNullable<StartRequest["overrides"]>,
+  prepared: Pick<PreparedArtifact, "manifest" | "bootstrap"> | undefined,
+): PortRequest[] {
+  const declared = [
+    ...(prepared?.manifest.network?.exposedPorts ?? []),
+    ...(prepared?.bootstrap?.exposedPorts ?? []),
+  ];
+  const taken = new Set((o.ports ?? []).map((p) => `${p.guest_port}/${p.protocol ?? "tcp"}`));
+  const out: PortRequest[] = [];
+  for (const spec of declared) {
+    const p = parseExposedPort(spec);
+    if (!p || taken.has(`${p.port}/${p.protocol}`)) continue;
+    taken.add(`${p.port}/${p.protocol}`);
+    out.push({ guestPort: p.port, protocol: p.protocol });
+  }
+  return out;
 }

@@ -296,3 +296,57 @@ test("a restore keeps the snapshot's NIC: no network, or another MAC, is refused
   const inspect = JSON.parse((await ovm(["--json", "inspect", "demo/net:snap"], d.env)).stdout);
   assert.equal(inspect.manifest.network.required, true);
 });
+
+test("ovm run -P publishes every port the artifact declares on a free host port", async () => {
+  const a = demoAssets();
+  const built = await ovm(
+    [
+      "build",
+      "-t",
+      "demo/net:exposed",
+      "--kernel",
+      a.kernel,
+      "--initrd",
+      a.initrd,
+      "--disk",
+      a.base,
+      "--disk",
+      a.diff,
+      "--cmdline",
+      `${DEMO_CMDLINE} ovms.mode=httpd`,
+      "--memory",
+      "192M",
+      "--expose",
+      "80/tcp",
+    ],
+    d.env,
+  );
+  assert.equal(built.code, 0, built.stderr);
+  const r = await ovm(["run", "-d", "-P", "--accel", "tcg", "--name", "exposed", "demo/net:exposed"], d.env);
+  assert.equal(r.code, 0, r.stderr);
+  const s = await d.api.get("/status/exposed");
+  assert.equal(s.body.network.ports.length, 1, JSON.stringify(s.body.network));
+  const p = s.body.network.ports[0];
+  assert.deepEqual(
+    { ...p, host_port: 0 },
+    { protocol: "tcp", host_ip: "127.0.0.1", host_port: 0, guest_port: 80 },
+  );
+  assert.notEqual(p.host_port, 80, "a free host port, not the guest's");
+  assert.match(r.stderr, new RegExp(`127\\.0\\.0\\.1:${p.host_port}->80/tcp`), "ovm run says where it went");
+  const index = await get(`http://127.0.0.1:${p.host_port}/`);
+  assert.equal(index.status, 200);
+  assert.match(index.body, /OVMS demo guest/);
+  // -p for a declared port keeps its own mapping: -P adds nothing twice.
+  const host = await freePort();
+  const both = await start(
+    { name: "exposed2", ports: [{ guest_port: 80, host_port: host }], publish_all: true },
+    "demo/net:exposed",
+  );
+  assert.equal(both.status, 202, JSON.stringify(both.body));
+  const s2 = await d.api.get("/status/exposed2");
+  assert.deepEqual(
+    s2.body.network.ports.map((x: { host_port: number; guest_port: number }) => [x.host_port, x.guest_port]),
+    [[host, 80]],
+  );
+  for (const n of ["exposed", "exposed2"]) await d.api.request("DELETE", `/instances/${n}?force=1`);
+});

@@ -54,6 +54,10 @@ export function register(program: Command): void {
       "publish a guest port on the host (repeatable): 8080:80, 0.0.0.0:8080:80, 53:53/udp, or 80 for a free host port; on 127.0.0.1 unless IP is given",
       (v: string, prev: string[] = []) => [...prev, v],
     )
+    .option(
+      "-P, --publish-all",
+      "publish every port the artifact declares (ovm inspect shows them) on a free host port of 127.0.0.1",
+    )
     .addOption(
       new Option(
         "--network <mode>",
@@ -146,7 +150,7 @@ terminal, kill -9) the daemon notices and stops the VM.`,
         });
       fg?.started(started.instance_id, started.name);
       if (!fg) {
-        if (overrides.ports)
+        if (overrides.ports || overrides.publish_all)
           out.info(`${started.name}: ${portsText(await client.status(started.instance_id))}`);
         out.result(started, () => started.instance_id);
         return;
@@ -167,8 +171,8 @@ terminal, kill -9) the daemon notices and stops the VM.`,
           .catch(() => undefined);
       }, 1000);
       watch.unref();
-      // Host ports the runtime picked (-p 80) are only known now.
-      if (overrides.ports)
+      // Host ports the runtime picked (-p 80, -P) are only known now.
+      if (overrides.ports || overrides.publish_all)
         out.info(`${started.name}: ${portsText(await client.status(started.instance_id))}`);
       for await (const rec of records) {
         if (!process.stdout.write(rec.line + "\n")) await new Promise((r) => process.stdout.once("drain", r));
@@ -203,6 +207,7 @@ function startOverrides(opts: RunFlags, command: string[]): StartOverrides {
   if (opts.accel !== undefined) o.accel = opts.accel;
   if (opts.machine !== undefined) o.machine = opts.machine;
   if (opts.publish?.length) o.ports = opts.publish.map((p) => toWire(parsePortSpec(p)));
+  if (opts.publishAll) o.publish_all = true;
   if (opts.network !== undefined) o.network = opts.network;
   if (opts.macAddress !== undefined) o.mac = checkMac(opts.macAddress, "--mac-address");
   if (opts.bootTimeout !== undefined) o.boot_timeout_ms = Math.round(opts.bootTimeout * 1000);
@@ -226,6 +231,7 @@ interface RunFlags {
   accel?: "auto" | "kvm" | "tcg";
   machine?: "microvm" | "q35";
   publish?: string[];
+  publishAll?: boolean;
   network?: "none" | "user" | "restricted";
   macAddress?: string;
   bootTimeout?: number;
