@@ -8,7 +8,7 @@ export async function main(argv: string[]): Promise<void> {
   const debug = argv.includes("--debug");
   const json = argv.includes("--json");
   try {
-    await program().parseAsync(argv);
+    await (await program(argv)).parseAsync(argv);
   } catch (e) {
     if (e instanceof CommanderError) {
       process.exitCode = e.exitCode === 0 ? 0 : 2;
