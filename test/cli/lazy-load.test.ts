@@ -87,6 +87,14 @@ test("ovm --version, ls and ps load neither ajv, sigstore, undici, tar, lz4 nor 
   const version = await loaded(dir, ["--version"], env);
   assert.equal(version.code, 0);
   assert.deepEqual(heavy(version.files), []);
+  assert.deepEqual(
+    version.files.filter((f) => f.includes("/node_modules/")),
+    [],
+    "ovm --version alone prints the version without loading commander",
+  );
+  // Through commander (another flag with it), the same words and status.
+  const viaCommander = await ovm(["--debug", "--version"], env);
+  assert.deepEqual([viaCommander.code, viaCommander.stdout], [0, (await ovm(["--version"], env)).stdout]);
   assert.ok(
     !version.files.some((f) => f.includes("/dist/src/cli/commands/")),
     `ovm --version loads no command: ${version.files.filter((f) => f.includes("/commands/")).join(", ")}`,
