@@ -42,14 +42,18 @@ Examples:
         size: number;
         ramSnapshot: boolean;
       }[] = [];
-      for (const e of store ? await store.entries() : []) {
-        if (!e.reference) continue;
-        const oci = await store!.readJson<ImageManifest>(e.descriptor.digest);
+      const tagged = (store ? await store.entries() : []).filter((e) => e.reference !== undefined);
+      // Read together, not one after the other: each is a small file, a few per store.
+      const manifests = await Promise.all(
+        tagged.map((e) => store!.readJson<ImageManifest>(e.descriptor.digest)),
+      );
+      for (const [i, e] of tagged.entries()) {
+        const oci = manifests[i];
         const size =
           e.descriptor.size + (oci.config?.size ?? 0) + (oci.layers ?? []).reduce((n, l) => n + l.size, 0);
         const ovms = oci.config && isOvmsManifest(oci);
         rows.push({
-          reference: e.reference,
+          reference: e.reference!,
           digest: e.descriptor.digest,
           artifactType: oci.artifactType ?? oci.config?.mediaType ?? "",
           ovms,
