@@ -1,9 +1,11 @@
 import { OvmsError } from "../core/errors.js";
-import { MediaType } from "../core/media-types.js";
+import { MediaType, isOvmsManifest } from "../core/media-types.js";
 import type { Descriptor, ImageManifest } from "../core/oci.js";
 import type { OvmsManifest } from "../core/manifest.generated.js";
 import { validateArtifact } from "../core/validate.js";
 import type { Store } from "../store/store.js";
+
+export { isOvmsManifest };
 
 /** Artifact is an OVMS artifact as read from a store: both manifests and where they came from. */
 export interface Artifact {
@@ -13,11 +15,6 @@ export interface Artifact {
   descriptor: Descriptor;
   oci: ImageManifest;
   ovms: OvmsManifest;
-}
-
-/** isOvmsManifest tells whether an OCI manifest carries an OVMS artifact. */
-export function isOvmsManifest(m: ImageManifest): boolean {
-  return m.artifactType === MediaType.OvmsManifest || m.config?.mediaType === MediaType.OvmsManifest;
 }
 
 /**

@@ -3,12 +3,8 @@ import { readdir, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import type { Command } from "commander";
 import { OvmsError } from "../core/errors.js";
-import { Store } from "../store/store.js";
+import type { Store } from "../store/store.js";
 import { resolveStoreDir } from "../store/paths.js";
-
-/** STORE_HELP says, in the order resolveStoreDir tries them, which store a command uses. */
-export const STORE_HELP =
-  "local store (default: $OVM_STORE, else /var/lib/ovms/store as root, else $XDG_DATA_HOME/ovms/store, with ~/.local/share for an unset XDG_DATA_HOME)";
 
 /** GlobalOptions are the flags every `ovm` command takes. */
 export interface GlobalOptions {
@@ -63,6 +59,8 @@ export async function checkStoreDir(dir: string): Promise<"store" | "missing" | 
 export async function openStore(cmd: Command, mode: "read" | "write"): Promise<Store> {
   const dir = resolveStoreDir(globals(cmd).store);
   const state = await checkStoreDir(dir);
+  // Imported here: commands that only talk to the daemon (`ovm ps`) do not load the store.
+  const { Store } = await import("../store/store.js");
   if (mode === "read") return Store.openExisting(dir);
   if (state !== "store") new Printer(globals(cmd)).info(`creating the store ${resolve(dir)}`);
   return Store.open(dir);

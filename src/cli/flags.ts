@@ -1,5 +1,9 @@
 import { OvmsError } from "../core/errors.js";
 
+/** STORE_HELP says, in the order resolveStoreDir tries them, which store a command uses. */
+export const STORE_HELP =
+  "local store (default: $OVM_STORE, else /var/lib/ovms/store as root, else $XDG_DATA_HOME/ovms/store, with ~/.local/share for an unset XDG_DATA_HOME)";
+
 /** MAX_VCPUS is the most vCPUs an instance can have (the API's StartOverrides.cpus and the manifest's resources.vcpus). */
 const MAX_VCPUS = 255;
 

@@ -1,33 +1,51 @@
 import { Command } from "commander";
-import { register as registerValidate } from "./commands/validate.js";
-import { register as registerBuild } from "./commands/build.js";
-import { register as registerStore } from "./commands/store.js";
-import { register as registerPush } from "./commands/push.js";
-import { register as registerPull } from "./commands/pull.js";
-import { register as registerCopy } from "./commands/copy.js";
-import { register as registerTags } from "./commands/tags.js";
-import { register as registerLogin } from "./commands/login.js";
-import { register as registerRun } from "./commands/run.js";
-import { register as registerPs } from "./commands/ps.js";
-import { register as registerLogs } from "./commands/logs.js";
-import { register as registerAttach } from "./commands/attach.js";
-import { register as registerStop } from "./commands/stop.js";
-import { register as registerRm } from "./commands/rm.js";
-import { register as registerStatus } from "./commands/status.js";
-import { register as registerInject } from "./commands/inject.js";
-import { register as registerSnapshot } from "./commands/snapshot.js";
-import { register as registerServe } from "./commands/serve.js";
-import { register as registerKey } from "./commands/key.js";
-import { register as registerSign } from "./commands/sign.js";
-import { register as registerPool } from "./commands/pool.js";
-import { register as registerSystem } from "./commands/system.js";
-import { register as registerConformance } from "./commands/conformance.js";
-import { register as registerConvert } from "./commands/convert.js";
 import { VERSION } from "../version.js";
-import { STORE_HELP } from "./context.js";
+import { STORE_HELP } from "./flags.js";
 
-/** program builds the `ovm` command tree. */
-export function program(): Command {
+/** CommandModule is a file under commands/: it adds its commands to the program. */
+interface CommandModule {
+  register(program: Command): void;
+}
+
+/**
+ * COMMANDS lists the command files in the order `ovm --help` shows them, each with the names
+ * and aliases it adds. A command's file is imported only when it runs (or for the whole help):
+ * `ovm ls` does not pay for what `ovm build` or `ovm push` load (ajv, sigstore, undici, tar).
+ * test/cli/lazy-load.test.ts holds these names to what each file registers.
+ */
+export const COMMANDS: readonly { names: readonly string[]; load: () => Promise<CommandModule> }[] = [
+  { names: ["validate"], load: () => import("./commands/validate.js") },
+  { names: ["build"], load: () => import("./commands/build.js") },
+  { names: ["ls", "images", "inspect", "tag", "rmi", "gc"], load: () => import("./commands/store.js") },
+  { names: ["push"], load: () => import("./commands/push.js") },
+  { names: ["pull"], load: () => import("./commands/pull.js") },
+  { names: ["copy", "cp"], load: () => import("./commands/copy.js") },
+  { names: ["tags"], load: () => import("./commands/tags.js") },
+  { names: ["login", "logout"], load: () => import("./commands/login.js") },
+  { names: ["run"], load: () => import("./commands/run.js") },
+  { names: ["ps"], load: () => import("./commands/ps.js") },
+  { names: ["logs"], load: () => import("./commands/logs.js") },
+  { names: ["attach"], load: () => import("./commands/attach.js") },
+  { names: ["stop"], load: () => import("./commands/stop.js") },
+  { names: ["rm"], load: () => import("./commands/rm.js") },
+  { names: ["status"], load: () => import("./commands/status.js") },
+  { names: ["inject"], load: () => import("./commands/inject.js") },
+  { names: ["snapshot"], load: () => import("./commands/snapshot.js") },
+  { names: ["pool"], load: () => import("./commands/pool.js") },
+  { names: ["key"], load: () => import("./commands/key.js") },
+  { names: ["sign", "verify"], load: () => import("./commands/sign.js") },
+  { names: ["system"], load: () => import("./commands/system.js") },
+  { names: ["convert"], load: () => import("./commands/convert.js") },
+  { names: ["serve"], load: () => import("./commands/serve.js") },
+  { names: ["conformance"], load: () => import("./commands/conformance.js") },
+];
+
+/**
+ * program builds the `ovm` command tree. Given the command line, it holds only the command
+ * file that line names (none for `ovm --version`); without one, or when the line names no
+ * known command (`ovm`, `ovm help`, a typo commander suggests a fix for), every command.
+ */
+export async function program(argv?: readonly string[]): Promise<Command> {
   const p = new Command("ovm")
     .description("OVMS: build, ship and run full virtual machines as OCI artifacts")
     .version(VERSION)
@@ -46,32 +64,37 @@ Examples:
   ovm run -d --name web -p 8080:80 example/vm:1.0 && ovm ps
   ovm <command> --help        # flags and examples of one command`,
     );
-  registerValidate(p);
-  registerBuild(p);
-  registerStore(p);
-  registerPush(p);
-  registerPull(p);
-  registerCopy(p);
-  registerTags(p);
-  registerLogin(p);
-  registerRun(p);
-  registerPs(p);
-  registerLogs(p);
-  registerAttach(p);
-  registerStop(p);
-  registerRm(p);
-  registerStatus(p);
-  registerInject(p);
-  registerSnapshot(p);
-  registerPool(p);
-  registerKey(p);
-  registerSign(p);
-  registerSystem(p);
-  registerConvert(p);
-  registerServe(p);
-  registerConformance(p);
+  for (const m of await Promise.all(needed(argv).map((c) => c.load()))) m.register(p);
   pointToHelp(p, "ovm");
   return p;
+}
+
+/** needed picks the command files a command line uses (see program). */
+function needed(argv: readonly string[] | undefined): (typeof COMMANDS)[number][] {
+  if (!argv) return [...COMMANDS];
+  const args = argv.slice(2);
+  const name = commandName(args);
+  if (name === undefined) {
+    const version = args.some((a) => a === "-V" || a === "--version");
+    const help = args.some((a) => a === "-h" || a === "--help");
+    if (version && !help) return [];
+  }
+  const one = COMMANDS.find((c) => name !== undefined && c.names.includes(name));
+  return one ? [one] : [...COMMANDS];
+}
+
+/**
+ * commandName is the first operand of `ovm`'s arguments: the command, after the global flags
+ * (`--store` takes the next argument as its value). Undefined when there is none.
+ */
+export function commandName(args: readonly string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--") return undefined;
+    if (a === "--store") i++;
+    else if (!a.startsWith("-")) return a;
+  }
+  return undefined;
 }
 
 /**

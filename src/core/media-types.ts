@@ -2,6 +2,8 @@
  * Media types of OVMS artifacts and the OCI types they travel in.
  * See rfc/ovms-v0.1.md §3 and https://github.com/opencontainers/image-spec/blob/v1.1.0/media-types.md
  */
+import type { ImageManifest } from "./oci.js";
+
 export const MediaType = {
   /** The OVMS manifest (the OCI config blob) and the OCI artifactType. */
   OvmsManifest: "application/vnd.ovms.manifest.v1+json",
@@ -62,3 +64,8 @@ export const ManifestMediaTypes = [
   MediaType.DockerManifest,
   MediaType.DockerManifestList,
 ] as const;
+
+/** isOvmsManifest tells whether an OCI manifest carries an OVMS artifact. */
+export function isOvmsManifest(m: ImageManifest): boolean {
+  return m.artifactType === MediaType.OvmsManifest || m.config?.mediaType === MediaType.OvmsManifest;
+}

@@ -4,7 +4,6 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { randomBytes } from "node:crypto";
-import lockfile from "proper-lockfile";
 import { Hasher, digestHex, isDigest, sha256, type Digest } from "../core/digest.js";
 import { fingerprint } from "../core/fingerprint.js";
 import { Annotation, MediaType } from "../core/media-types.js";
@@ -333,6 +332,8 @@ export class Store implements ContentStore {
    * and readers never see half a file.
    */
   async updateIndex(fn: (index: ImageIndex) => void | Promise<void>): Promise<void> {
+    // Imported here, not at the top: commands that only read the store (`ovm ls`) never load it.
+    const { default: lockfile } = await import("proper-lockfile");
     const release = await lockfile.lock(this.indexPath, {
       lockfilePath: join(this.workDir, "index.lock"),
       stale: 15_000,

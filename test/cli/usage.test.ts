@@ -24,30 +24,30 @@ function helpOf(c: Command): string {
   return text;
 }
 
-test("every command's --help ends with examples", () => {
-  const missing = commands(program())
+test("every command's --help ends with examples", async () => {
+  const missing = commands(await program())
     .filter(([, c]) => !/\nExamples:\n {2}\S/.test(helpOf(c)))
     .map(([name]) => name);
   assert.deepEqual(missing, []);
 });
 
-test("defaults are written one way in every help: (default: X)", () => {
-  for (const [name, c] of commands(program())) {
+test("defaults are written one way in every help: (default: X)", async () => {
+  for (const [name, c] of commands(await program())) {
     const help = helpOf(c).replace(/\s+/g, " ");
     for (const m of help.matchAll(/\(default\b[^)]*\)?/g))
       assert.match(m[0], /^\(default: [^"]/, `${name}: "${m[0]}"`);
   }
 });
 
-test("pull --help offers no upload option; push and copy do", () => {
-  const all = Object.fromEntries(commands(program()));
+test("pull --help offers no upload option; push and copy do", async () => {
+  const all = Object.fromEntries(commands(await program()));
   assert.doesNotMatch(helpOf(all["ovm pull"]), /--chunk-size/);
   assert.match(helpOf(all["ovm push"]), /--chunk-size/);
   assert.match(helpOf(all["ovm copy"]), /--chunk-size/);
 });
 
-test("--socket help states the order resolveSocketPath follows", () => {
-  for (const [name, c] of commands(program())) {
+test("--socket help states the order resolveSocketPath follows", async () => {
+  for (const [name, c] of commands(await program())) {
     const opt = c.options.find((o) => o.long === "--socket");
     if (opt) assert.ok(opt.description?.endsWith(SOCKET_DEFAULTS), `${name}: ${opt.description}`);
   }

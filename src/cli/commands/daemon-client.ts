@@ -1,4 +1,3 @@
-import { spawn } from "node:child_process";
 import { closeSync, existsSync, openSync } from "node:fs";
 import { mkdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -106,6 +105,8 @@ export async function ensureDaemon(cmd: Command, out: Printer): Promise<OvmdClie
   const stateDir = daemonStateDir(storeDir);
   await mkdir(stateDir, { recursive: true, mode: 0o711 });
   const logFile = join(stateDir, "ovmd.log");
+  // Imported here: only starting a daemon needs it, not every command that talks to one.
+  const { spawn } = await import("node:child_process");
   const fd = openSync(logFile, "a");
   let exited: number | null | undefined;
   let pid: number | undefined;

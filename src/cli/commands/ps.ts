@@ -26,13 +26,16 @@ Examples:
     const g = globals(c);
     const out = new Printer(g);
     const client = await daemonClient(c);
-    const list = await client.list({ all: !!opts.all });
+    // Paused pool processes are not instances, but they hold memory: said under the table.
+    // Both asked at once: a command typed all day should not wait for one answer, then the other.
+    const [list, pool] = await Promise.all([
+      client.list({ all: !!opts.all }),
+      g.json || g.quiet ? undefined : poolSummary(client),
+    ]);
     if (g.quiet && !g.json) {
       for (const i of list) process.stdout.write(`${shortId(i)}\n`);
       return;
     }
-    // Paused pool processes are not instances, but they hold memory: said under the table.
-    const pool = g.json ? undefined : await poolSummary(client);
     out.result(list, () =>
       table(
         ["ID", "NAME", "STATE", "ACCEL", "UPTIME", "ARTIFACT", "PORTS"],

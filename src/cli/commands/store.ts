@@ -3,12 +3,9 @@ import { OvmsError, isOvmsError } from "../../core/errors.js";
 import { isDigest } from "../../core/digest.js";
 import { familiarReference, parseReference } from "../../core/reference.js";
 import { formatSize } from "../../core/size.js";
-import { artifactSize, isOvmsManifest, loadArtifact } from "../../artifact/artifact.js";
-import { pruneSnapshotCaches } from "../../artifact/prepare.js";
 import type { ImageManifest } from "../../core/oci.js";
 import type { Digest } from "../../core/digest.js";
-import { validateBootstrap } from "../../core/bootstrap.js";
-import { Annotation } from "../../core/media-types.js";
+import { Annotation, isOvmsManifest } from "../../core/media-types.js";
 import { Printer, globals, openStore, table } from "../context.js";
 import { eachArgument } from "../each.js";
 
@@ -45,14 +42,18 @@ Examples:
         size: number;
         ramSnapshot: boolean;
       }[] = [];
-      for (const e of store ? await store.entries() : []) {
-        if (!e.reference) continue;
-        const oci = await store!.readJson<ImageManifest>(e.descriptor.digest);
+      const tagged = (store ? await store.entries() : []).filter((e) => e.reference !== undefined);
+      // Read together, not one after the other: each is a small file, a few per store.
+      const manifests = await Promise.all(
+        tagged.map((e) => store!.readJson<ImageManifest>(e.descriptor.digest)),
+      );
+      for (const [i, e] of tagged.entries()) {
+        const oci = manifests[i];
         const size =
           e.descriptor.size + (oci.config?.size ?? 0) + (oci.layers ?? []).reduce((n, l) => n + l.size, 0);
         const ovms = oci.config && isOvmsManifest(oci);
         rows.push({
-          reference: e.reference,
+          reference: e.reference!,
           digest: e.descriptor.digest,
           artifactType: oci.artifactType ?? oci.config?.mediaType ?? "",
           ovms,
@@ -94,6 +95,11 @@ Examples:
       const out = new Printer(globals(cmd));
       // A reference that cannot be one is said so first, whatever the store holds.
       if (!isDigest(ref)) parseReference(ref);
+      // Loaded here, not at the top, so that `ovm ls` does not compile the schemas (ajv).
+      const [{ artifactSize, loadArtifact }, { validateBootstrap }] = await Promise.all([
+        import("../../artifact/artifact.js"),
+        import("../../core/bootstrap.js"),
+      ]);
       const store = await openStore(cmd, "read");
       const a = await loadArtifact(store, ref);
       const referrers = await store.referrers(a.descriptor);
@@ -223,6 +229,7 @@ Examples:
       const store = await openStore(cmd, "read");
       const r = await store.gc();
       // Preloaded snapshots (tmpfs) of blobs that are gone, and of stores that are gone.
+      const { pruneSnapshotCaches } = await import("../../artifact/prepare.js");
       const cacheBytesFreed = await pruneSnapshotCaches(store);
       out.result(
         { ...r, cacheBytesFreed },
