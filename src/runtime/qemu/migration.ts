@@ -78,15 +78,18 @@ export class Migration {
    * `x-ignore-shared` (`split.ignoreShared` false: QEMU 7.2 refuses to restore a skipped
    * ivshmem BAR, "Mismatched GPAs") — so the stream goes to a file and the RAM pages to
    * `split.memoryFile` (splitRamStream); a device region's pages stay in the device state.
+   * That split is left to the caller (`splitCaptured`), which can resume the guest first: the
+   * stream file is already a private copy of the guest's memory.
    */
   async capture(
     qmp: QmpClient,
     shmDir: string,
     grant: (paths: string[]) => Promise<void>,
-    clone?: { memoryBytes: number; memoryFile: string; ignoreShared: boolean },
-  ): Promise<Buffer> {
+    clone?: { ignoreShared: boolean },
+  ): Promise<{ deviceState: Buffer } | { streamFile: string }> {
     const sock = join(shmDir, "migrate.sock");
     const streamFile = join(shmDir, "migrate.stream");
+    let kept = false;
     await qmp.execute("stop");
     await qmp.execute("migrate-set-capabilities", {
       capabilities: [{ capability: "x-ignore-shared", state: clone?.ignoreShared ?? true }],
@@ -125,14 +128,30 @@ export class Migration {
         );
       }
       await received;
-      if (!clone) return Buffer.concat(chunks);
+      if (!clone) return { deviceState: Buffer.concat(chunks) };
       trace("capture: clone stream received");
+      kept = true;
+      return { streamFile };
+    } finally {
+      server.close();
+      await rm(sock, { force: true });
+      if (!kept) await rm(streamFile, { force: true });
+    }
+  }
+
+  /**
+   * splitCaptured takes the guest RAM out of a stream `capture` kept (splitRamStream): its pages
+   * go to `memoryFile`, the device state is returned; the stream file is removed.
+   */
+  async splitCaptured(
+    streamFile: string,
+    clone: { memoryBytes: number; memoryFile: string; ignoreShared: boolean },
+  ): Promise<Buffer> {
+    try {
       const split = await splitRamStream(streamFile, clone.memoryBytes, clone.memoryFile, clone.ignoreShared);
       trace(`capture: ${split.dataPages} data pages of ${split.pages} split out`);
       return split.deviceState;
     } finally {
-      server.close();
-      await rm(sock, { force: true });
       await rm(streamFile, { force: true });
     }
   }
