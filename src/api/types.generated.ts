@@ -307,9 +307,9 @@ export interface SnapshotResponse {
    */
   bytes_written?: number;
   /**
-   * `copy`: memory and disk were copied while paused and packed after the guest resumed; `paused`: the guest stayed paused while the snapshot was packed (it was to stop, or the host had no room for the copies).
+   * `live`: the VMM saved the guest's memory while it ran and paused it only for the last changes and the device state; `copy`: memory was copied while paused; in both the disk overlay was copied while paused and the snapshot packed after the guest resumed. `paused`: the guest stayed paused while the snapshot was packed (it was to stop, or the host had no room for the copies).
    */
-  pause_mode?: "copy" | "paused";
+  pause_mode?: "live" | "copy" | "paused";
 }
 export interface InjectRequest {
   instance_id: InstanceRef;

@@ -11,6 +11,12 @@ export type { PreparedArtifact, SnapshotCapture, PortRequest, Protocol, Publishe
 export interface SnapshotOptions {
   /** Stop the instance once captured instead of resuming it. */
   stop?: boolean;
+  /**
+   * How to take it from a running guest that is to resume (SnapshotReport): `live` (default),
+   * `copy`, or `paused` (what snapshots did before; benchmarks compare). A method the host has
+   * no room for falls back to the next.
+   */
+  method?: "live" | "copy" | "paused";
   /** Called while the guest is paused, before anything is copied (what the snapshot holds is of this moment). */
   whilePaused?: () => Promise<void>;
   /** Filled in by the runtime: how the snapshot was taken and how long the guest was paused. */
@@ -18,15 +24,17 @@ export interface SnapshotOptions {
 }
 
 /**
- * SnapshotReport is how a snapshot was taken: `copy` (paused, memory and overlay copied,
- * resumed, packed from the copies), `paused` (packed while paused: the instance was to stop,
- * or there was no room for the copies, `fallback` says which). `pauseMs` is from the guest's
+ * SnapshotReport is how a snapshot was taken: `live` (QEMU sent the guest's RAM while it ran
+ * and stopped it for the last pages and the device state), `copy` (paused, device state saved,
+ * memory copied), then in both the overlay copied, the guest resumed and the snapshot packed from
+ * the copies; or `paused` (packed while paused: the instance was to stop, `method` asked for it,
+ * or there was no room for the copies, which `fallback` says). `pauseMs` is from the guest's
  * stop to its resume as QEMU stamps them (to the end of the capture when it is stopped).
  */
 export interface SnapshotReport {
-  mode?: "copy" | "paused";
+  mode?: "live" | "copy" | "paused";
   pauseMs?: number;
-  /** Of the pause: saving the device state (and a clone's RAM stream), and copying memory and overlay. */
+  /** From the call to the end of the capture (all of it paused but with `live`), then the copies (paused). */
   captureMs?: number;
   copyMs?: number;
   /** From the call to the sink's end. */

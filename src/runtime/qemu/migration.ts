@@ -79,23 +79,31 @@ export class Migration {
    * ivshmem BAR, "Mismatched GPAs") — so the stream goes to a file and the RAM pages to
    * `split.memoryFile` (splitRamStream); a device region's pages stay in the device state.
    * That split is left to the caller (`splitCaptured`), which can resume the guest first: the
-   * stream file is already a private copy of the guest's memory.
+   * stream file is already a private copy of the guest's memory. With `clone.live` the guest is
+   * not stopped first: QEMU sends its RAM while it runs and stops it for the rest (LiveCapture).
    */
   async capture(
     qmp: QmpClient,
     shmDir: string,
     grant: (paths: string[]) => Promise<void>,
-    clone?: { ignoreShared: boolean },
-  ): Promise<{ deviceState: Buffer } | { streamFile: string }> {
+    clone?: { ignoreShared: boolean; live?: LiveCapture },
+  ): Promise<{ deviceState: Buffer } | { streamFile: string; forcedStop?: boolean }> {
     const sock = join(shmDir, "migrate.sock");
     const streamFile = join(shmDir, "migrate.stream");
     let kept = false;
-    await qmp.execute("stop");
+    const live = clone?.live;
+    if (!live) await qmp.execute("stop");
     await qmp.execute("migrate-set-capabilities", {
       capabilities: [{ capability: "x-ignore-shared", state: clone?.ignoreShared ?? true }],
     });
-    // The guest is paused: no point in QEMU's default 128 MiB/s cap on a clone's RAM.
-    if (clone) await qmp.execute("migrate-set-parameters", { "max-bandwidth": 64 * 1024 ** 3 });
+    // No point in QEMU's default 128 MiB/s cap on RAM that goes to a file; a live capture stops
+    // the guest for the last pages and the device state once they fit in `downtimeMs`.
+    if (clone)
+      await qmp.execute("migrate-set-parameters", {
+        "max-bandwidth": 64 * 1024 ** 3,
+        ...(live ? { "downtime-limit": live.downtimeMs } : {}),
+      });
+    let forcedStop = false;
     const chunks: Buffer[] = [];
     await rm(sock, { force: true });
     const file = clone ? createWriteStream(streamFile, { mode: 0o600 }) : undefined;
@@ -116,7 +124,16 @@ export class Migration {
       });
       await qmp.execute("migrate", { uri: `unix:${sock}` });
       trace("capture: migrating");
-      const ev = await done;
+      // A guest that dirties its memory faster than it can be sent never converges: after
+      // `convergeMs`, stop it and the migration ends as a paused one would.
+      const timer = live
+        ? setTimeout(() => {
+            forcedStop = true;
+            trace("capture: precopy did not converge, stopping the guest");
+            void qmp.execute("stop").catch(() => undefined);
+          }, live.convergeMs)
+        : undefined;
+      const ev = await done.finally(() => clearTimeout(timer));
       trace("capture: migration completed");
       if (ev.data?.status !== "completed") {
         const q = await qmp
@@ -131,7 +148,7 @@ export class Migration {
       if (!clone) return { deviceState: Buffer.concat(chunks) };
       trace("capture: clone stream received");
       kept = true;
-      return { streamFile };
+      return forcedStop ? { streamFile, forcedStop } : { streamFile };
     } finally {
       server.close();
       await rm(sock, { force: true });
@@ -145,10 +162,16 @@ export class Migration {
    */
   async splitCaptured(
     streamFile: string,
-    clone: { memoryBytes: number; memoryFile: string; ignoreShared: boolean },
+    clone: { memoryBytes: number; memoryFile: string; ignoreShared: boolean; restoreIgnoreShared?: boolean },
   ): Promise<Buffer> {
     try {
-      const split = await splitRamStream(streamFile, clone.memoryBytes, clone.memoryFile, clone.ignoreShared);
+      const split = await splitRamStream(
+        streamFile,
+        clone.memoryBytes,
+        clone.memoryFile,
+        clone.ignoreShared,
+        clone.restoreIgnoreShared,
+      );
       trace(`capture: ${split.dataPages} data pages of ${split.pages} split out`);
       return split.deviceState;
     } finally {
@@ -165,6 +188,16 @@ export class Migration {
     }
     return b;
   }
+}
+
+/**
+ * LiveCapture asks `capture` for a live (precopy) migration: the guest runs while its RAM is
+ * sent and is stopped by QEMU for the last dirty pages and the device state, at most about
+ * `downtimeMs` by QEMU's estimate; it is stopped by force after `convergeMs`.
+ */
+export interface LiveCapture {
+  downtimeMs: number;
+  convergeMs: number;
 }
 
 /**

@@ -56,49 +56,51 @@ export async function takeSnapshot<R>(
   let resumed = false;
   trace("snapshot: begin");
   try {
+    const hasOverlay = existsSync(overlay);
+    const method =
+      wasRunning && !opts.stop
+        ? await choose(rec, fromStream, hasOverlay ? overlay : "", opts, report)
+        : "paused";
     const captured = await ctx.migration.capture(
       qmp,
       rec.shm_dir,
       (paths) => ctx.grant(paths),
-      fromStream ? { ignoreShared } : undefined,
+      method === "live"
+        ? { ignoreShared: fromStream && ignoreShared, live: LIVE }
+        : fromStream
+          ? { ignoreShared }
+          : undefined,
     );
-    if ("streamFile" in captured) temps.push(captured.streamFile);
+    if ("streamFile" in captured) temps.push(captured.streamFile, memoryCopy);
+    if ("forcedStop" in captured)
+      report.fallback = `the guest's memory changed faster than it was saved: stopped after ${LIVE.convergeMs} ms`;
     report.captureMs = ms(performance.now() - t0);
     await opts.whilePaused?.();
-    const hasOverlay = existsSync(overlay);
-    const fallback =
-      wasRunning && !opts.stop ? await roomForCopies(rec, fromStream, hasOverlay ? overlay : "") : "";
-    const copying = wasRunning && !opts.stop && !fallback;
-    if (fallback) {
-      report.fallback = fallback;
-      trace(`snapshot: the guest stays paused while it is packed: ${fallback}`);
-    }
     let overlayFile = hasOverlay ? overlay : undefined;
-    let memoryFile = fromStream ? memoryCopy : rec.ram_file;
-    if (fromStream) temps.push(memoryCopy);
-    if (copying) {
+    let memoryFile = "streamFile" in captured ? memoryCopy : rec.ram_file;
+    if (method !== "paused") {
       const t1 = performance.now();
       // Consistent copies: the migration flushed and inactivated the disk, and the vCPUs are stopped.
-      temps.push(overlayCopy);
+      temps.push(overlayCopy, memoryCopy);
       const copies: Promise<void>[] = [];
       if (overlayFile)
         copies.push(copyFile(overlayFile, overlayCopy).then(() => void (overlayFile = overlayCopy)));
-      if (!fromStream)
+      if (!("streamFile" in captured))
         copies.push(copyFile(rec.ram_file, memoryCopy).then(() => void (memoryFile = memoryCopy)));
-      temps.push(memoryCopy);
       await Promise.all(copies);
       report.copyMs = ms(performance.now() - t1);
       trace("snapshot: copied");
       report.pauseMs = await resume(qmp, stopped);
       resumed = true;
     }
-    report.mode = copying ? "copy" : "paused";
+    report.mode = method;
     const deviceState =
       "streamFile" in captured
         ? await ctx.migration.splitCaptured(captured.streamFile, {
             memoryBytes: rec.memory_bytes,
             memoryFile: memoryCopy,
-            ignoreShared,
+            ignoreShared: method === "live" ? fromStream && ignoreShared : ignoreShared,
+            restoreIgnoreShared: ignoreShared,
           })
         : captured.deviceState;
     const version = await ctx.version();
@@ -160,30 +162,50 @@ async function resume(
   return a !== undefined && b !== undefined ? ms(b - a) : undefined;
 }
 
+/** LIVE is how a live capture runs: QEMU aims at a 20 ms stop, and stops by force after 20 s. */
+const LIVE = { downtimeMs: 20, convergeMs: 20_000 };
+
 /**
- * roomForCopies says why the copies a resumed snapshot needs do not fit ("" when they do): the
- * memory file (a clone's comes out of the stream: no copy) beside it on its tmpfs, whose other
- * guests' memory is counted as used already, and the overlay beside it on disk.
+ * choose picks how a running guest is snapshotted: what `opts.method` asks (default `live`), or
+ * the next one down (live → copy → paused) when the host has no room for what it writes beside
+ * the guest, which `report.fallback` then says. A live capture writes the guest's RAM twice on
+ * its tmpfs (the migration stream and the memory split out of it); a copy writes its memory once
+ * (a clone's comes out of the stream in any case); both copy the overlay beside it on disk.
  */
-async function roomForCopies(rec: InstanceRecord, fromStream: boolean, overlay: string): Promise<string> {
+async function choose(
+  rec: InstanceRecord,
+  fromStream: boolean,
+  overlay: string,
+  opts: SnapshotOptions,
+  report: SnapshotReport,
+): Promise<"live" | "copy" | "paused"> {
   const free = async (p: string) => {
     const fs = await statfs(p).catch(() => undefined);
     return fs ? fs.bavail * fs.bsize : Infinity;
   };
   const margin = 64 << 20;
-  if (!fromStream) {
-    const need = (await stat(rec.ram_file)).blocks * 512;
-    const have = await free(rec.shm_dir);
-    if (need + margin > have)
-      return `no room for a copy of its memory on ${rec.shm_dir}: need ${mib(need + margin)} MiB, ${mib(have)} MiB free`;
+  const ram = fromStream ? rec.memory_bytes : (await stat(rec.ram_file)).blocks * 512;
+  const shmFree = await free(rec.shm_dir);
+  const overlayNeed = overlay ? (await stat(overlay)).blocks * 512 + margin : 0;
+  const overlayFree = overlay ? await free(overlay) : Infinity;
+  const why: string[] = [];
+  const order = ["live", "copy", "paused"] as const;
+  for (const m of order.slice(order.indexOf(opts.method ?? "live"))) {
+    if (m === "paused") break;
+    const need = (m === "live" ? 2 * ram : ram) + margin;
+    if (need > shmFree) why.push(`${m}: need ${mib(need)} MiB on ${rec.shm_dir}, ${mib(shmFree)} MiB free`);
+    else if (overlayNeed > overlayFree)
+      why.push(`${m}: need ${mib(overlayNeed)} MiB beside ${overlay}, ${mib(overlayFree)} MiB free`);
+    else {
+      if (why.length) report.fallback = `no room for a ${why.join("; ")}`;
+      return m;
+    }
   }
-  if (overlay) {
-    const need = (await stat(overlay)).blocks * 512;
-    const have = await free(overlay);
-    if (need + margin > have)
-      return `no room for a copy of its overlay beside ${overlay}: need ${mib(need + margin)} MiB, ${mib(have)} MiB free`;
+  if (why.length) {
+    report.fallback = `no room: ${why.join("; ")}; the guest stays paused while it is packed`;
+    trace(`snapshot: ${report.fallback}`);
   }
-  return "";
+  return "paused";
 }
 
 const mib = (b: number) => (b / 2 ** 20).toFixed(1);

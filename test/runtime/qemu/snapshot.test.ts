@@ -109,7 +109,7 @@ test("snapshot: a new artifact with the overlay as a diff, a ramsnap part and su
 });
 
 test("snapshot: the guest is resumed before packing; the pause it reports is shorter than the whole", () => {
-  assert.equal(report.mode, "copy");
+  assert.equal(report.mode, "live");
   assert.equal(report.fallback, undefined);
   assert.ok(countedWhilePacking > lastBefore + 3, "the guest counted on while its snapshot was packed");
   assert.ok(report.pauseMs !== undefined && report.pauseMs > 0, `pause ${report.pauseMs} ms`);
