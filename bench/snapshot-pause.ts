@@ -1,6 +1,6 @@
 /**
  * The pause part of bench/snapshot: how long a running guest is paused while it is snapshotted,
- * for the demo guest (192 MiB, counting) and a 1 GiB guest that filled ~880 MiB of its memory
+ * for the demo guest (192 MiB, counting) and a 1 GiB guest that filled 768 MiB of its memory (880 MiB got its kernel OOM-killing)
  * (`ovms.mode=fill`), each snapshotted `runs` times alternately packed while paused (`paused`,
  * what every snapshot did before) and resumed before packing (`copy`: memory file and overlay
  * copied while paused). Per snapshot: the pause as QEMU stamps it (STOP → RESUME), its parts
@@ -33,7 +33,7 @@ export const GUESTS: Record<string, GuestKind> = {
   fill1g: {
     name: "fill1g",
     memory: 1 << 30,
-    cmdline: "ovms.mode=fill ovms.fill=880",
+    cmdline: "ovms.mode=fill ovms.fill=768",
     ready: /^OVMS-COUNTER: 3$/m,
   },
 };
@@ -47,6 +47,8 @@ interface Shot {
   bytesWritten: number;
   ramsnapBytes: number;
   guestGapMs: number;
+  lostAt: [number, number];
+  guestLostMs?: number;
   load1: number;
 }
 
@@ -91,6 +93,8 @@ class Lines {
   async waitFor(re: RegExp, timeoutMs: number): Promise<void> {
     const t0 = performance.now();
     while (!this.arrivals.some((a) => re.test(a.line))) {
+      const bad = this.arrivals.find((a) => /Kernel panic|OVMS-ERROR|Out of memory/.test(a.line));
+      if (bad) throw new Error(`the guest failed: ${bad.line}`);
       if (performance.now() - t0 > timeoutMs) throw new Error(`no ${re} on the console in ${timeoutMs} ms`);
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -103,6 +107,22 @@ class Lines {
     for (let i = 1; i < c.length; i++)
       if (c[i].at >= from && c[i - 1].at <= to) gap = Math.max(gap, c[i].at - c[i - 1].at);
     return gap;
+  }
+
+  /**
+   * lostAround is the time the guest lost around [from, to] by its own count: between the last
+   * counter line before `from` and the first after `after`, host time passed less the count's
+   * advance times the usual gap. The guest's clock stops while it is paused, so this is the
+   * pause as its work sees it (plus any time it ran slower meanwhile).
+   */
+  lostAround(from: number, after: number, usual: number): number {
+    const c = this.arrivals
+      .filter((a) => a.line.startsWith("OVMS-COUNTER"))
+      .map((a) => ({ at: a.at, n: Number(a.line.split(" ")[1]) }));
+    const before = c.filter((x) => x.at < from).pop();
+    const next = c.find((x) => x.at > after);
+    if (!before || !next) return NaN;
+    return Math.max(0, next.at - before.at - (next.n - before.n) * usual);
   }
 
   /** usualGap is the median gap between counter lines outside the windows given. */
@@ -151,7 +171,7 @@ export async function measurePause(kind: GuestKind, runs: number, keep: boolean)
         );
         const t1 = performance.now();
         // Let the guest print a few lines after the resume before the gap is read.
-        await new Promise((r) => setTimeout(r, 700));
+        await new Promise((r) => setTimeout(r, 1500));
         windows.push([t0, t1]);
         shots.push({
           mode: report.mode ?? mode,
@@ -162,6 +182,7 @@ export async function measurePause(kind: GuestKind, runs: number, keep: boolean)
           bytesWritten: snap.bytesWritten,
           ramsnapBytes: snap.ramsnap.size,
           guestGapMs: lines.gapAround(t0, t1),
+          lostAt: [t0, t1 + 1000],
           load1,
         });
         const s = shots[shots.length - 1];
@@ -173,6 +194,7 @@ export async function measurePause(kind: GuestKind, runs: number, keep: boolean)
       }
     }
     const usual = lines.usualGap(windows);
+    for (const x of shots) x.guestLostMs = Math.round(lines.lostAround(x.lostAt[0], x.lostAt[1], usual));
     const summary: Record<string, unknown> = {};
     for (const mode of ["paused", "copy", "live"]) {
       const s = shots.filter((x) => x.mode === mode);
@@ -185,6 +207,7 @@ export async function measurePause(kind: GuestKind, runs: number, keep: boolean)
         total_ms: stats(s.map((x) => x.totalMs)),
         bytes_written: stats(s.map((x) => x.bytesWritten)),
         guest_gap_over_usual_ms: stats(s.map((x) => Math.max(0, x.guestGapMs - usual))),
+        guest_lost_ms: stats(s.map((x) => x.guestLostMs ?? NaN)),
         load1: stats(s.map((x) => x.load1)),
       };
     }

@@ -124,16 +124,26 @@ export class Migration {
       });
       await qmp.execute("migrate", { uri: `unix:${sock}` });
       trace("capture: migrating");
-      // A guest that dirties its memory faster than it can be sent never converges: after
-      // `convergeMs`, stop it and the migration ends as a paused one would.
+      // A guest that dirties its memory faster than it can be sent never converges: once the
+      // first pass over its RAM is done (however long that takes), it has `convergeMs` more,
+      // then it is stopped and the migration ends as a paused one would.
+      let firstPassAt: number | undefined;
       const timer = live
-        ? setTimeout(() => {
-            forcedStop = true;
-            trace("capture: precopy did not converge, stopping the guest");
-            void qmp.execute("stop").catch(() => undefined);
-          }, live.convergeMs)
+        ? setInterval(() => {
+            void qmp
+              .execute<{ ram?: { "dirty-sync-count"?: number } }>("query-migrate")
+              .then((q) => {
+                if ((q.ram?.["dirty-sync-count"] ?? 0) >= 2) firstPassAt ??= Date.now();
+                if (forcedStop || firstPassAt === undefined || Date.now() - firstPassAt < live.convergeMs)
+                  return;
+                forcedStop = true;
+                trace("capture: precopy did not converge, stopping the guest");
+                return qmp.execute("stop");
+              })
+              .catch(() => undefined);
+          }, 250)
         : undefined;
-      const ev = await done.finally(() => clearTimeout(timer));
+      const ev = await done.finally(() => clearInterval(timer));
       trace("capture: migration completed");
       if (ev.data?.status !== "completed") {
         const q = await qmp
@@ -193,7 +203,7 @@ export class Migration {
 /**
  * LiveCapture asks `capture` for a live (precopy) migration: the guest runs while its RAM is
  * sent and is stopped by QEMU for the last dirty pages and the device state, at most about
- * `downtimeMs` by QEMU's estimate; it is stopped by force after `convergeMs`.
+ * `downtimeMs` by QEMU's estimate; it is stopped by force `convergeMs` after the first pass.
  */
 export interface LiveCapture {
   downtimeMs: number;

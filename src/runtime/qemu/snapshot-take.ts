@@ -73,7 +73,7 @@ export async function takeSnapshot<R>(
     );
     if ("streamFile" in captured) temps.push(captured.streamFile, memoryCopy);
     if ("forcedStop" in captured)
-      report.fallback = `the guest's memory changed faster than it was saved: stopped after ${LIVE.convergeMs} ms`;
+      report.fallback = `the guest's memory changed faster than it was saved: stopped ${LIVE.convergeMs} ms after the first pass`;
     report.captureMs = ms(performance.now() - t0);
     await opts.whilePaused?.();
     let overlayFile = hasOverlay ? overlay : undefined;
@@ -162,8 +162,8 @@ async function resume(
   return a !== undefined && b !== undefined ? ms(b - a) : undefined;
 }
 
-/** LIVE is how a live capture runs: QEMU aims at a 20 ms stop, and stops by force after 20 s. */
-const LIVE = { downtimeMs: 20, convergeMs: 20_000 };
+/** LIVE is how a live capture runs: QEMU aims at a 20 ms stop; stopped by force 10 s after the first pass. */
+const LIVE = { downtimeMs: 20, convergeMs: 10_000 };
 
 /**
  * choose picks how a running guest is snapshotted: what `opts.method` asks (default `live`), or

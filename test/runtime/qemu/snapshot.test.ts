@@ -213,6 +213,45 @@ test("three clones run at once and diverge; the preloaded memory is never writte
   );
 });
 
+test("a running clone snapshotted live (and by copy) keeps running; each restores to its pause", async () => {
+  const prepared = await prepareArtifact(store, await loadArtifact(store, "demo/vm:snap"), {
+    snapshotCacheDir: cacheDir,
+    cache,
+  });
+  const clone = await rt.start(prepared, { name: "clone-live" });
+  await waitFor(async () => ((await counters(clone.id)).length >= 3 ? true : undefined));
+  for (const method of ["live", "copy"] as const) {
+    const r: SnapshotReport = {};
+    let at = -1;
+    await rt.snapshot(
+      clone.id,
+      {
+        method,
+        report: r,
+        whilePaused: async () => {
+          await new Promise((ok) => setTimeout(ok, 300));
+          at = Math.max(...(await counters(clone.id)));
+        },
+      },
+      (c) => packSnapshot(store, source, c, `demo/vm:clone-${method}`),
+    );
+    assert.equal(r.mode, method);
+    assert.ok(r.pauseMs !== undefined && r.totalMs !== undefined && r.pauseMs < r.totalMs);
+    await waitFor(async () => (Math.max(...(await counters(clone.id))) > at + 2 ? true : undefined));
+    const again = await rt.start(
+      await prepareArtifact(store, await loadArtifact(store, `demo/vm:clone-${method}`), {
+        snapshotCacheDir: cacheDir,
+        cache,
+      }),
+      { name: `clone-${method}-restored` },
+    );
+    const first = await waitFor(async () => (await counters(again.id))[0]);
+    assert.ok(first >= at && first <= at + 2, `${method}: restored at ${first}, paused at ${at}`);
+    await rt.stop(again.id, { force: true });
+  }
+  await rt.stop(clone.id, { force: true });
+});
+
 test("warm pool: starts are served by paused processes and the pool refills", async () => {
   const prepared = await prepareArtifact(store, await loadArtifact(store, "demo/vm:snap"), {
     snapshotCacheDir: cacheDir,
