@@ -87,7 +87,7 @@ export class Migration {
     shmDir: string,
     grant: (paths: string[]) => Promise<void>,
     clone?: { ignoreShared: boolean; live?: LiveCapture },
-  ): Promise<{ deviceState: Buffer } | { streamFile: string; forcedStop?: boolean }> {
+  ): Promise<{ deviceState: Buffer } | CapturedStream> {
     const sock = join(shmDir, "migrate.sock");
     const streamFile = join(shmDir, "migrate.stream");
     let kept = false;
@@ -154,11 +154,13 @@ export class Migration {
           `saving device state failed (${String(ev.data?.status)}): ${q["error-desc"] ?? "no detail from QEMU"}`,
         );
       }
-      await received;
-      if (!clone) return { deviceState: Buffer.concat(chunks) };
-      trace("capture: clone stream received");
+      if (!clone) {
+        await received;
+        return { deviceState: Buffer.concat(chunks) };
+      }
+      // QEMU has sent it all: the guest may resume while the last bytes reach the file.
       kept = true;
-      return forcedStop ? { streamFile, forcedStop } : { streamFile };
+      return forcedStop ? { streamFile, received, forcedStop } : { streamFile, received };
     } finally {
       server.close();
       await rm(sock, { force: true });
@@ -171,10 +173,12 @@ export class Migration {
    * go to `memoryFile`, the device state is returned; the stream file is removed.
    */
   async splitCaptured(
-    streamFile: string,
+    { streamFile, received }: CapturedStream,
     clone: { memoryBytes: number; memoryFile: string; ignoreShared: boolean; restoreIgnoreShared?: boolean },
   ): Promise<Buffer> {
     try {
+      await received;
+      trace("capture: stream received");
       const split = await splitRamStream(
         streamFile,
         clone.memoryBytes,
@@ -198,6 +202,14 @@ export class Migration {
     }
     return b;
   }
+}
+
+/** CapturedStream is a migration stream `capture` kept in a file, complete once `received` resolves. */
+export interface CapturedStream {
+  streamFile: string;
+  received: Promise<void>;
+  /** A live capture that did not converge: the guest was stopped for the rest. */
+  forcedStop?: boolean;
 }
 
 /**

@@ -96,7 +96,7 @@ export async function takeSnapshot<R>(
     report.mode = method;
     const deviceState =
       "streamFile" in captured
-        ? await ctx.migration.splitCaptured(captured.streamFile, {
+        ? await ctx.migration.splitCaptured(captured, {
             memoryBytes: rec.memory_bytes,
             memoryFile: memoryCopy,
             ignoreShared: method === "live" ? fromStream && ignoreShared : ignoreShared,
