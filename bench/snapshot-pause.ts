@@ -50,6 +50,7 @@ interface Shot {
   lostAt: [number, number];
   guestLostMs?: number;
   load1: number;
+  fallback?: string;
 }
 
 /** Lines watches a console file and stamps when each line arrived. */
@@ -184,6 +185,7 @@ export async function measurePause(kind: GuestKind, runs: number, keep: boolean)
           guestGapMs: lines.gapAround(t0, t1),
           lostAt: [t0, t1 + 1000],
           load1,
+          ...(report.fallback ? { fallback: report.fallback } : {}),
         });
         const s = shots[shots.length - 1];
         process.stdout.write(

@@ -154,6 +154,13 @@ export class Migration {
           `saving device state failed (${String(ev.data?.status)}): ${q["error-desc"] ?? "no detail from QEMU"}`,
         );
       }
+      // QEMU reports `completed` before it leaves `finish-migrate`, where `cont` is refused
+      // ("Migration is not finalized yet"): wait for the run state that follows.
+      for (let i = 0; i < 5000; i++) {
+        const st = await qmp.execute<{ status: string }>("query-status");
+        if (st.status !== "finish-migrate") break;
+        await new Promise((r) => setTimeout(r, 1));
+      }
       if (!clone) {
         await received;
         return { deviceState: Buffer.concat(chunks) };
