@@ -6,13 +6,21 @@
  * what changed since its parent), and then the restore time of generation 1 against the last
  * generation (fresh QEMU each, no warm pool, interleaved so both see the same load).
  *
- *   node dist/bench/snapshot.js [--generations 10] [--runs 10] [--keep]
+ * First, the pause (bench/snapshot-pause.ts): the demo guest and a 1 GiB guest that filled its
+ * memory, each snapshotted while running, packed while paused (before) against resumed before
+ * packing (now): pause, total and bytes written, p50/p95, with the load average.
  *
- * Prints a table and writes JSON to bench/results/snapshot-<date>.json.
+ *   node dist/bench/snapshot.js [--generations 10] [--runs 10] [--pause-runs 10]
+ *                               [--guests demo,fill1g] [--keep]
+ *
+ * `--generations 0` or `--pause-runs 0` skips that part. Prints tables and writes JSON to
+ * bench/results/snapshot-<date>.json.
  */
 import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
+import { loadavg } from "node:os";
 import { DEMO_CMDLINE, demoStore, percentile, writeResult } from "./bench-lib.js";
+import { GUESTS, measurePause } from "./snapshot-pause.js";
 import { loadArtifact, type Artifact } from "../src/artifact/artifact.js";
 import { PrepareCache, prepareArtifact } from "../src/artifact/prepare.js";
 import { packSnapshot, type SnapshotResult } from "../src/artifact/snapshot.js";
@@ -21,13 +29,19 @@ import { QemuRuntime } from "../src/runtime/qemu/qemu-runtime.js";
 const MEMORY = 192 << 20;
 
 function args(argv: string[]) {
-  const a = { generations: 10, runs: 10, keep: false };
+  const a = { generations: 10, runs: 10, pauseRuns: 10, guests: ["demo", "fill1g"], keep: false };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === "--generations") a.generations = Number(argv[++i]);
     else if (argv[i] === "--runs") a.runs = Number(argv[++i]);
+    else if (argv[i] === "--pause-runs") a.pauseRuns = Number(argv[++i]);
+    else if (argv[i] === "--guests") a.guests = (argv[++i] ?? "").split(",");
     else if (argv[i] === "--keep") a.keep = true;
-    else throw new Error(`unknown flag ${argv[i]} (--generations N, --runs N, --keep)`);
+    else
+      throw new Error(
+        `unknown flag ${argv[i]} (--generations N, --runs N, --pause-runs N, --guests demo,fill1g, --keep)`,
+      );
   }
+  for (const g of a.guests) if (!GUESTS[g]) throw new Error(`--guests: no guest ${g} (demo, fill1g)`);
   return a;
 }
 
@@ -58,8 +72,28 @@ interface Generation {
   ofFirst: number;
 }
 
+/** pausePart measures the pause of each guest kind and prints its table. */
+async function pausePart(a: ReturnType<typeof args>) {
+  const out = [];
+  for (const g of a.guests) out.push(await measurePause(GUESTS[g], a.pauseRuns, a.keep));
+  console.log(
+    "\nguest | mode | pause ms p50/p95 | total ms p50/p95 | bytes written p50 | guest lost ms p50/p95 | console gap over usual ms p50/p95 | load1 p50",
+  );
+  for (const r of out)
+    for (const [mode, s] of Object.entries(r.summary) as [string, any][])
+      console.log(
+        `${r.guest.name} | ${mode} | ${s.pause_ms.p50}/${s.pause_ms.p95} | ${s.total_ms.p50}/${s.total_ms.p95} | ${s.bytes_written.p50} | ${s.guest_lost_ms.p50}/${s.guest_lost_ms.p95} | ${s.guest_gap_over_usual_ms.p50}/${s.guest_gap_over_usual_ms.p95} | ${s.load1.p50}`,
+      );
+  return out;
+}
+
 async function main() {
   const a = args(process.argv.slice(2));
+  const pauses = a.pauseRuns > 0 ? await pausePart(a) : [];
+  if (a.generations <= 0) {
+    await writeResult("snapshot", { pauses, loadavg: loadavg() });
+    return;
+  }
   const { dir, store } = await demoStore("ovms-bench-snapshot-", `${DEMO_CMDLINE} ovms.mode=counter`, MEMORY);
   const rt = await QemuRuntime.create({ stateDir: store.workDir });
   const cache = new PrepareCache();
@@ -127,6 +161,8 @@ async function main() {
       );
     console.log(`restore (fresh QEMU, ms): ${JSON.stringify(restore)}`);
     await writeResult("snapshot", {
+      pauses,
+      loadavg: loadavg(),
       memoryBytes: MEMORY,
       generations: gens,
       pause: {

@@ -298,6 +298,22 @@ export interface SnapshotResponse {
    * Size in bytes of the RAM snapshot blob.
    */
   size: number;
+  /**
+   * How long the guest was paused, in milliseconds, from its stop to its resume as the VMM stamps them (with `stop`, from its stop until the snapshot was captured). A runtime that copies what the running guest would change resumes it before packing: this is then much less than `total_ms`.
+   */
+  pause_ms?: number;
+  /**
+   * How long the snapshot took in the runtime, in milliseconds, from the pause to the stored artifact.
+   */
+  total_ms?: number;
+  /**
+   * Bytes of new blobs written to the store (the RAM snapshot blob and the overlay's diff layer).
+   */
+  bytes_written?: number;
+  /**
+   * `live`: the VMM saved the guest's memory while it ran and paused it only for the last changes and the device state; `copy`: memory was copied while paused; in both the disk overlay was copied while paused and the snapshot packed after the guest resumed. `paused`: the guest stayed paused while the snapshot was packed (it was to stop, or the host had no room for the copies).
+   */
+  pause_mode?: "live" | "copy" | "paused";
 }
 export interface InjectRequest {
   instance_id: InstanceRef;

@@ -52,13 +52,16 @@ export interface SnapshotResult {
     parents: { ref: string; size: number }[];
   };
   manifest: OvmsManifest;
+  /** Bytes of the blobs this snapshot wrote: the ramsnap and the overlay's diff layer. */
+  bytesWritten: number;
 }
 
 /**
  * packSnapshot turns what a runtime captured from a paused instance into a snapshot artifact:
  * the source's layers, the overlay as a new qcow2 diff (backed by the top layer's digest),
- * and the ramsnap blob; `subject` points at the source manifest. Runs while the guest is
- * paused, so memory and disk are of the same moment.
+ * and the ramsnap blob; `subject` points at the source manifest. Memory and disk must be of the
+ * same moment: the runtime hands over copies made while the guest was paused, or the live files
+ * while it still is.
  */
 export async function packSnapshot(
   store: Store,
@@ -88,11 +91,13 @@ export async function packSnapshot(
     : undefined;
   const diskLayers: DiskLayer[] = [...(m.diskLayers ?? [])];
   const scratch = await mkdtemp(join(store.workDir, "ingest", "snap-"));
+  let bytesWritten = 0;
   try {
     if (c.overlay && diskLayers.length) {
       const parent = diskLayers[diskLayers.length - 1];
       const { blob, layer } = await storeDiskLayer(store, c.overlay, "qcow2", scratch, parent);
       blobs.set(blob.digest, { size: blob.size, title: "snapshot-overlay.qcow2" });
+      bytesWritten += blob.size;
       diskLayers.push(layer);
     }
     const out: RamsnapWritten = {};
@@ -121,6 +126,7 @@ export async function packSnapshot(
       ),
     );
     blobs.set(ram.digest, { size: ram.size, title: "ram.ovms-ramsnap.lz4" });
+    bytesWritten += ram.size;
     const parents = (out.index!.parents ?? []).map((d) => {
       const l = ramLayers.get(d);
       if (!l)
@@ -164,6 +170,7 @@ export async function packSnapshot(
       descriptor,
       ramsnap: { ...ram, metadata: out.metadata!, stored: out.stored!, parents },
       manifest,
+      bytesWritten,
     };
   } finally {
     await rm(scratch, { recursive: true, force: true });

@@ -9,7 +9,13 @@ import { importPath } from "../artifact/import.js";
 import { PrepareCache, prepareArtifact } from "../artifact/prepare.js";
 import { ArtifactMemo, resolveReference } from "../artifact/resolve.js";
 import { packSnapshot } from "../artifact/snapshot.js";
-import { TERMINAL_STATES, type Injection, type Instance, type Runtime } from "../runtime/types.js";
+import {
+  TERMINAL_STATES,
+  type Injection,
+  type Instance,
+  type Runtime,
+  type SnapshotReport,
+} from "../runtime/types.js";
 import { checkRuntimeChoice } from "../runtime/adapters.js";
 import type { PreparedArtifact } from "../artifact/prepare.js";
 import type {
@@ -290,8 +296,9 @@ export class Controller {
 
   /**
    * snapshot captures a running instance as a snapshot artifact tagged `tag` in the store
-   * (rfc §5.8): the runtime pauses it and hands over device state, memory and overlay, which
-   * are packed while the guest is still paused.
+   * (rfc §5.8): the runtime pauses it and hands over device state, memory and overlay (copies,
+   * packed after the guest resumed, where the host has room for them); the response says how
+   * long the guest was paused.
    */
   async snapshot(req: SnapshotRequest): Promise<SnapshotResponse> {
     const info = await this.runtime.status(req.instance_id);
@@ -306,16 +313,31 @@ export class Controller {
       await this.store.resolve(info.artifact.digest),
       info.artifact.reference,
     );
-    const r = await this.runtime.snapshot(id, { stop: req.stop ?? false }, (c) =>
+    const report: SnapshotReport = {};
+    const r = await this.runtime.snapshot(id, { stop: req.stop ?? false, report }, (c) =>
       packSnapshot(this.store, source, c, req.tag),
     );
+    if (report.fallback)
+      this.log.warn("snapshot kept the guest paused while packing", { id, why: report.fallback });
     this.log.info("snapshot taken", {
       id,
       reference: r.reference,
       digest: r.descriptor.digest,
       ramsnap_bytes: r.ramsnap.size,
+      pause_ms: report.pauseMs,
+      total_ms: report.totalMs,
+      mode: report.mode,
     });
-    return { snapshot_ref: r.descriptor.digest, reference: r.reference, size: r.ramsnap.size };
+    const res: SnapshotResponse = {
+      snapshot_ref: r.descriptor.digest,
+      reference: r.reference,
+      size: r.ramsnap.size,
+      bytes_written: r.bytesWritten,
+    };
+    if (report.pauseMs !== undefined) res.pause_ms = report.pauseMs;
+    if (report.totalMs !== undefined) res.total_ms = report.totalMs;
+    if (report.mode) res.pause_mode = report.mode;
+    return res;
   }
 
   /**

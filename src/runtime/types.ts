@@ -7,6 +7,41 @@ import type { SnapshotCapture } from "../artifact/snapshot.js";
 
 export type { PreparedArtifact, SnapshotCapture, PortRequest, Protocol, PublishedPort };
 
+/** SnapshotOptions are how a snapshot is taken. */
+export interface SnapshotOptions {
+  /** Stop the instance once captured instead of resuming it. */
+  stop?: boolean;
+  /**
+   * How to take it from a running guest that is to resume (SnapshotReport): `live` (default),
+   * `copy`, or `paused` (what snapshots did before; benchmarks compare). A method the host has
+   * no room for falls back to the next.
+   */
+  method?: "live" | "copy" | "paused";
+  /** Called while the guest is paused, before anything is copied (what the snapshot holds is of this moment). */
+  whilePaused?: () => Promise<void>;
+  /** Filled in by the runtime: how the snapshot was taken and how long the guest was paused. */
+  report?: SnapshotReport;
+}
+
+/**
+ * SnapshotReport is how a snapshot was taken: `live` (QEMU sent the guest's RAM while it ran
+ * and stopped it for the last pages and the device state), `copy` (paused, device state saved,
+ * memory copied), then in both the overlay copied, the guest resumed and the snapshot packed from
+ * the copies; or `paused` (packed while paused: the instance was to stop, `method` asked for it,
+ * or there was no room for the copies, which `fallback` says). `pauseMs` is from the guest's
+ * stop to its resume as QEMU stamps them (to the end of the capture when it is stopped).
+ */
+export interface SnapshotReport {
+  mode?: "live" | "copy" | "paused";
+  pauseMs?: number;
+  /** From the call to the end of the capture (all of it paused but with `live`), then the copies (paused). */
+  captureMs?: number;
+  copyMs?: number;
+  /** From the call to the sink's end. */
+  totalMs?: number;
+  fallback?: string;
+}
+
 /**
  * InstanceState is where an instance is in its life (spec/runtimes/README.md):
  * created → starting → running ⇄ paused → stopping → exited | failed; a running instance
@@ -187,10 +222,12 @@ export interface Runtime {
   /** stop asks the guest to power off, then forces it after `timeoutMs` (or at once with force). */
   stop(id: string, opts?: StopOptions): Promise<Instance>;
   /**
-   * snapshot pauses the instance, captures device state, memory and disk, calls `sink` with
-   * them while the guest is still paused, then resumes it (or stops it with `stop`).
+   * snapshot pauses the instance, captures device state, memory and disk, and calls `sink` with
+   * them: with private copies after the guest resumed where the runtime can make them, else while
+   * the guest is still paused; then it resumes it (or stops it with `stop`). `opts.report`, when
+   * given, is filled with how long the guest was paused.
    */
-  snapshot<R>(id: string, opts: { stop?: boolean }, sink: (c: SnapshotCapture) => Promise<R>): Promise<R>;
+  snapshot<R>(id: string, opts: SnapshotOptions, sink: (c: SnapshotCapture) => Promise<R>): Promise<R>;
   /** inject writes bytes into an instance's ivshmem region; resolves with the count written. */
   inject(id: string, req: Injection): Promise<number>;
   status(id: string): Promise<Instance>;

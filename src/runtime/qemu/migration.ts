@@ -78,21 +78,32 @@ export class Migration {
    * `x-ignore-shared` (`split.ignoreShared` false: QEMU 7.2 refuses to restore a skipped
    * ivshmem BAR, "Mismatched GPAs") — so the stream goes to a file and the RAM pages to
    * `split.memoryFile` (splitRamStream); a device region's pages stay in the device state.
+   * That split is left to the caller (`splitCaptured`), which can resume the guest first: the
+   * stream file is already a private copy of the guest's memory. With `clone.live` the guest is
+   * not stopped first: QEMU sends its RAM while it runs and stops it for the rest (LiveCapture).
    */
   async capture(
     qmp: QmpClient,
     shmDir: string,
     grant: (paths: string[]) => Promise<void>,
-    clone?: { memoryBytes: number; memoryFile: string; ignoreShared: boolean },
-  ): Promise<Buffer> {
+    clone?: { ignoreShared: boolean; live?: LiveCapture },
+  ): Promise<{ deviceState: Buffer } | CapturedStream> {
     const sock = join(shmDir, "migrate.sock");
     const streamFile = join(shmDir, "migrate.stream");
-    await qmp.execute("stop");
+    let kept = false;
+    const live = clone?.live;
+    if (!live) await qmp.execute("stop");
     await qmp.execute("migrate-set-capabilities", {
       capabilities: [{ capability: "x-ignore-shared", state: clone?.ignoreShared ?? true }],
     });
-    // The guest is paused: no point in QEMU's default 128 MiB/s cap on a clone's RAM.
-    if (clone) await qmp.execute("migrate-set-parameters", { "max-bandwidth": 64 * 1024 ** 3 });
+    // No point in QEMU's default 128 MiB/s cap on RAM that goes to a file; a live capture stops
+    // the guest for the last pages and the device state once they fit in `downtimeMs`.
+    if (clone)
+      await qmp.execute("migrate-set-parameters", {
+        "max-bandwidth": 64 * 1024 ** 3,
+        ...(live ? { "downtime-limit": live.downtimeMs } : {}),
+      });
+    let forcedStop = false;
     const chunks: Buffer[] = [];
     await rm(sock, { force: true });
     const file = clone ? createWriteStream(streamFile, { mode: 0o600 }) : undefined;
@@ -113,7 +124,26 @@ export class Migration {
       });
       await qmp.execute("migrate", { uri: `unix:${sock}` });
       trace("capture: migrating");
-      const ev = await done;
+      // A guest that dirties its memory faster than it can be sent never converges: once the
+      // first pass over its RAM is done (however long that takes), it has `convergeMs` more,
+      // then it is stopped and the migration ends as a paused one would.
+      let firstPassAt: number | undefined;
+      const timer = live
+        ? setInterval(() => {
+            void qmp
+              .execute<{ ram?: { "dirty-sync-count"?: number } }>("query-migrate")
+              .then((q) => {
+                if ((q.ram?.["dirty-sync-count"] ?? 0) >= 2) firstPassAt ??= Date.now();
+                if (forcedStop || firstPassAt === undefined || Date.now() - firstPassAt < live.convergeMs)
+                  return;
+                forcedStop = true;
+                trace("capture: precopy did not converge, stopping the guest");
+                return qmp.execute("stop");
+              })
+              .catch(() => undefined);
+          }, 250)
+        : undefined;
+      const ev = await done.finally(() => clearInterval(timer));
       trace("capture: migration completed");
       if (ev.data?.status !== "completed") {
         const q = await qmp
@@ -124,15 +154,48 @@ export class Migration {
           `saving device state failed (${String(ev.data?.status)}): ${q["error-desc"] ?? "no detail from QEMU"}`,
         );
       }
-      await received;
-      if (!clone) return Buffer.concat(chunks);
-      trace("capture: clone stream received");
-      const split = await splitRamStream(streamFile, clone.memoryBytes, clone.memoryFile, clone.ignoreShared);
-      trace(`capture: ${split.dataPages} data pages of ${split.pages} split out`);
-      return split.deviceState;
+      // QEMU reports `completed` before it leaves `finish-migrate`, where `cont` is refused
+      // ("Migration is not finalized yet"): wait for the run state that follows.
+      for (let i = 0; i < 5000; i++) {
+        const st = await qmp.execute<{ status: string }>("query-status");
+        if (st.status !== "finish-migrate") break;
+        await new Promise((r) => setTimeout(r, 1));
+      }
+      if (!clone) {
+        await received;
+        return { deviceState: Buffer.concat(chunks) };
+      }
+      // QEMU has sent it all: the guest may resume while the last bytes reach the file.
+      kept = true;
+      return forcedStop ? { streamFile, received, forcedStop } : { streamFile, received };
     } finally {
       server.close();
       await rm(sock, { force: true });
+      if (!kept) await rm(streamFile, { force: true });
+    }
+  }
+
+  /**
+   * splitCaptured takes the guest RAM out of a stream `capture` kept (splitRamStream): its pages
+   * go to `memoryFile`, the device state is returned; the stream file is removed.
+   */
+  async splitCaptured(
+    { streamFile, received }: CapturedStream,
+    clone: { memoryBytes: number; memoryFile: string; ignoreShared: boolean; restoreIgnoreShared?: boolean },
+  ): Promise<Buffer> {
+    try {
+      await received;
+      trace("capture: stream received");
+      const split = await splitRamStream(
+        streamFile,
+        clone.memoryBytes,
+        clone.memoryFile,
+        clone.ignoreShared,
+        clone.restoreIgnoreShared,
+      );
+      trace(`capture: ${split.dataPages} data pages of ${split.pages} split out`);
+      return split.deviceState;
+    } finally {
       await rm(streamFile, { force: true });
     }
   }
@@ -146,6 +209,24 @@ export class Migration {
     }
     return b;
   }
+}
+
+/** CapturedStream is a migration stream `capture` kept in a file, complete once `received` resolves. */
+export interface CapturedStream {
+  streamFile: string;
+  received: Promise<void>;
+  /** A live capture that did not converge: the guest was stopped for the rest. */
+  forcedStop?: boolean;
+}
+
+/**
+ * LiveCapture asks `capture` for a live (precopy) migration: the guest runs while its RAM is
+ * sent and is stopped by QEMU for the last dirty pages and the device state, at most about
+ * `downtimeMs` by QEMU's estimate; it is stopped by force `convergeMs` after the first pass.
+ */
+export interface LiveCapture {
+  downtimeMs: number;
+  convergeMs: number;
 }
 
 /**

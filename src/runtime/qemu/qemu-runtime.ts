@@ -12,6 +12,7 @@ import {
   type Instance,
   type Runtime,
   type SnapshotCapture,
+  type SnapshotOptions,
   type StartOptions,
   type StopOptions,
 } from "../types.js";
@@ -264,7 +265,7 @@ export class QemuRuntime implements Runtime {
     await this.remove(id, { force: true }).catch(() => undefined);
   }
 
-  snapshot<R>(ref: string, opts: { stop?: boolean }, sink: (c: SnapshotCapture) => Promise<R>): Promise<R> {
+  snapshot<R>(ref: string, opts: SnapshotOptions, sink: (c: SnapshotCapture) => Promise<R>): Promise<R> {
     return takeSnapshot(
       {
         runtimeName: this.name,

@@ -90,7 +90,11 @@ export async function splitRamStream(
   blockBytes: number,
   memoryFile: string,
   ignoreShared = true,
+  restoreIgnoreShared = ignoreShared,
 ): Promise<RamSplit> {
+  // A stream taken without x-ignore-shared (a live capture of a shared-memory guest) restored
+  // with it: the device state gets the capability in its configuration and each block's address.
+  const addShared = restoreIgnoreShared && !ignoreShared;
   // Synchronous reads and writes: one record is a few bytes, and an await per record cost seconds.
   const fh = openSync(streamFile, "r");
   const mem = openSync(memoryFile, "w", 0o600);
@@ -117,6 +121,10 @@ export async function splitRamStream(
     let block: string | undefined;
     let pages = 0;
     let dataPages = 0;
+    // A live capture sends pages again that the guest wrote meanwhile, zero or not: the last wins.
+    const seen = new Uint8Array(blockBytes / PAGE);
+    const hasData = new Uint8Array(blockBytes / PAGE);
+    const zeroPage = Buffer.alloc(PAGE);
     let current: string | undefined; // the block of the last record, as QEMU's CONTINUE means it
     // Contiguous data pages of the block are written together.
     let run: { offset: number; bufs: Buffer[] } | undefined;
@@ -148,14 +156,20 @@ export async function splitRamStream(
         if (!(flags & FLAG.CONTINUE)) current = str();
         else if (current === undefined) throw bad("CONTINUE record before any block was named");
         const ours = current === block;
+        if (ours && addr + PAGE > blockBytes) throw bad(`page at ${addr} lies past the block`);
         if (flags & FLAG.ZERO) {
           const fill = take(1)[0];
           if (ours && fill !== 0) throw bad(`zero page record with fill ${fill}`);
+          if (ours && hasData[addr / PAGE]) {
+            flushRun();
+            writeSync(mem, zeroPage, 0, PAGE, addr);
+            hasData[addr / PAGE] = 0;
+          }
         } else if (flags & FLAG.PAGE) {
           const data = take(PAGE);
           if (ours) {
-            if (addr + PAGE > blockBytes) throw bad(`page at ${addr} lies past the block`);
-            dataPages++;
+            if (!hasData[addr / PAGE]) dataPages++;
+            hasData[addr / PAGE] = 1;
             if (run && run.offset + run.bufs.length * PAGE === addr && run.bufs.length < 512)
               run.bufs.push(Buffer.from(data));
             else {
@@ -165,7 +179,8 @@ export async function splitRamStream(
           }
         } else throw bad(`RAM record with flags 0x${flags.toString(16)} carries no page`);
         if (ours) {
-          pages++;
+          if (!seen[addr / PAGE]) pages++;
+          seen[addr / PAGE] = 1;
           pending.length = 0; // the record is dropped: the restore maps this memory instead
           // A dropped record named the block; the next kept record of another block names its own.
         } else flushPending();
@@ -185,6 +200,8 @@ export async function splitRamStream(
           const n = u32();
           for (let i = 0; i < n; i++) str();
         }
+        // QEMU sends the capabilities it checks (only x-ignore-shared in 7.2) when one is on.
+        if (addShared) pending.push(capabilitiesSubsection(["x-ignore-shared"]));
         first = false;
         continue;
       }
@@ -202,7 +219,10 @@ export async function splitRamStream(
         while (left > 0) {
           const idstr = str();
           const len = Number(take(8).readBigUInt64BE(0));
-          if (ignoreShared) take(8); // its guest-physical address (only with x-ignore-shared)
+          if (ignoreShared)
+            take(8); // its guest-physical address (only with x-ignore-shared)
+          // Checked on restore only for a block it skips (shared): a restore maps RAM private.
+          else if (addShared) pending.push(Buffer.alloc(8));
           if (len === blockBytes && block === undefined) block = idstr;
           left -= len;
         }
@@ -228,6 +248,21 @@ export async function splitRamStream(
     closeSync(fh);
     closeSync(mem);
   }
+}
+
+/** capabilitiesSubsection is the `configuration/capabilities` subsection naming `caps`. */
+function capabilitiesSubsection(caps: string[]): Buffer {
+  const name = "configuration/capabilities";
+  const head = Buffer.alloc(1 + 1 + name.length + 4 + 4);
+  head[0] = SECTION.SUB;
+  head[1] = name.length;
+  head.write(name, 2, "latin1");
+  head.writeUInt32BE(1, 2 + name.length); // version
+  head.writeUInt32BE(caps.length, 6 + name.length);
+  return Buffer.concat([
+    head,
+    ...caps.map((c) => Buffer.concat([Buffer.from([c.length]), Buffer.from(c, "latin1")])),
+  ]);
 }
 
 function readRest(fd: number, from: number, size: number): Buffer {

@@ -1,9 +1,10 @@
 import { existsSync } from "node:fs";
-import { rm } from "node:fs/promises";
+import { copyFile, rm, stat, statfs } from "node:fs/promises";
 import { join } from "node:path";
-import type { SnapshotCapture } from "../types.js";
+import type { SnapshotCapture, SnapshotOptions, SnapshotReport } from "../types.js";
 import { checkSnapshottable, type Migration } from "./migration.js";
-import type { InstanceRecords } from "./records.js";
+import type { QmpClient, QmpEvent } from "./qmp-client.js";
+import type { InstanceRecord, InstanceRecords } from "./records.js";
 import { toCapture } from "./record-views.js";
 import type { Supervisor } from "./supervisor.js";
 import { trace } from "./trace.js";
@@ -21,15 +22,18 @@ export interface SnapshotContext {
 }
 
 /**
- * takeSnapshot pauses an instance, captures its device state (and, for a restored clone, its
- * memory out of the migration stream into a file of its tmpfs folder, since its RAM is a
- * private mapping of the parent's preload), hands everything to `sink` while the guest is still
- * paused, then resumes it, or stops it when asked (rfc §5.8).
+ * takeSnapshot pauses an instance and captures its device state (and, for a restored clone, its
+ * memory out of the migration stream, since its RAM is a private mapping of the parent's
+ * preload). Then, unless it is to stop, it copies what the running guest would change — the
+ * shared memory file into the same tmpfs, the overlay beside it — resumes the guest and hands
+ * the copies to `sink`, so the guest is paused for the capture and the copies only, not for the
+ * packing (rfc §5.8). Without room for the copies (or with `stop`) `sink` runs while the guest is
+ * paused, as before. `opts.report` says which, and for how long the guest was paused.
  */
 export async function takeSnapshot<R>(
   ctx: SnapshotContext,
   ref: string,
-  opts: { stop?: boolean },
+  opts: SnapshotOptions,
   sink: (c: SnapshotCapture) => Promise<R>,
 ): Promise<R> {
   const rec = ctx.records.find(ref);
@@ -38,34 +42,170 @@ export async function takeSnapshot<R>(
   live.snapshotting = true;
   const qmp = live.qmp;
   const wasRunning = rec.state === "running";
-  const overlay = join(ctx.records.dir(rec.instance_id), "overlay.qcow2");
+  const report: SnapshotReport = opts.report ?? {};
+  const t0 = performance.now();
+  const dir = ctx.records.dir(rec.instance_id);
+  const overlay = join(dir, "overlay.qcow2");
   // A clone's RAM, and any RAM captured without x-ignore-shared (ivshmem), comes out of the stream.
   const ignoreShared = !rec.devices.length;
-  const cloneMemory = rec.restored_from || !ignoreShared ? join(rec.shm_dir, "snapshot-memory") : undefined;
+  const fromStream = Boolean(rec.restored_from) || !ignoreShared;
+  const memoryCopy = join(rec.shm_dir, "snapshot-memory");
+  const overlayCopy = join(dir, "snapshot-overlay.qcow2");
+  const temps: string[] = [];
+  const stopped = stamp(qmp, "STOP");
+  let resumed = false;
   trace("snapshot: begin");
   try {
-    const deviceState = await ctx.migration.capture(
+    const hasOverlay = existsSync(overlay);
+    const method =
+      wasRunning && !opts.stop
+        ? await choose(rec, fromStream, hasOverlay ? overlay : "", opts, report)
+        : "paused";
+    const captured = await ctx.migration.capture(
       qmp,
       rec.shm_dir,
       (paths) => ctx.grant(paths),
-      cloneMemory ? { memoryBytes: rec.memory_bytes, memoryFile: cloneMemory, ignoreShared } : undefined,
+      method === "live"
+        ? { ignoreShared: fromStream && ignoreShared, live: LIVE }
+        : fromStream
+          ? { ignoreShared }
+          : undefined,
     );
+    if ("streamFile" in captured) temps.push(captured.streamFile, memoryCopy);
+    if ("forcedStop" in captured)
+      report.fallback = `the guest's memory changed faster than it was saved: stopped ${LIVE.convergeMs} ms after the first pass`;
+    report.captureMs = ms(performance.now() - t0);
+    await opts.whilePaused?.();
+    let overlayFile = hasOverlay ? overlay : undefined;
+    let memoryFile = "streamFile" in captured ? memoryCopy : rec.ram_file;
+    if (method !== "paused") {
+      const t1 = performance.now();
+      // Consistent copies: the migration flushed and inactivated the disk, and the vCPUs are stopped.
+      temps.push(overlayCopy, memoryCopy);
+      const copies: Promise<void>[] = [];
+      if (overlayFile)
+        copies.push(copyFile(overlayFile, overlayCopy).then(() => void (overlayFile = overlayCopy)));
+      if (!("streamFile" in captured))
+        copies.push(copyFile(rec.ram_file, memoryCopy).then(() => void (memoryFile = memoryCopy)));
+      await Promise.all(copies);
+      report.copyMs = ms(performance.now() - t1);
+      trace("snapshot: copied");
+      report.pauseMs = await resume(qmp, stopped);
+      resumed = true;
+    }
+    report.mode = method;
+    const deviceState =
+      "streamFile" in captured
+        ? await ctx.migration.splitCaptured(captured, {
+            memoryBytes: rec.memory_bytes,
+            memoryFile: memoryCopy,
+            ignoreShared: method === "live" ? fromStream && ignoreShared : ignoreShared,
+            restoreIgnoreShared: ignoreShared,
+          })
+        : captured.deviceState;
     const version = await ctx.version();
-    const c = toCapture(
-      rec,
-      { name: ctx.runtimeName, version },
-      deviceState,
-      existsSync(overlay) ? overlay : undefined,
-    );
-    if (cloneMemory) c.memoryFile = cloneMemory;
+    const c = toCapture(rec, { name: ctx.runtimeName, version }, deviceState, overlayFile);
+    c.memoryFile = memoryFile;
     trace("snapshot: captured");
     const r = await sink(c);
     trace("snapshot: packed");
+    report.totalMs = ms(performance.now() - t0);
     return r;
   } finally {
     live.snapshotting = false;
-    if (cloneMemory) await rm(cloneMemory, { force: true });
-    if (opts.stop) await ctx.stop(rec.instance_id).catch(() => undefined);
-    else if (wasRunning) await qmp.execute("cont").catch(() => undefined);
+    for (const f of temps) await rm(f, { force: true });
+    if (opts.stop) {
+      report.pauseMs ??= ms(performance.now() - t0);
+      await ctx.stop(rec.instance_id).catch(() => undefined);
+    } else if (wasRunning && !resumed) report.pauseMs = await resume(qmp, stopped).catch(() => undefined);
+    stopped.cancel();
   }
 }
+
+/** ms rounds a duration to tenths of a millisecond. */
+const ms = (x: number) => Math.round(x * 10) / 10;
+
+/** stamp keeps the timestamp (ms since the epoch) of QEMU's next `event`, until cancelled. */
+function stamp(qmp: QmpClient, event: string): { at: Promise<number | undefined>; cancel(): void } {
+  let done: (v: number | undefined) => void = () => undefined;
+  const at = new Promise<number | undefined>((resolve) => (done = resolve));
+  const onEvent = (e: QmpEvent) => {
+    if (e.event !== event) return;
+    qmp.off("event", onEvent);
+    done(e.timestamp ? e.timestamp.seconds * 1000 + e.timestamp.microseconds / 1000 : Date.now());
+  };
+  qmp.on("event", onEvent);
+  return {
+    at,
+    cancel: () => {
+      qmp.off("event", onEvent);
+      done(undefined);
+    },
+  };
+}
+
+/** resume continues the guest and returns how long it was stopped, STOP to RESUME as QEMU stamped them. */
+async function resume(
+  qmp: QmpClient,
+  stopped: { at: Promise<number | undefined> },
+): Promise<number | undefined> {
+  const resumed = stamp(qmp, "RESUME");
+  try {
+    await qmp.execute("cont");
+  } catch (e) {
+    resumed.cancel();
+    throw e;
+  }
+  // RESUME comes before cont's reply; a QEMU that sent none would leave this at undefined.
+  setTimeout(() => resumed.cancel(), 2000).unref();
+  const [a, b] = await Promise.all([stopped.at, resumed.at]);
+  return a !== undefined && b !== undefined ? ms(b - a) : undefined;
+}
+
+/** LIVE is how a live capture runs: QEMU aims at a 20 ms stop; stopped by force 10 s after the first pass. */
+const LIVE = { downtimeMs: 20, convergeMs: 10_000 };
+
+/**
+ * choose picks how a running guest is snapshotted: what `opts.method` asks (default `live`), or
+ * the next one down (live → copy → paused) when the host has no room for what it writes beside
+ * the guest, which `report.fallback` then says. A live capture writes the guest's RAM twice on
+ * its tmpfs (the migration stream and the memory split out of it); a copy writes its memory once
+ * (a clone's comes out of the stream in any case); both copy the overlay beside it on disk.
+ */
+async function choose(
+  rec: InstanceRecord,
+  fromStream: boolean,
+  overlay: string,
+  opts: SnapshotOptions,
+  report: SnapshotReport,
+): Promise<"live" | "copy" | "paused"> {
+  const free = async (p: string) => {
+    const fs = await statfs(p).catch(() => undefined);
+    return fs ? fs.bavail * fs.bsize : Infinity;
+  };
+  const margin = 64 << 20;
+  const ram = fromStream ? rec.memory_bytes : (await stat(rec.ram_file)).blocks * 512;
+  const shmFree = await free(rec.shm_dir);
+  const overlayNeed = overlay ? (await stat(overlay)).blocks * 512 + margin : 0;
+  const overlayFree = overlay ? await free(overlay) : Infinity;
+  const why: string[] = [];
+  const order = ["live", "copy", "paused"] as const;
+  for (const m of order.slice(order.indexOf(opts.method ?? "live"))) {
+    if (m === "paused") break;
+    const need = (m === "live" ? 2 * ram : ram) + margin;
+    if (need > shmFree) why.push(`${m}: need ${mib(need)} MiB on ${rec.shm_dir}, ${mib(shmFree)} MiB free`);
+    else if (overlayNeed > overlayFree)
+      why.push(`${m}: need ${mib(overlayNeed)} MiB beside ${overlay}, ${mib(overlayFree)} MiB free`);
+    else {
+      if (why.length) report.fallback = `no room for a ${why.join("; ")}`;
+      return m;
+    }
+  }
+  if (why.length) {
+    report.fallback = `no room: ${why.join("; ")}; the guest stays paused while it is packed`;
+    trace(`snapshot: ${report.fallback}`);
+  }
+  return "paused";
+}
+
+const mib = (b: number) => (b / 2 ** 20).toFixed(1);

@@ -10,6 +10,7 @@ import { PrepareCache, prepareArtifact } from "../../../src/artifact/prepare.js"
 import { packSnapshot, type SnapshotResult } from "../../../src/artifact/snapshot.js";
 import { readRamsnapHeader } from "../../../src/artifact/ramsnap.js";
 import { QemuRuntime } from "../../../src/runtime/qemu/qemu-runtime.js";
+import type { SnapshotReport } from "../../../src/runtime/types.js";
 import { MediaType } from "../../../src/core/media-types.js";
 import { buildDemo, exec, ovm } from "../../helpers.js";
 import { startRegistry } from "../../registry-server.js";
@@ -20,6 +21,8 @@ let rt: QemuRuntime;
 let source: Artifact;
 let snap: SnapshotResult;
 let lastBefore = -1;
+let countedWhilePacking = -1;
+const report: SnapshotReport = {};
 let cacheDir: string;
 // What preparing remembers across this file's starts, as the daemon's controller keeps one.
 const cache = new PrepareCache();
@@ -58,10 +61,23 @@ before(async () => {
     name: "source",
   });
   await waitFor(async () => ((await counters(info.id)).some((n) => n >= 5) ? true : undefined));
-  snap = await rt.snapshot(info.id, {}, async (c) => {
-    lastBefore = Math.max(...(await counters(info.id)));
-    return packSnapshot(store, source, c, "demo/vm:snap");
-  });
+  snap = await rt.snapshot(
+    info.id,
+    {
+      report,
+      whilePaused: async () => {
+        await new Promise((r) => setTimeout(r, 300)); // what the guest printed reaches serial.log
+        lastBefore = Math.max(...(await counters(info.id)));
+      },
+    },
+    async (c) => {
+      // The guest runs again while its copies are packed: let it count on first, so a snapshot
+      // that held anything later than the pause would show it.
+      await waitFor(async () => (Math.max(...(await counters(info.id))) > lastBefore + 3 ? true : undefined));
+      countedWhilePacking = Math.max(...(await counters(info.id)));
+      return packSnapshot(store, source, c, "demo/vm:snap");
+    },
+  );
 });
 
 after(async () => {
@@ -90,6 +106,18 @@ test("snapshot: a new artifact with the overlay as a diff, a ramsnap part and su
     a.ovms.diskLayers!.map((d) => d.ref),
   );
   assert.ok((await store.referrers(source.descriptor)).some((r) => r.digest === snap.descriptor.digest));
+});
+
+test("snapshot: the guest is resumed before packing; the pause it reports is shorter than the whole", () => {
+  assert.equal(report.mode, "live");
+  assert.equal(report.fallback, undefined);
+  assert.ok(countedWhilePacking > lastBefore + 3, "the guest counted on while its snapshot was packed");
+  assert.ok(report.pauseMs !== undefined && report.pauseMs > 0, `pause ${report.pauseMs} ms`);
+  assert.ok(
+    report.totalMs !== undefined && report.pauseMs < report.totalMs,
+    `pause ${report.pauseMs} < total ${report.totalMs}`,
+  );
+  assert.ok(snap.bytesWritten >= snap.ramsnap.size);
 });
 
 test("the source keeps running after the snapshot", async () => {
@@ -141,6 +169,11 @@ test("restore: the counter continues from where it was, and the disk holds what 
   assert.ok(info.metrics.startMs !== undefined);
   const first = await waitFor(async () => (await counters(info.id))[0]);
   assert.ok(first >= lastBefore, `restored counter ${first} continues from ${lastBefore}, not from zero`);
+  // The state at the pause, not what the guest did while its snapshot was packed.
+  assert.ok(
+    first <= lastBefore + 2 && first < countedWhilePacking,
+    `restored counter ${first}: the pause was at ${lastBefore}, the source counted to ${countedWhilePacking} while packing`,
+  );
   assert.equal((await lines(info.id, /OVMS-READY/)).length, 0, "a restored guest does not boot again");
   // What the restored VM sees on disk: its overlay chain, flattened and read with debugfs.
   const overlay = join(store.workDir, "instances", info.id, "overlay.qcow2");
@@ -178,6 +211,45 @@ test("three clones run at once and diverge; the preloaded memory is never writte
       .digest("hex"),
     memSum,
   );
+});
+
+test("a running clone snapshotted live (and by copy) keeps running; each restores to its pause", async () => {
+  const prepared = await prepareArtifact(store, await loadArtifact(store, "demo/vm:snap"), {
+    snapshotCacheDir: cacheDir,
+    cache,
+  });
+  const clone = await rt.start(prepared, { name: "clone-live" });
+  await waitFor(async () => ((await counters(clone.id)).length >= 3 ? true : undefined));
+  for (const method of ["live", "copy"] as const) {
+    const r: SnapshotReport = {};
+    let at = -1;
+    await rt.snapshot(
+      clone.id,
+      {
+        method,
+        report: r,
+        whilePaused: async () => {
+          await new Promise((ok) => setTimeout(ok, 300));
+          at = Math.max(...(await counters(clone.id)));
+        },
+      },
+      (c) => packSnapshot(store, source, c, `demo/vm:clone-${method}`),
+    );
+    assert.equal(r.mode, method);
+    assert.ok(r.pauseMs !== undefined && r.totalMs !== undefined && r.pauseMs < r.totalMs);
+    await waitFor(async () => (Math.max(...(await counters(clone.id))) > at + 2 ? true : undefined));
+    const again = await rt.start(
+      await prepareArtifact(store, await loadArtifact(store, `demo/vm:clone-${method}`), {
+        snapshotCacheDir: cacheDir,
+        cache,
+      }),
+      { name: `clone-${method}-restored` },
+    );
+    const first = await waitFor(async () => (await counters(again.id))[0]);
+    assert.ok(first >= at && first <= at + 2, `${method}: restored at ${first}, paused at ${at}`);
+    await rt.stop(again.id, { force: true });
+  }
+  await rt.stop(clone.id, { force: true });
 });
 
 test("warm pool: starts are served by paused processes and the pool refills", async () => {
