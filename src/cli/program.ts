@@ -12,6 +12,7 @@ import { register as registerPs } from "./commands/ps.js";
 import { register as registerLogs } from "./commands/logs.js";
 import { register as registerAttach } from "./commands/attach.js";
 import { register as registerStop } from "./commands/stop.js";
+import { register as registerKill } from "./commands/kill.js";
 import { register as registerRm } from "./commands/rm.js";
 import { register as registerStatus } from "./commands/status.js";
 import { register as registerInject } from "./commands/inject.js";
@@ -59,6 +60,7 @@ Examples:
   registerLogs(p);
   registerAttach(p);
   registerStop(p);
+  registerKill(p);
   registerRm(p);
   registerStatus(p);
   registerInject(p);

@@ -20,6 +20,8 @@ import type {
   StartResponse,
   StopRequest,
   StopResponse,
+  KillRequest,
+  KillResponse,
   VersionInfo,
 } from "../api/types.generated.js";
 
@@ -92,6 +94,11 @@ export class OvmdClient {
 
   stop(req: StopRequest): Promise<StopResponse> {
     return this.json("POST", "/stop", req, this.timeoutMs + (req.timeout_ms ?? 10_000));
+  }
+
+  /** kill sends a signal: SIGKILL stops the VM, others reach a container's program (POST /kill). */
+  kill(req: KillRequest): Promise<KillResponse> {
+    return this.json("POST", "/kill", req);
   }
 
   snapshot(req: SnapshotRequest): Promise<SnapshotResponse> {

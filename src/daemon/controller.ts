@@ -16,6 +16,8 @@ import type {
   InstanceInfo,
   InjectRequest,
   InjectResponse,
+  KillRequest,
+  KillResponse,
   InstanceList,
   PoolList,
   PoolRemoveResponse,
@@ -34,6 +36,7 @@ import type { Policy } from "../sign/policy.js";
 import { badRequest } from "./contract.js";
 import { admit, decodeInjection, refuseResized, startOptions } from "./requests.js";
 import { Lifelines } from "./lifelines.js";
+import { killInstance, stopInstance } from "./signals.js";
 import type { Logger } from "./log.js";
 import { toInstanceInfo } from "./wire.js";
 import { waitStarted } from "./wait-started.js";
@@ -274,17 +277,13 @@ export class Controller {
     return r;
   }
 
-  async stop(req: StopRequest): Promise<StopResponse> {
-    const opts: { timeoutMs?: number; force?: boolean } = {};
-    if (req.timeout_ms !== undefined) opts.timeoutMs = req.timeout_ms;
-    if (req.force !== undefined) opts.force = req.force;
-    const info = await this.runtime.stop(req.instance_id, opts);
-    this.log.info("instance stopped", { id: info.id, state: info.state });
-    return {
-      status: TERMINAL_STATES.has(info.state) ? "exited" : "stopping",
-      instance_id: info.id,
-      name: info.name,
-    };
+  stop(req: StopRequest): Promise<StopResponse> {
+    return stopInstance(this.runtime, this.log, req);
+  }
+
+  /** kill sends a signal to an instance (signals.ts). */
+  kill(req: KillRequest): Promise<KillResponse> {
+    return killInstance(this.runtime, this.log, req);
   }
 
   /**

@@ -148,24 +148,29 @@ export class OvmsTask {
   }
 
   /**
-   * follow copies the instance's console (the program's output) to the stdout FIFO until the
-   * instance ends, then reports the exit. A daemon that goes away is waited for; one that
-   * stays away ends the task with 255, and the VM it ran is not the shim's to keep.
+   * follow copies the instance's console (the program's stdout) to the stdout FIFO and its
+   * `stderr` records to the stderr FIFO until the instance ends, then reports the exit. A
+   * daemon that goes away is waited for; one that stays away ends the task with 255, and the
+   * VM it ran is not the shim's to keep.
    */
   private async follow(): Promise<void> {
     // Every FIFO containerd gave is opened and closed at the end: its reader waits for that EOF.
     const out = await openFifo(this.io.stdout);
-    const others = await Promise.all([openFifo(this.io.stderr), openFifo(this.io.stdin)]);
+    const err = await openFifo(this.io.stderr);
+    const others = [await openFifo(this.io.stdin)];
     try {
-      let since = 0;
+      // Lines already copied, per stream: a new daemon's stream starts again from the first
+      // line of each (the two streams interleave differently; each keeps its own order).
+      const since = { serial: 0, stderr: 0 };
       for (;;) {
         try {
           const records = await this.deps.client.logs(this.instanceId!, { follow: true });
-          let n = 0;
+          const seen = { serial: 0, stderr: 0 };
           for await (const r of records) {
-            if (n++ < since) continue;
-            since++;
-            await out?.write(r.line + "\n").catch(() => undefined);
+            const stream = r.stream === "stderr" ? "stderr" : "serial";
+            if (seen[stream]++ < since[stream]) continue;
+            since[stream]++;
+            await (stream === "stderr" ? err : out)?.write(r.line + "\n").catch(() => undefined);
           }
           // The stream ended: the instance did, or the daemon went away (a restart) and the
           // next status call says which.
@@ -177,7 +182,7 @@ export class OvmsTask {
         }
       }
     } finally {
-      for (const f of [out, ...others]) await f?.close().catch(() => undefined);
+      for (const f of [out, err, ...others]) await f?.close().catch(() => undefined);
     }
     await this.reportExit();
   }
@@ -231,20 +236,33 @@ export class OvmsTask {
     });
   }
 
-  /** kill: SIGKILL quits the VM at once; any other signal asks the guest to stop, which OVMS-Init passes to the program as its stop signal. */
+  /**
+   * kill sends the signal through ovmd (POST /kill): SIGKILL quits the VM at once; any other
+   * signal reaches the program in the guest (OVMS-Init), which may catch it. A VM that is not
+   * a container (an ovms.artifact naming a plain VM) takes SIGTERM as a graceful stop and
+   * refuses the rest; the refusal goes back to containerd.
+   */
   async kill(signal: number): Promise<void> {
     if (this.status === TaskStatus.STOPPED)
       throw new RpcError(Code.NOT_FOUND, `task ${this.id}: process already finished`);
-    this.killedWith ??= signal;
     if (!this.instanceId) {
       // Not started yet, or a sandbox: nothing runs, so the signal ends it at once.
+      this.killedWith ??= signal;
       await this.exit(128 + signal);
       return;
     }
-    const force = signal === 9;
-    this.deps.client
-      .stop({ instance_id: this.instanceId, ...(force ? { force: true } : {}) })
-      .catch((e) => this.deps.log(`task ${this.id}: stop: ${(e as Error).message}`));
+    try {
+      await this.deps.client.kill({ instance_id: this.instanceId, signal });
+    } catch (e) {
+      if (e instanceof DaemonError && e.code === "NOT_IMPLEMENTED")
+        throw new RpcError(Code.UNIMPLEMENTED, `task ${this.id}: ${e.message}`);
+      // Ended meanwhile: containerd's kill of a finished process is answered as runc's shim does.
+      if (e instanceof DaemonError && e.code === "CONFLICT")
+        throw new RpcError(Code.NOT_FOUND, `task ${this.id}: process already finished`);
+      throw e;
+    }
+    // Only a signal that was delivered can explain an end without a reported status.
+    this.killedWith ??= signal;
   }
 
   /** wait resolves when the task has exited. */

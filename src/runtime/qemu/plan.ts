@@ -237,6 +237,8 @@ export function qemuConfig(
   if (a.manifest.containerMode) {
     // OVMS-Init's control channel (rfc §6.7): the kernel console and the program's exit status.
     cfg.controlLog = join(at.dir, "control.log");
+    cfg.controlSocket = join(at.shmDir, "control.sock");
+    cfg.stderrLog = join(at.dir, "stderr.log");
     // A cold boot gets its own initrd: OVMS-Init with the launch file appended.
     if (plan.launch) cfg.initrd = join(at.dir, "initrd.img");
   }

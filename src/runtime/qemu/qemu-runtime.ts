@@ -10,6 +10,7 @@ import {
   TERMINAL_STATES,
   type Injection,
   type Instance,
+  type KillAction,
   type Runtime,
   type SnapshotCapture,
   type StartOptions,
@@ -30,6 +31,7 @@ import { takeSnapshot } from "./snapshot-take.js";
 import { reattach } from "./reattach.js";
 import { failStart, lostPort, planInstance, type PlanContext, type Planned } from "./start-steps.js";
 import { InstanceConsole } from "./instance-console.js";
+import { signalInstance } from "./control-channel.js";
 import { Supervisor, connectQmp, isOurQemu, kill, procMetrics, type Live } from "./supervisor.js";
 import { trace } from "./trace.js";
 import { QemuWarmPool } from "./warm-pool.js";
@@ -270,6 +272,13 @@ export class QemuRuntime implements Runtime {
     await this.records.save(rec);
     await this.procs.terminate(live, () => rec.pid, opts);
     return this.info(rec);
+  }
+
+  async kill(ref: string, signal: number): Promise<{ instance: Instance; action: KillAction }> {
+    const { records, procs, console } = this;
+    const send = (id: string, path: string, data: Buffer) => console.control(id, path, data);
+    const r = await signalInstance({ records, procs, send, stop: (id, o) => this.stop(id, o) }, ref, signal);
+    return { instance: await this.info(r.rec), action: r.action };
   }
 
   async inject(ref: string, req: Injection): Promise<number> {

@@ -152,9 +152,10 @@ export class InstanceRecords {
       }
       await writeFile(cfg.serialLog, "");
       const extra: string[] = [];
-      if (cfg.controlLog) {
-        await writeFile(cfg.controlLog, "");
-        extra.push(cfg.controlLog);
+      for (const f of [cfg.controlLog, cfg.stderrLog]) {
+        if (!f) continue;
+        await writeFile(f, "");
+        extra.push(f);
       }
       if (launch && cfg.initrd && a.initrdPath && cfg.initrd !== a.initrdPath) {
         await writeLaunchInitrd(a.initrdPath, cfg.initrd, launch);
