@@ -225,6 +225,10 @@ export interface StartOverrides {
    * @maxItems 1024
    */
   env?: string[];
+  /**
+   * containerMode cold boots only (rfc §6.7): `true` gives the program a stdin fed by `POST /stdin` (closed by `close`), instead of `/dev/null`. Refused for other artifacts and for restores.
+   */
+  stdin?: boolean;
 }
 export interface StartRequest {
   /**
@@ -294,6 +298,23 @@ export interface KillResponse {
    * The signal, as asked.
    */
   signal: number;
+}
+export interface StdinRequest {
+  instance_id: InstanceRef;
+  /**
+   * The bytes, base64 (at most 1 MiB decoded).
+   */
+  data?: string;
+  /**
+   * Close the program's stdin after `data`.
+   */
+  close?: boolean;
+}
+export interface StdinResponse {
+  /**
+   * Number of bytes written.
+   */
+  bytes: number;
 }
 export interface SnapshotRequest {
   instance_id: InstanceRef;

@@ -22,6 +22,8 @@ import type {
   StopResponse,
   KillRequest,
   KillResponse,
+  StdinRequest,
+  StdinResponse,
   VersionInfo,
 } from "../api/types.generated.js";
 
@@ -99,6 +101,11 @@ export class OvmdClient {
   /** kill sends a signal: SIGKILL stops the VM, others reach a container's program (POST /kill). */
   kill(req: KillRequest): Promise<KillResponse> {
     return this.json("POST", "/kill", req);
+  }
+
+  /** stdin writes to a container program's stdin (POST /stdin); it waits while the guest boots. */
+  stdin(req: StdinRequest): Promise<StdinResponse> {
+    return this.json("POST", "/stdin", req, 0);
   }
 
   snapshot(req: SnapshotRequest): Promise<SnapshotResponse> {

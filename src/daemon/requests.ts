@@ -89,5 +89,6 @@ export function startOptions(o: NonNullable<StartRequest["overrides"]>): StartOp
     ...(o.boot_timeout_ms !== undefined ? { bootTimeoutMs: o.boot_timeout_ms } : {}),
     ...(o.args !== undefined ? { args: o.args } : {}),
     ...(o.env !== undefined ? { env: o.env } : {}),
+    ...(o.stdin !== undefined ? { stdin: o.stdin } : {}),
   };
 }

@@ -5,6 +5,7 @@ import { OvmsError } from "../core/errors.js";
 import type {
   InjectRequest,
   KillRequest,
+  StdinRequest,
   SnapshotRequest,
   StartRequest,
   StopRequest,
@@ -53,6 +54,7 @@ export function routes(c: Controller): Record<string, Route> {
     },
     stopInstance: (r) => json(200, c.stop(r.body as StopRequest)),
     killInstance: (r) => json(200, c.kill(r.body as KillRequest)),
+    writeStdin: (r) => json(200, c.stdin(r.body as StdinRequest)),
     snapshotInstance: (r) => json(200, c.snapshot(r.body as SnapshotRequest)),
     injectInstance: (r) => json(200, c.inject(r.body as InjectRequest)),
     getStatus: (r) => json(200, c.status(r.params.instance_id)),

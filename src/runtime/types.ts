@@ -63,6 +63,8 @@ export interface StartOptions {
   args?: string[];
   /** containerMode only: NAME=VALUE entries that replace or add environment names. */
   env?: string[];
+  /** containerMode cold boot only: the program's stdin comes from `stdin` calls (rfc §6.7), not /dev/null. */
+  stdin?: boolean;
 }
 
 /** InstanceMetrics are measured facts about an instance. */
@@ -204,6 +206,12 @@ export interface Runtime {
    * with NOT_IMPLEMENTED. CONFLICT when it has ended. Optional: without it, only stop.
    */
   kill?(id: string, signal: number): Promise<{ instance: Instance; action: KillAction }>;
+  /**
+   * stdin writes `data` to the stdin of a container's program started with `stdin`, and with
+   * `close` then closes it (the program reads EOF); resolves with the count. CONFLICT when the
+   * instance has ended or takes no stdin. Optional.
+   */
+  stdin?(id: string, data: Buffer, close: boolean): Promise<number>;
   /** inject writes bytes into an instance's ivshmem region; resolves with the count written. */
   inject(id: string, req: Injection): Promise<number>;
   status(id: string): Promise<Instance>;

@@ -110,6 +110,27 @@ test("stdout and stderr are separate streams: ctr run hands the program's fd 1 a
   assert.deepEqual((await d.api.get("/instances?all=1")).body.instances, []);
 });
 
+test("stdin: ctr run feeds its own stdin to the program through the FIFO containerd gives, then end-of-file", async () => {
+  const r = await c.ctr(
+    [
+      ...RUN,
+      "--rm",
+      IMAGE,
+      "t-in",
+      "sh",
+      "-c",
+      'while read -r l; do echo "got:$l"; done; echo eof; head -c 3 /dev/stdin | wc -c; exit 4',
+    ],
+    { input: "one\ntwo words\n" + "x".repeat(5000) + "\n" },
+  );
+  assert.equal(r.code, 4, `${r.stderr}\n${c.output().slice(-2000)}`);
+  assert.deepEqual(
+    r.stdout.trimEnd().split("\n"),
+    ["got:one", "got:two words", `got:${"x".repeat(5000)}`, "eof", "0"],
+    "every line, a long one across several control lines, then end-of-file for good",
+  );
+});
+
 test("ctr task ls/kill/delete: a detached task runs as a VM, SIGTERM reaches the program, delete leaves nothing running", async () => {
   const r = await c.ctr([...RUN, "-d", IMAGE, "t-bg", "sh", "-c", "echo started; exec sleep 1000"]);
   assert.equal(r.code, 0, r.stderr);

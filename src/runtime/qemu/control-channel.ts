@@ -1,3 +1,4 @@
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { RuntimeError } from "../runtime-error.js";
 import { TERMINAL_STATES, type Instance, type KillAction, type StopOptions } from "../types.js";
@@ -28,6 +29,24 @@ export function signalCommand(signal: number): Buffer {
   return Buffer.from(`signal ${signal}\n`);
 }
 
+/** STDIN_CHUNK is the most bytes one `stdin` line carries: its base64 stays well under a TTY line (4095). */
+export const STDIN_CHUNK = 2048;
+
+/**
+ * stdinCommands are the control lines that write `data` to the program's stdin: `stdin <base64>`
+ * per STDIN_CHUNK bytes, then `stdin-close` when `close` (the program reads end-of-file).
+ */
+export function stdinCommands(data: Buffer, close: boolean): Buffer {
+  const lines: string[] = [];
+  for (let at = 0; at < data.length; at += STDIN_CHUNK)
+    lines.push(`stdin ${data.subarray(at, at + STDIN_CHUNK).toString("base64")}\n`);
+  if (close) lines.push("stdin-close\n");
+  return Buffer.from(lines.join(""));
+}
+
+/** READY_LINE is what OVMS-Init writes on the control port once its control reader listens. */
+const READY_LINE = "OVMS-READY";
+
 /**
  * hasControlInput tells whether a QEMU command line gives OVMS-Init's control port an input
  * (a `socket` chardev, argv.ts). Containers started by an ovmd before the channel took input
@@ -44,6 +63,38 @@ export interface SignalDeps {
   /** send writes `data` to the control socket `path` of instance `id`. */
   send(id: string, path: string, data: Buffer): Promise<number>;
   stop(id: string, opts: StopOptions): Promise<Instance>;
+}
+
+/**
+ * writeStdin sends `data` (then end-of-file, with `close`) to the stdin of a container's
+ * program started with `stdin`. Bytes written before OVMS-Init listens could be lost (the
+ * serial port drops what came before it was opened), so a cold-booted guest is waited for
+ * until it reports ready on the control port; a restored one is long up.
+ */
+export async function writeStdin(
+  deps: SignalDeps,
+  ref: string,
+  data: Buffer,
+  close: boolean,
+): Promise<number> {
+  const rec = deps.records.find(ref);
+  const id = rec.instance_id;
+  const live = () => !TERMINAL_STATES.has(rec.state) && !!deps.procs.get(id);
+  if (!live())
+    throw new RuntimeError("CONFLICT", `instance ${id} is ${rec.state}, not running: no stdin to write`);
+  if (!rec.stdin || !hasControlInput(rec.argv))
+    throw new RuntimeError(
+      "CONFLICT",
+      `instance ${id} was not started with stdin: its program reads /dev/null (start it with overrides.stdin)`,
+    );
+  const log = join(deps.records.dir(id), "control.log");
+  while (!rec.restored_from && !(await readFile(log, "utf8").catch(() => "")).includes(READY_LINE)) {
+    if (!live())
+      throw new RuntimeError("CONFLICT", `instance ${id} ended before its program could read stdin`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await deps.send(id, join(rec.shm_dir, "control.sock"), stdinCommands(data, close));
+  return data.length;
 }
 
 /**

@@ -20,7 +20,7 @@ import { QEMU_BINARY, qemuVersion } from "./accel.js";
 import { qemuArgv } from "./argv.js";
 import { DEFAULT_BOOT_TIMEOUT_MS, trackBoot } from "./boot-watchdog.js";
 import type { ConfineSetting } from "./confine.js";
-import { injectTarget, writeRegion } from "./ivshmem.js";
+import { injectInto } from "./ivshmem.js";
 import { Migration } from "./migration.js";
 import { qemuConfig, type Plan } from "./plan.js";
 import { VmmLauncher } from "./launcher.js";
@@ -31,7 +31,7 @@ import { takeSnapshot } from "./snapshot-take.js";
 import { reattach } from "./reattach.js";
 import { failStart, lostPort, planInstance, type PlanContext, type Planned } from "./start-steps.js";
 import { InstanceConsole } from "./instance-console.js";
-import { signalInstance } from "./control-channel.js";
+import { signalInstance, writeStdin, type SignalDeps } from "./control-channel.js";
 import { Supervisor, connectQmp, isOurQemu, kill, procMetrics, type Live } from "./supervisor.js";
 import { trace } from "./trace.js";
 import { QemuWarmPool } from "./warm-pool.js";
@@ -275,20 +275,27 @@ export class QemuRuntime implements Runtime {
   }
 
   async kill(ref: string, signal: number): Promise<{ instance: Instance; action: KillAction }> {
-    const { records, procs, console } = this;
-    const send = (id: string, path: string, data: Buffer) => console.control(id, path, data);
-    const r = await signalInstance({ records, procs, send, stop: (id, o) => this.stop(id, o) }, ref, signal);
+    const r = await signalInstance(this.control(), ref, signal);
     return { instance: await this.info(r.rec), action: r.action };
   }
 
-  async inject(ref: string, req: Injection): Promise<number> {
-    const rec = this.records.find(ref);
-    if (rec.state !== "running" && rec.state !== "paused") {
-      throw new RuntimeError("CONFLICT", `instance ${rec.instance_id} is ${rec.state}, not running`);
-    }
-    const { path, offset } = injectTarget(rec, req);
-    await writeRegion(path, offset, req.data);
-    return req.data.length;
+  stdin(ref: string, data: Buffer, close: boolean): Promise<number> {
+    return writeStdin(this.control(), ref, data, close);
+  }
+
+  /** control is what OVMS-Init's control channel needs of the runtime (control-channel.ts). */
+  private control(): SignalDeps {
+    const { records, procs, console } = this;
+    return {
+      records,
+      procs,
+      send: (id, p, d) => console.control(id, p, d),
+      stop: (id, o) => this.stop(id, o),
+    };
+  }
+
+  inject(ref: string, req: Injection): Promise<number> {
+    return injectInto(this.records.find(ref), req);
   }
 
   async status(ref: string): Promise<Instance> {

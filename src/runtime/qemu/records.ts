@@ -37,6 +37,8 @@ export interface InstanceRecord {
   program_exit_code?: number;
   /** containerMode: the instance has OVMS-Init's control port (control.log in its folder). */
   container?: boolean;
+  /** containerMode: the program's stdin comes through the control channel (started with `stdin`). */
+  stdin?: boolean;
   memory_bytes: number;
   vcpus: number;
   boot_ms?: number;
@@ -319,6 +321,7 @@ export function newRecord(
   };
   if (a.ramSnapshot) rec.restored_from = a.ramSnapshot.digest;
   if (cfg.controlLog) rec.container = true;
+  if (plan.stdin) rec.stdin = true;
   if (at.pool) rec.pool = true;
   if (cfg.network)
     rec.network = { mode: cfg.network.mode, mac: cfg.network.mac, ports: cfg.network.forwards };

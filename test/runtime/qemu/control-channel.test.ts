@@ -4,7 +4,12 @@ import { spawn } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { isOvmsError } from "../../../src/core/errors.js";
-import { hasControlInput, signalCommand } from "../../../src/runtime/qemu/control-channel.js";
+import {
+  STDIN_CHUNK,
+  hasControlInput,
+  signalCommand,
+  stdinCommands,
+} from "../../../src/runtime/qemu/control-channel.js";
 import { ROOT, tempDir } from "../../helpers.js";
 
 // Both halves of OVMS-Init's control protocol without a VM: the line the runtime writes, and
@@ -83,3 +88,60 @@ test("the guest's control reader: `signal 10` reaches the program named by the p
     "ovms-init: control: unknown command 'reboot'",
   ]);
 });
+
+test("stdinCommands: base64 lines of at most STDIN_CHUNK bytes (under a TTY line), then stdin-close when asked", () => {
+  const data = Buffer.alloc(STDIN_CHUNK * 2 + 5, 7);
+  const lines = stdinCommands(data, true).toString().split("\n");
+  assert.equal(lines.pop(), "", "every command ends with a newline");
+  assert.equal(lines.length, 4);
+  assert.equal(lines[3], "stdin-close");
+  const back = Buffer.concat(lines.slice(0, 3).map((l) => Buffer.from(l.replace(/^stdin /, ""), "base64")));
+  assert.deepEqual(back, data);
+  assert.ok(lines.every((l) => l.length < 4000));
+  assert.equal(stdinCommands(Buffer.alloc(0), false).length, 0);
+  assert.equal(stdinCommands(Buffer.alloc(0), true).toString(), "stdin-close\n");
+});
+
+test("the guest's control reader feeds the program's stdin FIFO: bytes as sent (binary too), end-of-file only at stdin-close", async (t) => {
+  const dir = await tempDir(t);
+  const fifo = join(dir, "stdin");
+  await new Promise<void>((resolve, reject) =>
+    spawn("mkfifo", [fifo]).once("exit", (c) => (c === 0 ? resolve() : reject(new Error(`mkfifo ${c}`)))),
+  );
+  const reader = spawn("busybox", ["sh", join(ROOT, "scripts/ovms-init/control"), join(dir, "pid"), fifo], {
+    stdio: ["pipe", "ignore", "pipe"],
+  });
+  let stderr = "";
+  reader.stderr!.on("data", (b: Buffer) => (stderr += b.toString()));
+  // The "program": reads its stdin to the end.
+  const prog = spawn("sh", ["-c", `cat > ${join(dir, "got")}`], {
+    stdio: [await openFd(fifo), "ignore", "ignore"],
+  });
+  t.after(() => {
+    prog.kill("SIGKILL");
+    reader.kill("SIGKILL");
+  });
+  // Stage 2 writes the program's pid once its stdin is open; stdin-close waits for it.
+  await writeFile(join(dir, "pid"), `${prog.pid}\n`);
+  let progDone = false;
+  const progExit = new Promise<number | null>((r) =>
+    prog.once("exit", (c) => {
+      progDone = true;
+      r(c);
+    }),
+  );
+  const data = Buffer.from([...Array(5000).keys()].map((i) => (i * 7) % 256));
+  reader.stdin!.write(stdinCommands(data.subarray(0, 3000), false));
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(progDone, false, "no end-of-file before stdin-close");
+  reader.stdin!.end(stdinCommands(data.subarray(3000), true));
+  assert.equal(await progExit, 0);
+  assert.deepEqual(await readFile(join(dir, "got")), data);
+  assert.equal(stderr, "", "nothing to complain about");
+});
+
+/** openFd opens a FIFO for reading (the program's side), waiting for its writer as a shell redirect does. */
+async function openFd(path: string): Promise<number> {
+  const { open } = await import("node:fs/promises");
+  return (await open(path, "r")).fd;
+}
