@@ -307,6 +307,11 @@ test("stop, then remove: exited instances leave the default list and DELETE remo
   assert.match(r.body.error.message, /is not a container .* only SIGKILL \(9\) and SIGTERM \(15\)/);
   r = await d.api.post("/kill", { instance_id: "guest", signal: 0 });
   assert.equal(r.status, 400, "signal 0 is not a signal");
+  r = await d.api.post("/stdin", { instance_id: "guest", data: "aGk=" });
+  assert.equal(r.status, 409, "no program stdin in a VM that is not a container");
+  assert.match(r.body.error.message, /was not started with stdin/);
+  r = await d.api.post("/stdin", { instance_id: "guest", data: "%%%" });
+  assert.equal(r.status, 400, "bad base64");
   assert.equal((await d.api.get("/status/guest")).body.state, "running", "a refused signal changes nothing");
   r = await d.api.post("/stop", { instance_id: "guest", timeout_ms: 5000 });
   assert.equal(r.status, 200);

@@ -145,3 +145,25 @@ async function openFd(path: string): Promise<number> {
   const { open } = await import("node:fs/promises");
   return (await open(path, "r")).fd;
 }
+
+test("stdin-close before the program has opened its stdin: the reader waits for the program, which then reads the bytes and end-of-file", async (t) => {
+  const dir = await tempDir(t);
+  const fifo = join(dir, "stdin");
+  await new Promise<void>((resolve, reject) =>
+    spawn("mkfifo", [fifo]).once("exit", (c) => (c === 0 ? resolve() : reject(new Error(`mkfifo ${c}`)))),
+  );
+  const reader = spawn("busybox", ["sh", join(ROOT, "scripts/ovms-init/control"), join(dir, "pid"), fifo], {
+    stdio: ["pipe", "ignore", "ignore"],
+  });
+  t.after(() => reader.kill("SIGKILL"));
+  reader.stdin!.end(stdinCommands(Buffer.from("early\n"), true));
+  await new Promise((r) => setTimeout(r, 300));
+  const prog = spawn("sh", ["-c", `cat > ${join(dir, "got")}`], {
+    stdio: [await openFd(fifo), "ignore", "ignore"],
+  });
+  t.after(() => prog.kill("SIGKILL"));
+  const progExit = new Promise<number | null>((r) => prog.once("exit", (c) => r(c)));
+  await writeFile(join(dir, "pid"), `${prog.pid}\n`);
+  assert.equal(await progExit, 0, "end-of-file reached the program");
+  assert.equal(await readFile(join(dir, "got"), "utf8"), "early\n");
+});
