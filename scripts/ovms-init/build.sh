@@ -2,7 +2,8 @@
 # Builds the generic guest of converted container images, reproducibly, once: the Debian cloud
 # kernel (the same package the demo VM uses) and the OVMS-Init initrd: busybox-static, the
 # virtio/ACPI modules it needs (dependencies read from each .ko), and the scripts of this folder
-# (init = stage 1, init2 = stage 2 after switch_root, power = the ACPI power-button action).
+# (init = stage 1, init2 = stage 2 after switch_root, power = the ACPI power-button action,
+# control = the reader of the runtime's commands on the control port).
 # Usage: scripts/ovms-init/build.sh [OUTDIR]   (default: <repo>/.cache/ovms-init; any cwd)
 # Prints the output folder last. A second run with everything in place does nothing (stamp =
 # recipe + hashes of these files); parallel runs wait for each other (flock).
@@ -15,11 +16,11 @@ out="${1:-$root/.cache/ovms-init}"
 RECIPE=1
 FILES="vmlinuz initrd.img README.txt"
 # Modules stage 1 loads, in this order; their dependencies (read from each .ko) come first.
-MODS="virtio_ring virtio virtio_mmio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk evdev button"
+MODS="virtio_ring virtio virtio_mmio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk virtio_console evdev button"
 
 die() { echo "ovms-init: $*" >&2; exit 1; }
-for f in init init2 power; do [ -f "$here/$f" ] || die "missing $here/$f"; done
-want="recipe=$RECIPE $(cat "${BASH_SOURCE[0]}" "$root/scripts/lib/kernel-modules.sh" "$here/init" "$here/init2" "$here/power" | sha256sum | cut -c1-16)"
+for f in init init2 power control; do [ -f "$here/$f" ] || die "missing $here/$f"; done
+want="recipe=$RECIPE $(cat "${BASH_SOURCE[0]}" "$root/scripts/lib/kernel-modules.sh" "$here/init" "$here/init2" "$here/power" "$here/control" | sha256sum | cut -c1-16)"
 fresh() {
   [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$want" ] || return 1
   local f
@@ -67,7 +68,8 @@ mkdir -p "$ird/etc" && mv "$ird/etc.modules" "$ird/etc/modules"
 install -m 755 "$here/init" "$ird/init"
 install -m 755 "$here/init2" "$ird/ovms/init2"
 install -m 755 "$here/power" "$ird/ovms/power"
-chmod -R u=rwX,go=rX "$ird" && chmod 755 "$ird/init" "$ird/ovms/init2" "$ird/ovms/power" "$ird/bin/busybox"
+install -m 755 "$here/control" "$ird/ovms/control"
+chmod -R u=rwX,go=rX "$ird" && chmod 755 "$ird/init" "$ird/ovms/init2" "$ird/ovms/power" "$ird/ovms/control" "$ird/bin/busybox"
 find "$ird" -exec touch -h -d "@$T0" {} +
 (cd "$ird" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet --reproducible | gzip -9n) > "$out/initrd.img.tmp"
 cp "$k" "$out/vmlinuz.tmp"
@@ -77,7 +79,7 @@ cat > "$out/README.txt" <<TXT
 The generic guest of converted container images, built by scripts/ovms-init/build.sh (recipe
 $RECIPE): vmlinuz is the Debian cloud kernel of $pkg; initrd.img is OVMS-Init, a gzip newc cpio
 (sorted, owner 0:0, mtimes $T0) of busybox-static, the modules $(tr '\n' ' ' < "$ird/etc/modules")
-and the scripts init, ovms/init2 and ovms/power. See rfc/ovms-v0.1.md §6.7 (the OVMS-Init profile).
+and the scripts init, ovms/init2, ovms/power and ovms/control. See rfc/ovms-v0.1.md §6.7 (the OVMS-Init profile).
 TXT
 echo "$want" > "$out/.stamp"
 echo "$out"

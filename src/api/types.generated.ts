@@ -229,6 +229,10 @@ export interface StartOverrides {
    * @maxItems 1024
    */
   env?: string[];
+  /**
+   * containerMode cold boots only (rfc §6.7): `true` gives the program a stdin fed by `POST /stdin` (closed by `close`), instead of `/dev/null`. Refused for other artifacts and for restores.
+   */
+  stdin?: boolean;
 }
 export interface StartRequest {
   /**
@@ -276,6 +280,45 @@ export interface StopResponse {
    */
   instance_id: string;
   name: InstanceName;
+}
+export interface KillRequest {
+  instance_id: InstanceRef;
+  /**
+   * A Linux signal number (9 SIGKILL, 15 SIGTERM, 10 SIGUSR1, ...).
+   */
+  signal: number;
+}
+export interface KillResponse {
+  /**
+   * `signalled`: delivered to the container's program; `stopping`: the stop the signal means is under way; `exited`: the instance has ended.
+   */
+  status: "signalled" | "stopping" | "exited";
+  /**
+   * The id of the instance the request named (by id, name or id prefix).
+   */
+  instance_id: string;
+  name: InstanceName;
+  /**
+   * The signal, as asked.
+   */
+  signal: number;
+}
+export interface StdinRequest {
+  instance_id: InstanceRef;
+  /**
+   * The bytes, base64 (at most 1 MiB decoded).
+   */
+  data?: string;
+  /**
+   * Close the program's stdin after `data`.
+   */
+  close?: boolean;
+}
+export interface StdinResponse {
+  /**
+   * Number of bytes written.
+   */
+  bytes: number;
 }
 export interface SnapshotRequest {
   instance_id: InstanceRef;
@@ -663,9 +706,9 @@ export interface ArtifactList {
 export interface LogRecord {
   ts: Timestamp;
   /**
-   * Source of the line; v0.1 has only the serial console.
+   * Source of the line: `serial`, the serial console (for a containerMode instance, the program's stdout); `stderr`, a containerMode instance's stderr (rfc §6.7), whose lines come in the same stream, in order among themselves.
    */
-  stream: "serial";
+  stream: "serial" | "stderr";
   /**
    * The text of the line, without its line ending.
    */

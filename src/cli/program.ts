@@ -27,6 +27,7 @@ export const COMMANDS: readonly { names: readonly string[]; load: () => Promise<
   { names: ["logs"], load: () => import("./commands/logs.js") },
   { names: ["attach"], load: () => import("./commands/attach.js") },
   { names: ["stop"], load: () => import("./commands/stop.js") },
+  { names: ["kill"], load: () => import("./commands/kill.js") },
   { names: ["rm"], load: () => import("./commands/rm.js") },
   { names: ["status"], load: () => import("./commands/status.js") },
   { names: ["inject"], load: () => import("./commands/inject.js") },

@@ -20,6 +20,10 @@ import type {
   StartResponse,
   StopRequest,
   StopResponse,
+  KillRequest,
+  KillResponse,
+  StdinRequest,
+  StdinResponse,
   VersionInfo,
 } from "../api/types.generated.js";
 
@@ -92,6 +96,16 @@ export class OvmdClient {
 
   stop(req: StopRequest): Promise<StopResponse> {
     return this.json("POST", "/stop", req, this.timeoutMs + (req.timeout_ms ?? 10_000));
+  }
+
+  /** kill sends a signal: SIGKILL stops the VM, others reach a container's program (POST /kill). */
+  kill(req: KillRequest): Promise<KillResponse> {
+    return this.json("POST", "/kill", req);
+  }
+
+  /** stdin writes to a container program's stdin (POST /stdin); it waits while the guest boots. */
+  stdin(req: StdinRequest): Promise<StdinResponse> {
+    return this.json("POST", "/stdin", req, 0);
   }
 
   snapshot(req: SnapshotRequest): Promise<SnapshotResponse> {

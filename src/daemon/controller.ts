@@ -9,19 +9,17 @@ import { importPath } from "../artifact/import.js";
 import { PrepareCache, prepareArtifact } from "../artifact/prepare.js";
 import { ArtifactMemo, resolveReference } from "../artifact/resolve.js";
 import { packSnapshot } from "../artifact/snapshot.js";
-import {
-  TERMINAL_STATES,
-  type Injection,
-  type Instance,
-  type Runtime,
-  type SnapshotReport,
-} from "../runtime/types.js";
+import { TERMINAL_STATES, type Instance, type Runtime, type SnapshotReport } from "../runtime/types.js";
 import { checkRuntimeChoice } from "../runtime/adapters.js";
 import type { PreparedArtifact } from "../artifact/prepare.js";
 import type {
   InstanceInfo,
   InjectRequest,
   InjectResponse,
+  KillRequest,
+  KillResponse,
+  StdinRequest,
+  StdinResponse,
   InstanceList,
   PoolList,
   PoolRemoveResponse,
@@ -38,8 +36,10 @@ import { canonicalStore, isPathLike } from "../api/paths.js";
 import { VERSION } from "../version.js";
 import type { Policy } from "../sign/policy.js";
 import { badRequest } from "./contract.js";
-import { admit, decodeInjection, refuseResized, startOptions } from "./requests.js";
+import { admit, refuseResized, startOptions } from "./requests.js";
 import { Lifelines } from "./lifelines.js";
+import { killInstance, stopInstance, writeStdin } from "./signals.js";
+import { injectInstance } from "./inject.js";
 import type { Logger } from "./log.js";
 import { toInstanceInfo } from "./wire.js";
 import { waitStarted } from "./wait-started.js";
@@ -281,17 +281,16 @@ export class Controller {
     return r;
   }
 
-  async stop(req: StopRequest): Promise<StopResponse> {
-    const opts: { timeoutMs?: number; force?: boolean } = {};
-    if (req.timeout_ms !== undefined) opts.timeoutMs = req.timeout_ms;
-    if (req.force !== undefined) opts.force = req.force;
-    const info = await this.runtime.stop(req.instance_id, opts);
-    this.log.info("instance stopped", { id: info.id, state: info.state });
-    return {
-      status: TERMINAL_STATES.has(info.state) ? "exited" : "stopping",
-      instance_id: info.id,
-      name: info.name,
-    };
+  stop(req: StopRequest): Promise<StopResponse> {
+    return stopInstance(this.runtime, this.log, req);
+  }
+
+  /** kill sends a signal to an instance; stdin feeds a container's program (signals.ts). */
+  kill(req: KillRequest): Promise<KillResponse> {
+    return killInstance(this.runtime, this.log, req);
+  }
+  stdin(req: StdinRequest): Promise<StdinResponse> {
+    return writeStdin(this.runtime, req);
   }
 
   /**
@@ -340,38 +339,9 @@ export class Controller {
     return res;
   }
 
-  /**
-   * inject decodes the data and has the runtime write it into an ivshmem region. Bad base64
-   * is refused here; the runtime refuses an unknown device or bytes that do not fit
-   * (INVALID_ARGUMENT, a 400 like any bad request).
-   */
-  async inject(req: InjectRequest): Promise<InjectResponse> {
-    const mmio = req.content.mmio;
-    const data = decodeInjection(mmio);
-    if (mmio.device !== undefined) {
-      // Named in the words of the instance, with the devices it has, before the runtime is asked.
-      const info = await this.runtime.status(req.instance_id);
-      if (!info.devices.some((d) => d.name === mmio.device)) {
-        const has = info.devices.map((d) => d.name).join(", ");
-        throw badRequest("POST /inject", [
-          {
-            path: "/content/mmio/device",
-            message: `instance ${info.name} has no such device (${has ? `it has: ${has}` : "it has none"})`,
-          },
-        ]);
-      }
-    }
-    const injection: Injection = { data };
-    if (mmio.device !== undefined) injection.device = mmio.device;
-    if (mmio.offset !== undefined) injection.offset = mmio.offset;
-    const bytes = await this.runtime.inject(req.instance_id, injection);
-    this.log.debug("injected", {
-      instance: req.instance_id,
-      device: mmio.device,
-      offset: mmio.offset ?? 0,
-      bytes,
-    });
-    return { status: "ok", bytes };
+  /** inject has the runtime write decoded bytes into an ivshmem region (inject.ts). */
+  inject(req: InjectRequest): Promise<InjectResponse> {
+    return injectInstance(this.runtime, this.log, req);
   }
 
   async status(id: string): Promise<InstanceInfo> {

@@ -94,6 +94,7 @@ export function startOptions(
     ...(o.boot_timeout_ms !== undefined ? { bootTimeoutMs: o.boot_timeout_ms } : {}),
     ...(o.args !== undefined ? { args: o.args } : {}),
     ...(o.env !== undefined ? { env: o.env } : {}),
+    ...(o.stdin !== undefined ? { stdin: o.stdin } : {}),
   };
 }
 

@@ -2,7 +2,14 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Readable } from "node:stream";
 import { timingSafeEqual } from "node:crypto";
 import { OvmsError } from "../core/errors.js";
-import type { InjectRequest, SnapshotRequest, StartRequest, StopRequest } from "../api/types.generated.js";
+import type {
+  InjectRequest,
+  KillRequest,
+  StdinRequest,
+  SnapshotRequest,
+  StartRequest,
+  StopRequest,
+} from "../api/types.generated.js";
 import { badRequest, type Contract, type ParsedRequest } from "./contract.js";
 import type { Controller } from "./controller.js";
 import { toApiError } from "./errors.js";
@@ -46,6 +53,8 @@ export function routes(c: Controller): Record<string, Route> {
       );
     },
     stopInstance: (r) => json(200, c.stop(r.body as StopRequest)),
+    killInstance: (r) => json(200, c.kill(r.body as KillRequest)),
+    writeStdin: (r) => json(200, c.stdin(r.body as StdinRequest)),
     snapshotInstance: (r) => json(200, c.snapshot(r.body as SnapshotRequest)),
     injectInstance: (r) => json(200, c.inject(r.body as InjectRequest)),
     getStatus: (r) => json(200, c.status(r.params.instance_id)),

@@ -98,6 +98,8 @@ export interface StartOptions {
   args?: string[];
   /** containerMode only: NAME=VALUE entries that replace or add environment names. */
   env?: string[];
+  /** containerMode cold boot only: the program's stdin comes from `stdin` calls (rfc §6.7), not /dev/null. */
+  stdin?: boolean;
 }
 
 /** InstanceMetrics are measured facts about an instance. */
@@ -172,10 +174,10 @@ export interface ConfinementInfo {
   limits: { enforced: boolean; via?: string; memoryMax?: number; cpuMax?: number; note?: string };
 }
 
-/** LogRecord is one line of an instance's serial console. */
+/** LogRecord is one line of an instance's serial console, or of a container's stderr (rfc §6.7). */
 export interface LogRecord {
   ts: string;
-  stream: "serial";
+  stream: "serial" | "stderr";
   line: string;
 }
 
@@ -192,6 +194,12 @@ export interface StopOptions {
   timeoutMs?: number;
   force?: boolean;
 }
+
+/**
+ * KillAction is what a signal did to an instance: `signalled` (delivered to the guest's
+ * program), or a stop of the VM begun (`stopping`) or done (`exited`).
+ */
+export type KillAction = "signalled" | "stopping" | "exited";
 
 /**
  * WarmPool is the optional capability of a runtime to keep VMM processes ready for a
@@ -228,6 +236,19 @@ export interface Runtime {
    * given, is filled with how long the guest was paused.
    */
   snapshot<R>(id: string, opts: SnapshotOptions, sink: (c: SnapshotCapture) => Promise<R>): Promise<R>;
+  /**
+   * kill sends a signal (a Linux signal number) to an instance: SIGKILL stops the VM at once;
+   * other signals go to a container's program (OVMS-Init's control channel, rfc §6.7); an
+   * instance without a program to signal takes SIGTERM as a graceful stop and refuses the rest
+   * with NOT_IMPLEMENTED. CONFLICT when it has ended. Optional: without it, only stop.
+   */
+  kill?(id: string, signal: number): Promise<{ instance: Instance; action: KillAction }>;
+  /**
+   * stdin writes `data` to the stdin of a container's program started with `stdin`, and with
+   * `close` then closes it (the program reads EOF); resolves with the count. CONFLICT when the
+   * instance has ended or takes no stdin. Optional.
+   */
+  stdin?(id: string, data: Buffer, close: boolean): Promise<number>;
   /** inject writes bytes into an instance's ivshmem region; resolves with the count written. */
   inject(id: string, req: Injection): Promise<number>;
   status(id: string): Promise<Instance>;

@@ -106,7 +106,8 @@ export function taskService(deps: TaskDeps, ctl: ShimControl): Record<string, Me
       return { shim_pid: process.pid, task_pid: t?.pid ?? 0, version: "2" };
     }),
     CloseIO: m("CloseIORequest", EMPTY, async (r) => {
-      get(r.id, r.exec_id);
+      const t = get(r.id, r.exec_id);
+      if (r.stdin) await t.closeStdin();
       return {};
     }),
     Shutdown: m("ShutdownRequest", EMPTY, async (r) => {

@@ -1,5 +1,5 @@
 import { open, type FileHandle } from "node:fs/promises";
-import { constants } from "node:fs";
+import { constants, createReadStream, type ReadStream } from "node:fs";
 import { join } from "node:path";
 import type { InstanceInfo } from "../api/types.generated.js";
 import { DaemonError, isDaemonUnavailable, type OvmdClient } from "../client/client.js";
@@ -57,6 +57,10 @@ export class OvmsTask {
   private killedWith?: number;
   private deleted = false;
   private record: ShimRecord = { mounted: [] };
+  private stdinStream?: ReadStream;
+  private stdinClosed = false;
+  private stdinQueue: Promise<unknown> = Promise.resolve();
+  private lastStdinAt = 0;
 
   private constructor(
     readonly id: string,
@@ -119,9 +123,14 @@ export class OvmsTask {
       return this.pid;
     }
     const t0 = performance.now();
+    const overrides = {
+      ...(this.memory ? { memory: this.memory } : {}),
+      // A rootfs container is cold-booted: its program can read the stdin FIFO containerd gave.
+      ...(this.pumpsStdin ? { stdin: true } : {}),
+    };
     const res = await this.deps.client.start({
       manifest: this.manifest,
-      ...(this.memory ? { overrides: { memory: this.memory } } : {}),
+      ...(Object.keys(overrides).length ? { overrides } : {}),
     });
     const tStarted = performance.now();
     this.instanceId = res.instance_id;
@@ -134,6 +143,7 @@ export class OvmsTask {
       `task ${this.id}: instance ${res.instance_id} (${res.name}), VMM pid ${this.pid}, in ${Math.round(performance.now() - t0)} ms (${Math.round(tStarted - t0)} ms to POST /start)`,
     );
     void this.follow();
+    if (this.pumpsStdin) void this.pumpStdin();
     return this.pid;
   }
 
@@ -148,24 +158,30 @@ export class OvmsTask {
   }
 
   /**
-   * follow copies the instance's console (the program's output) to the stdout FIFO until the
-   * instance ends, then reports the exit. A daemon that goes away is waited for; one that
-   * stays away ends the task with 255, and the VM it ran is not the shim's to keep.
+   * follow copies the instance's console (the program's stdout) to the stdout FIFO and its
+   * `stderr` records to the stderr FIFO until the instance ends, then reports the exit. A
+   * daemon that goes away is waited for; one that stays away ends the task with 255, and the
+   * VM it ran is not the shim's to keep.
    */
   private async follow(): Promise<void> {
     // Every FIFO containerd gave is opened and closed at the end: its reader waits for that EOF.
     const out = await openFifo(this.io.stdout);
-    const others = await Promise.all([openFifo(this.io.stderr), openFifo(this.io.stdin)]);
+    const err = await openFifo(this.io.stderr);
+    // The stdin FIFO is the pump's when it runs; held here otherwise, for a writer that waits on it.
+    const others = this.pumpsStdin ? [] : [await openFifo(this.io.stdin)];
     try {
-      let since = 0;
+      // Lines already copied, per stream: a new daemon's stream starts again from the first
+      // line of each (the two streams interleave differently; each keeps its own order).
+      const since = { serial: 0, stderr: 0 };
       for (;;) {
         try {
           const records = await this.deps.client.logs(this.instanceId!, { follow: true });
-          let n = 0;
+          const seen = { serial: 0, stderr: 0 };
           for await (const r of records) {
-            if (n++ < since) continue;
-            since++;
-            await out?.write(r.line + "\n").catch(() => undefined);
+            const stream = r.stream === "stderr" ? "stderr" : "serial";
+            if (seen[stream]++ < since[stream]) continue;
+            since[stream]++;
+            await (stream === "stderr" ? err : out)?.write(r.line + "\n").catch(() => undefined);
           }
           // The stream ended: the instance did, or the daemon went away (a restart) and the
           // next status call says which.
@@ -177,9 +193,77 @@ export class OvmsTask {
         }
       }
     } finally {
-      for (const f of [out, ...others]) await f?.close().catch(() => undefined);
+      for (const f of [out, err, ...others]) await f?.close().catch(() => undefined);
     }
     await this.reportExit();
+  }
+
+  /**
+   * pumpsStdin: containerd gave a stdin FIFO and the container boots its own rootfs (a
+   * snapshot's program is already running, with the stdin it had).
+   */
+  private get pumpsStdin(): boolean {
+    return !!this.io.stdin && !!this.record.layout;
+  }
+
+  /**
+   * pumpStdin copies the stdin FIFO to the program (POST /stdin) until the writer closes it
+   * (or CloseIO), then closes the program's stdin: it reads end-of-file. Reading does not wait
+   * for the sends, which go one after the other (a cold guest holds the first until it is up).
+   */
+  private async pumpStdin(): Promise<void> {
+    try {
+      this.stdinStream = createReadStream(this.io.stdin, { highWaterMark: 64 << 10 });
+      for await (const chunk of this.stdinStream) {
+        this.lastStdinAt = Date.now();
+        this.sendStdin(chunk as Buffer, false);
+      }
+    } catch (e) {
+      if (!this.stdinClosed) this.deps.log(`task ${this.id}: stdin: ${(e as Error).message}`);
+    } finally {
+      if (!this.stdinClosed) {
+        this.stdinClosed = true;
+        this.sendStdin(Buffer.alloc(0), true);
+      }
+    }
+  }
+
+  /** sendStdin queues one POST /stdin behind the ones before it. */
+  private sendStdin(data: Buffer, close: boolean): void {
+    const req = { instance_id: this.instanceId!, data: data.toString("base64"), close };
+    this.stdinQueue = this.stdinQueue
+      .then(() => this.deps.client.stdin(req))
+      .catch((e) => {
+        if (this.status === TaskStatus.RUNNING)
+          this.deps.log(`task ${this.id}: stdin: ${(e as Error).message}`);
+      });
+  }
+
+  /**
+   * closeStdin is CloseIO with stdin: the program's stdin ends after what was written. ctr
+   * asks for it before it closes its end of the FIFO, so the pump first reads what is there
+   * (until the FIFO ends or stays quiet a moment), then stdin is closed behind it.
+   */
+  async closeStdin(): Promise<void> {
+    if (this.stdinClosed || !this.pumpsStdin) return;
+    // An open still waiting for a writer ends once one comes and goes.
+    const w = await open(this.io.stdin, constants.O_WRONLY | constants.O_NONBLOCK).catch(() => undefined);
+    await w?.close();
+    const deadline = Date.now() + 5000;
+    while (!this.stdinClosed && Date.now() < deadline && Date.now() - this.lastStdinAt < 300) await sleep(50);
+    if (this.stdinClosed) return;
+    this.stdinClosed = true;
+    this.stdinStream?.destroy();
+    this.sendStdin(Buffer.alloc(0), true);
+  }
+
+  /** stopPump ends the stdin pump, also while its open still waits for a writer that never came. */
+  private async stopPump(): Promise<void> {
+    this.stdinClosed = true;
+    // A writer that opens and closes at once ends an open that waits for one.
+    const w = await open(this.io.stdin, constants.O_WRONLY | constants.O_NONBLOCK).catch(() => undefined);
+    await w?.close();
+    this.stdinStream?.destroy();
   }
 
   /** daemonComesBack waits up to LOST_DAEMON_MS for ovmd to answer again. */
@@ -222,6 +306,7 @@ export class OvmsTask {
     this.exitedAt = new Date();
     this.status = TaskStatus.STOPPED;
     this.markExited();
+    if (this.pumpsStdin && !this.stdinClosed) await this.stopPump();
     this.deps.publisher.publish("/tasks/exit", "containerd.events.TaskExit", {
       container_id: this.id,
       id: this.id,
@@ -231,20 +316,33 @@ export class OvmsTask {
     });
   }
 
-  /** kill: SIGKILL quits the VM at once; any other signal asks the guest to stop, which OVMS-Init passes to the program as its stop signal. */
+  /**
+   * kill sends the signal through ovmd (POST /kill): SIGKILL quits the VM at once; any other
+   * signal reaches the program in the guest (OVMS-Init), which may catch it. A VM that is not
+   * a container (an ovms.artifact naming a plain VM) takes SIGTERM as a graceful stop and
+   * refuses the rest; the refusal goes back to containerd.
+   */
   async kill(signal: number): Promise<void> {
     if (this.status === TaskStatus.STOPPED)
       throw new RpcError(Code.NOT_FOUND, `task ${this.id}: process already finished`);
-    this.killedWith ??= signal;
     if (!this.instanceId) {
       // Not started yet, or a sandbox: nothing runs, so the signal ends it at once.
+      this.killedWith ??= signal;
       await this.exit(128 + signal);
       return;
     }
-    const force = signal === 9;
-    this.deps.client
-      .stop({ instance_id: this.instanceId, ...(force ? { force: true } : {}) })
-      .catch((e) => this.deps.log(`task ${this.id}: stop: ${(e as Error).message}`));
+    try {
+      await this.deps.client.kill({ instance_id: this.instanceId, signal });
+    } catch (e) {
+      if (e instanceof DaemonError && e.code === "NOT_IMPLEMENTED")
+        throw new RpcError(Code.UNIMPLEMENTED, `task ${this.id}: ${e.message}`);
+      // Ended meanwhile: containerd's kill of a finished process is answered as runc's shim does.
+      if (e instanceof DaemonError && e.code === "CONFLICT")
+        throw new RpcError(Code.NOT_FOUND, `task ${this.id}: process already finished`);
+      throw e;
+    }
+    // Only a signal that was delivered can explain an end without a reported status.
+    this.killedWith ??= signal;
   }
 
   /** wait resolves when the task has exited. */

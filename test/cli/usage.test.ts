@@ -82,6 +82,7 @@ test("an unknown command or a missing argument: one line and a pointer to --help
     [["nosuch"], /^ovm: unknown command 'nosuch'$/m, "ovm --help"],
     [["stpo"], /^\(Did you mean stop\?\)$/m, "ovm --help"],
     [["stop"], /^ovm: missing required argument 'id'$/m, "ovm stop --help"],
+    [["kill"], /^ovm: missing required argument 'id'$/m, "ovm kill --help"],
     [["key", "gen"], /^ovm: unknown command 'gen'$/m, "ovm key --help"],
     [["ps", "--bogus"], /^ovm: unknown option '--bogus'$/m, "ovm ps --help"],
   ] as const) {
@@ -91,6 +92,14 @@ test("an unknown command or a missing argument: one line and a pointer to --help
     assert.ok(r.stderr.includes(`(see '${pointer}' for its flags and examples)`), r.stderr);
     assert.doesNotMatch(r.stderr, /Usage:|Options:/, "not the whole help");
     assert.ok(r.stderr.trim().split("\n").length <= 3, r.stderr);
+  }
+});
+
+test("ovm kill -s takes a signal name (with or without SIG) or number 1-64; anything else is a usage error naming it", async () => {
+  for (const bad of ["FOO", "0", "65", "SIGNOPE"]) {
+    const r = await ovm(["kill", "-s", bad, "web"]);
+    assert.equal(r.code, 2, bad);
+    assert.match(r.stderr, new RegExp(`--signal ${bad}: not a signal`), r.stderr);
   }
 });
 

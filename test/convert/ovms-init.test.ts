@@ -24,6 +24,7 @@ test("scripts/ovms-init/build.sh builds the same kernel and OVMS-Init initrd twi
     "init",
     "ovms/init2",
     "ovms/power",
+    "ovms/control",
     "bin/busybox",
     "etc/modules",
     "lib/modules/virtio_blk.ko",

@@ -301,6 +301,18 @@ test("POST /snapshot of a counting guest, then POST /start of the snapshot: the 
 test("stop, then remove: exited instances leave the default list and DELETE removes them", async () => {
   let r = await d.api.request("DELETE", "/instances/guest");
   assert.equal(r.status, 409, "a running instance is not removed without force");
+  r = await d.api.post("/kill", { instance_id: "guest", signal: 10 });
+  assert.equal(r.status, 501, "no program to signal in a VM that is not a container");
+  assert.equal(r.body.error.code, "NOT_IMPLEMENTED");
+  assert.match(r.body.error.message, /is not a container .* only SIGKILL \(9\) and SIGTERM \(15\)/);
+  r = await d.api.post("/kill", { instance_id: "guest", signal: 0 });
+  assert.equal(r.status, 400, "signal 0 is not a signal");
+  r = await d.api.post("/stdin", { instance_id: "guest", data: "aGk=" });
+  assert.equal(r.status, 409, "no program stdin in a VM that is not a container");
+  assert.match(r.body.error.message, /was not started with stdin/);
+  r = await d.api.post("/stdin", { instance_id: "guest", data: "%%%" });
+  assert.equal(r.status, 400, "bad base64");
+  assert.equal((await d.api.get("/status/guest")).body.state, "running", "a refused signal changes nothing");
   r = await d.api.post("/stop", { instance_id: "guest", timeout_ms: 5000 });
   assert.equal(r.status, 200);
   const id = r.body.instance_id;
@@ -313,6 +325,8 @@ test("stop, then remove: exited instances leave the default list and DELETE remo
   assert.equal((await d.api.get("/instances?all=1")).body.instances.length, 1);
   r = await d.api.post("/inject", { instance_id: "guest", content: { mmio: { data: "aGk=" } } });
   assert.equal(r.status, 409, "inject into an exited instance");
+  r = await d.api.post("/kill", { instance_id: "guest", signal: 15 });
+  assert.equal(r.status, 409, "a signal to an exited instance");
   assert.deepEqual(
     (await d.api.post("/stop", { instance_id: "guest" })).body,
     { status: "exited", instance_id: id, name: "guest" },

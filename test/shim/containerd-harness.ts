@@ -14,7 +14,8 @@ export interface Containerd {
   address: string;
   dir: string;
   /** ctr runs `ctr --address … [-n namespace] ARGS` and returns its exit status and output. */
-  ctr(args: string[], opts?: { namespace?: string; timeoutMs?: number }): Promise<CtrResult>;
+  /** ctr runs one ctr command; `input` is its stdin (then closed), else its stdin stays open. */
+  ctr(args: string[], opts?: { namespace?: string; timeoutMs?: number; input?: string }): Promise<CtrResult>;
   output(): string;
   stop(): Promise<void>;
 }
@@ -76,15 +77,16 @@ ${opts.cri ? cri : ""}`;
   proc.stdout!.on("data", (d: Buffer) => (out += d.toString()));
   proc.stderr!.on("data", (d: Buffer) => (out += d.toString()));
   const exited = new Promise<void>((r) => proc.once("exit", () => r()));
-  const ctr = (args: string[], o: { namespace?: string; timeoutMs?: number } = {}) =>
+  const ctr = (args: string[], o: { namespace?: string; timeoutMs?: number; input?: string } = {}) =>
     new Promise<CtrResult>((resolve) => {
-      execFile(
+      const child = execFile(
         "ctr",
         ["--address", address, ...(o.namespace ? ["-n", o.namespace] : []), ...args],
         { timeout: o.timeoutMs ?? 600_000, maxBuffer: 16 << 20 },
         (err, stdout, stderr) =>
           resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr }),
       );
+      if (o.input !== undefined) child.stdin!.end(o.input);
     });
   const deadline = Date.now() + 30_000;
   for (;;) {

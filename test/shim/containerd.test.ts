@@ -90,6 +90,47 @@ test("ctr run --runtime io.containerd.ovms.v2 prints the program's output and re
   );
 });
 
+test("stdout and stderr are separate streams: ctr run hands the program's fd 1 and fd 2 to its own stdout and stderr", async () => {
+  const r = await c.ctr([
+    ...RUN,
+    "--rm",
+    IMAGE,
+    "t-err",
+    "sh",
+    "-c",
+    "echo out-1; echo err-1 >&2; echo out-2; ls /no-such-file; echo err-2 >&2; exit 3",
+  ]);
+  assert.equal(r.code, 3, `${r.stderr}\n${c.output().slice(-2000)}`);
+  assert.deepEqual(r.stdout.trimEnd().split("\n"), ["out-1", "out-2"], "stdout holds fd 1 alone");
+  assert.deepEqual(
+    r.stderr.trimEnd().split("\n"),
+    ["err-1", "ls: /no-such-file: No such file or directory", "err-2"],
+    "stderr holds fd 2 alone, in order",
+  );
+  assert.deepEqual((await d.api.get("/instances?all=1")).body.instances, []);
+});
+
+test("stdin: ctr run feeds its own stdin to the program through the FIFO containerd gives, then end-of-file", async () => {
+  const r = await c.ctr(
+    [
+      ...RUN,
+      "--rm",
+      IMAGE,
+      "t-in",
+      "sh",
+      "-c",
+      'while read -r l; do echo "got:$l"; done; echo eof; head -c 3 /dev/stdin | wc -c; exit 4',
+    ],
+    { input: "one\ntwo words\n" + "x".repeat(5000) + "\n" },
+  );
+  assert.equal(r.code, 4, `${r.stderr}\n${c.output().slice(-2000)}`);
+  assert.deepEqual(
+    r.stdout.trimEnd().split("\n"),
+    ["got:one", "got:two words", `got:${"x".repeat(5000)}`, "eof", "0"],
+    "every line, a long one across several control lines, then end-of-file for good",
+  );
+});
+
 test("ctr task ls/kill/delete: a detached task runs as a VM, SIGTERM reaches the program, delete leaves nothing running", async () => {
   const r = await c.ctr([...RUN, "-d", IMAGE, "t-bg", "sh", "-c", "echo started; exec sleep 1000"]);
   assert.equal(r.code, 0, r.stderr);
@@ -137,6 +178,55 @@ async function logText(id: string): Promise<string> {
   const r = await d.api.get(`/logs/${id}`).catch(() => undefined);
   return ((r?.body as { line: string }[] | undefined) ?? []).map((l) => l.line).join("\n");
 }
+
+test("signals reach the program in the guest: a trapped SIGTERM (ovm kill -s TERM) leaves it running, ctr task kill -s SIGUSR1 ends it with its own status", async () => {
+  const program = [
+    'trap "echo got-term" TERM',
+    'trap "echo got-usr1; exit 42" USR1',
+    "echo ready",
+    "while :; do sleep 1; done",
+  ].join("; ");
+  const r = await c.ctr([...RUN, "-d", IMAGE, "t-sig", "sh", "-c", program]);
+  assert.equal(r.code, 0, r.stderr);
+  const [inst] = (await d.api.get("/instances")).body.instances;
+  const deadline = Date.now() + 300_000;
+  const until = async (text: string) => {
+    while (!(await logText(inst.instance_id)).includes(text) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 300));
+    assert.ok((await logText(inst.instance_id)).includes(text), `${text} in the console`);
+  };
+  await until("ready");
+  const term = await ovm(["--json", "kill", "-s", "TERM", inst.instance_id], d.env);
+  assert.equal(term.code, 0, term.stderr);
+  assert.deepEqual(
+    JSON.parse(term.stdout).killed.map((k: { status: string; signal: number }) => [k.status, k.signal]),
+    [["signalled", 15]],
+  );
+  await until("got-term");
+  assert.match(
+    (await c.ctr(["task", "ls"])).stdout,
+    /^t-sig\s+\d+\s+RUNNING/m,
+    "the program trapped SIGTERM",
+  );
+  const kill = await c.ctr(["task", "kill", "-s", "SIGUSR1", "t-sig"]);
+  assert.equal(kill.code, 0, kill.stderr);
+  let ls = "";
+  while (Date.now() < deadline) {
+    ls = (await c.ctr(["task", "ls"])).stdout;
+    if (/^t-sig\s+\d+\s+STOPPED/m.test(ls)) break;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  assert.match(ls, /^t-sig\s+\d+\s+STOPPED/m);
+  assert.match(await logText(inst.instance_id), /got-usr1/);
+  const late = await d.api.post("/kill", { instance_id: inst.instance_id, signal: 10 });
+  assert.equal(late.status, 409, "an ended instance takes no signal");
+  assert.equal(late.body.error.code, "CONFLICT");
+  const del = await c.ctr(["task", "delete", "t-sig"]);
+  assert.equal(del.code, 0, del.stderr);
+  assert.match(del.stderr, /exit with non-zero exit code 42/, "the status the program chose in its trap");
+  assert.equal((await c.ctr(["container", "rm", "t-sig"])).code, 0);
+  assert.deepEqual((await d.api.get("/instances?all=1")).body.instances, []);
+});
 
 test("the ovms.artifact annotation: a container starts from a RAM-snapshot artifact and its program goes on from the snapshot", async () => {
   const conv = await ovm(["convert", `oci:${join(dir, "image-layout")}:1.0`, "-t", "snapme/app:1"], d.env);

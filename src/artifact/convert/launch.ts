@@ -17,6 +17,8 @@ export interface LaunchOverrides {
   env?: string[];
   /** The guest's hostname (the instance name). */
   hostname?: string;
+  /** The program's stdin comes from the runtime (the control channel), not /dev/null. */
+  stdin?: boolean;
 }
 
 /** Launch is what OVMS-Init runs, fully resolved. */
@@ -29,6 +31,8 @@ export interface Launch {
   /** Signal name without `SIG` (busybox `kill -s`). */
   stopSignal: string;
   hostname?: string;
+  /** stdin from the runtime (`ovms_stdin=1`, rfc §6.7). */
+  stdin?: boolean;
 }
 
 /** DEFAULT_PATH is the PATH a program gets when the image sets none (as docker does). */
@@ -78,6 +82,7 @@ export function resolveLaunch(b: BootstrapConfig, o: LaunchOverrides = {}): Laun
     stopSignal: (b.stopSignal ?? "SIGTERM").replace(/^SIG/, ""),
   };
   if (o.hostname) launch.hostname = o.hostname;
+  if (o.stdin) launch.stdin = true;
   return launch;
 }
 
@@ -118,6 +123,7 @@ export function renderLaunch(l: Launch): string {
     `ovms_hostname=${q(l.hostname ?? "")}`,
     `ovms_workdir=${q(l.workdir)}`,
     `ovms_stop_signal=${q(l.stopSignal)}`,
+    ...(l.stdin ? ["ovms_stdin='1'"] : []),
     "ovms_exec() {",
     `  exec ${exec}`,
     "}",

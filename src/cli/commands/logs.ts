@@ -29,7 +29,9 @@ Examples:
     });
     for await (const rec of records) {
       const line = out.json ? JSON.stringify(rec) : rec.line;
-      if (!process.stdout.write(line + "\n")) await new Promise((r) => process.stdout.once("drain", r));
+      // A container's stderr lines go to stderr, as `docker logs` does.
+      const to = rec.stream === "stderr" && !out.json ? process.stderr : process.stdout;
+      if (!to.write(line + "\n")) await new Promise((r) => to.once("drain", r));
     }
   });
 }

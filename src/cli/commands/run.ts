@@ -175,7 +175,8 @@ terminal, kill -9) the daemon notices and stops the VM.`,
       if (overrides.ports || overrides.publish_all)
         out.info(`${started.name}: ${portsText(await client.status(started.instance_id))}`);
       for await (const rec of records) {
-        if (!process.stdout.write(rec.line + "\n")) await new Promise((r) => process.stdout.once("drain", r));
+        const to = rec.stream === "stderr" ? process.stderr : process.stdout;
+        if (!to.write(rec.line + "\n")) await new Promise((r) => to.once("drain", r));
       }
       const end = await client.status(started.instance_id).catch((e: unknown) => {
         if (!isOvmsError(e, "DAEMON_UNAVAILABLE")) throw e;

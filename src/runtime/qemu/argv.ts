@@ -22,6 +22,17 @@ export interface QemuConfig {
   serialSocket?: string;
   /** containerMode: a second serial port (COM2) into this file, OVMS-Init's control channel. */
   controlLog?: string;
+  /**
+   * controlSocket gives the control channel an input, as `serialSocket` does the console: QEMU
+   * listens on it and logs the guest's side into `controlLog`. The runtime writes commands
+   * (`signal N`, control-channel.ts) that OVMS-Init's control reader carries out.
+   */
+  controlSocket?: string;
+  /**
+   * containerMode: a virtio-serial port named `ovms.stderr` into this file, where OVMS-Init
+   * sends the program's stderr (the first serial port keeps its stdout).
+   */
+  stderrLog?: string;
   qmpSocket: string;
   /** File backing guest RAM (on tmpfs), so a snapshot can keep memory out of the migration stream. */
   ramFile: string;
@@ -42,6 +53,9 @@ export interface QemuConfig {
   /** Lock guest memory in RAM (mlock_required). */
   memLock?: boolean;
 }
+
+/** STDERR_PORT is the name of the virtio-serial port that carries a container's stderr (rfc §6.7). */
+export const STDERR_PORT = "ovms.stderr";
 
 /** defaultCpuModel is the CPU model an accelerator gets unless told otherwise. */
 export function defaultCpuModel(accel: Accel): string {
@@ -89,7 +103,9 @@ export function qemuArgv(c: QemuConfig): string[] {
   if (c.controlLog)
     a.push(
       "-chardev",
-      `file,id=control0,path=${c.controlLog}`,
+      c.controlSocket
+        ? `socket,id=control0,path=${c.controlSocket},server=on,wait=off,logfile=${c.controlLog}`
+        : `file,id=control0,path=${c.controlLog}`,
       "-device",
       "isa-serial,chardev=control0,index=1",
     );
@@ -109,6 +125,16 @@ export function qemuArgv(c: QemuConfig): string[] {
     a.push("-object", `memory-backend-file,id=shm-${d.name},mem-path=${d.path},size=${d.size},share=on`);
     a.push("-device", `ivshmem-plain,memdev=shm-${d.name},master=on`);
   }
+  // After every other virtio device, so that adding it moves none of their microvm slots.
+  if (c.stderrLog)
+    a.push(
+      "-chardev",
+      `file,id=stderr0,path=${c.stderrLog}`,
+      "-device",
+      c.machine === "microvm" ? "virtio-serial-device,id=vser0" : "virtio-serial-pci,id=vser0",
+      "-device",
+      `virtserialport,bus=vser0.0,chardev=stderr0,name=${STDERR_PORT}`,
+    );
   if (c.vmgenid && c.machine === "q35") a.push("-device", `vmgenid,guid=${c.vmgenid}`);
   a.push("-qmp", `unix:${c.qmpSocket},server=on,wait=off`);
   if (c.restore) a.push("-incoming", "defer", "-S");

@@ -155,7 +155,7 @@ function parents(paths: string[]): string[] {
 
 /**
  * sandboxPaths are the host paths one instance's QEMU may see (RFC §8.4): its kernel and
- * initrd and the layers of its disk chain read-only; its overlay, serial log (and OVMS-Init's control log) and tmpfs folder
+ * initrd and the layers of its disk chain read-only; its overlay, serial log (and a container's control and stderr logs) and tmpfs folder
  * (guest RAM, ivshmem regions, sockets) read-write; for a restore, the preloaded snapshot
  * memory it maps privately (QEMU 7.2 opens a memory-backend-file read-write even for
  * share=off). /dev/kvm when the instance runs on KVM.
@@ -170,6 +170,7 @@ export function sandboxPaths(
   const rw = [
     cfg.serialLog,
     ...(cfg.controlLog ? [cfg.controlLog] : []),
+    ...(cfg.stderrLog ? [cfg.stderrLog] : []),
     ...(cfg.disk ? [cfg.disk] : []),
     dirname(cfg.qmpSocket),
   ];

@@ -35,7 +35,7 @@ export async function readProgramExit(controlLog: string): Promise<{ status?: nu
     .pop();
   const tail = text
     .split(/\r?\n/)
-    .filter((l) => l.trim() && !EXIT_LINE.test(l))
+    .filter((l) => l.trim() && !EXIT_LINE.test(l) && !l.includes("OVMS-READY"))
     .slice(-3)
     .join(" | ");
   const status = m ? Number(m[1]) : undefined;

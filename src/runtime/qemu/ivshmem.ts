@@ -38,3 +38,15 @@ export async function writeRegion(path: string, offset: number, data: Buffer): P
     await fh.close();
   }
 }
+
+/** injectInto writes an injection into a running or paused instance's region (CONFLICT otherwise). */
+export async function injectInto(
+  rec: { instance_id: string; state: string; devices: { name: string; size: number; path: string }[] },
+  req: Injection,
+): Promise<number> {
+  if (rec.state !== "running" && rec.state !== "paused")
+    throw new RuntimeError("CONFLICT", `instance ${rec.instance_id} is ${rec.state}, not running`);
+  const { path, offset } = injectTarget(rec, req);
+  await writeRegion(path, offset, req.data);
+  return req.data.length;
+}

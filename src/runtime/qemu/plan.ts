@@ -31,6 +31,8 @@ export interface Plan {
   network?: NetworkDraft;
   /** containerMode cold boot: the launch file OVMS-Init runs (bootstrap config + overrides, rfc §6.7). */
   launch?: string;
+  /** containerMode cold boot: the program's stdin comes through the control channel. */
+  stdin?: boolean;
 }
 
 /**
@@ -81,10 +83,10 @@ export function draftPlan(
   const devices = m.devices ?? [];
   const needsPci = devices.length > 0;
   const snap = a.ramSnapshot?.metadata;
-  if ((opts.args || opts.env) && !a.bootstrap)
+  if ((opts.args || opts.env || opts.stdin) && !a.bootstrap)
     throw new RuntimeError(
       "INVALID_ARGUMENT",
-      `${a.reference} is not a container image (containerMode): a command or environment override applies to images converted with ovm convert only`,
+      `${a.reference} is not a container image (containerMode): a command, environment or stdin override applies to images converted with ovm convert only`,
     );
   if (snap) {
     const bad = restoreMismatches(snap, opts, ctx.runtime);
@@ -123,9 +125,11 @@ export function draftPlan(
     const launch = resolveLaunch(a.bootstrap, {
       ...(opts.args ? { args: opts.args } : {}),
       ...(opts.env ? { env: opts.env } : {}),
+      ...(opts.stdin ? { stdin: true } : {}),
       hostname: name,
     });
     draft.launch = renderLaunch(launch);
+    if (opts.stdin) draft.stdin = true;
   }
   if (snap) {
     draft.accel = snap.accel as Accel;
@@ -155,8 +159,8 @@ export function restoreMismatches(
     bad.push(`accel: snapshot ${snap.accel}, asked ${opts.accel}`);
   if (opts.cmdline) bad.push("cmdline: a restored kernel is already running; its command line cannot change");
   bad.push(...networkMismatches(snap, opts));
-  if (opts.args || opts.env)
-    bad.push("args/env: a restored program is already running; its command cannot change");
+  if (opts.args || opts.env || opts.stdin)
+    bad.push("args/env/stdin: a restored program is already running; its command and stdin cannot change");
   return bad;
 }
 
@@ -237,6 +241,8 @@ export function qemuConfig(
   if (a.manifest.containerMode) {
     // OVMS-Init's control channel (rfc §6.7): the kernel console and the program's exit status.
     cfg.controlLog = join(at.dir, "control.log");
+    cfg.controlSocket = join(at.shmDir, "control.sock");
+    cfg.stderrLog = join(at.dir, "stderr.log");
     // A cold boot gets its own initrd: OVMS-Init with the launch file appended.
     if (plan.launch) cfg.initrd = join(at.dir, "initrd.img");
   }

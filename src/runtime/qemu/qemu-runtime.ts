@@ -10,6 +10,7 @@ import {
   TERMINAL_STATES,
   type Injection,
   type Instance,
+  type KillAction,
   type Runtime,
   type SnapshotCapture,
   type SnapshotOptions,
@@ -20,7 +21,7 @@ import { QEMU_BINARY, qemuVersion } from "./accel.js";
 import { qemuArgv } from "./argv.js";
 import { DEFAULT_BOOT_TIMEOUT_MS, trackBoot } from "./boot-watchdog.js";
 import type { ConfineSetting } from "./confine.js";
-import { injectTarget, writeRegion } from "./ivshmem.js";
+import { injectInto } from "./ivshmem.js";
 import { Migration } from "./migration.js";
 import { qemuConfig, type Plan } from "./plan.js";
 import { VmmLauncher } from "./launcher.js";
@@ -38,6 +39,7 @@ import {
   type Planned,
 } from "./start-steps.js";
 import { InstanceConsole } from "./instance-console.js";
+import { signalInstance, writeStdin, type SignalDeps } from "./control-channel.js";
 import { Supervisor, connectQmp, isOurQemu, kill, procMetrics, type Live } from "./supervisor.js";
 import { trace } from "./trace.js";
 import { QemuWarmPool } from "./warm-pool.js";
@@ -294,14 +296,28 @@ export class QemuRuntime implements Runtime {
     return this.info(rec);
   }
 
-  async inject(ref: string, req: Injection): Promise<number> {
-    const rec = this.records.find(ref);
-    if (rec.state !== "running" && rec.state !== "paused") {
-      throw new RuntimeError("CONFLICT", `instance ${rec.instance_id} is ${rec.state}, not running`);
-    }
-    const { path, offset } = injectTarget(rec, req);
-    await writeRegion(path, offset, req.data);
-    return req.data.length;
+  async kill(ref: string, signal: number): Promise<{ instance: Instance; action: KillAction }> {
+    const r = await signalInstance(this.control(), ref, signal);
+    return { instance: await this.info(r.rec), action: r.action };
+  }
+
+  stdin(ref: string, data: Buffer, close: boolean): Promise<number> {
+    return writeStdin(this.control(), ref, data, close);
+  }
+
+  /** control is what OVMS-Init's control channel needs of the runtime (control-channel.ts). */
+  private control(): SignalDeps {
+    const { records, procs, console } = this;
+    return {
+      records,
+      procs,
+      send: (id, p, d) => console.control(id, p, d),
+      stop: (id, o) => this.stop(id, o),
+    };
+  }
+
+  inject(ref: string, req: Injection): Promise<number> {
+    return injectInto(this.records.find(ref), req);
   }
 
   async status(ref: string): Promise<Instance> {

@@ -37,6 +37,8 @@ export interface InstanceRecord {
   program_exit_code?: number;
   /** containerMode: the instance has OVMS-Init's control port (control.log in its folder). */
   container?: boolean;
+  /** containerMode: the program's stdin comes through the control channel (started with `stdin`). */
+  stdin?: boolean;
   memory_bytes: number;
   vcpus: number;
   boot_ms?: number;
@@ -152,9 +154,10 @@ export class InstanceRecords {
       }
       await writeFile(cfg.serialLog, "");
       const extra: string[] = [];
-      if (cfg.controlLog) {
-        await writeFile(cfg.controlLog, "");
-        extra.push(cfg.controlLog);
+      for (const f of [cfg.controlLog, cfg.stderrLog]) {
+        if (!f) continue;
+        await writeFile(f, "");
+        extra.push(f);
       }
       if (launch && cfg.initrd && a.initrdPath && cfg.initrd !== a.initrdPath) {
         await writeLaunchInitrd(a.initrdPath, cfg.initrd, launch);
@@ -318,6 +321,7 @@ export function newRecord(
   };
   if (a.ramSnapshot) rec.restored_from = a.ramSnapshot.digest;
   if (cfg.controlLog) rec.container = true;
+  if (plan.stdin) rec.stdin = true;
   if (at.pool) rec.pool = true;
   if (cfg.network)
     rec.network = { mode: cfg.network.mode, mac: cfg.network.mac, ports: cfg.network.forwards };

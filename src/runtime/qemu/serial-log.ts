@@ -7,11 +7,13 @@ import type { LogRecord } from "../types.js";
  * it starts with the last lines only (complete ones, when following). With `follow` and
  * `ended` (the instance still runs) it keeps polling the file for new lines until `ended`
  * resolves or the stream is destroyed; a last line without a newline is given at the end.
+ * Records carry `stream` (default `serial`; a container's stderr file is read as `stderr`).
  */
 export async function serialLog(
   path: string,
-  opts: { follow?: boolean; tail?: number; ended?: Promise<void> } = {},
+  opts: { follow?: boolean; tail?: number; ended?: Promise<void>; stream?: LogRecord["stream"] } = {},
 ): Promise<Readable> {
+  const stream = opts.stream ?? "serial";
   const out = new PassThrough({ objectMode: true });
   let offset = 0;
   let partial = "";
@@ -21,7 +23,7 @@ export async function serialLog(
     partial = final ? "" : lines.pop()!;
     if (final && lines[lines.length - 1] === "") lines.pop();
     const ts = new Date().toISOString();
-    return lines.map((line) => ({ ts, stream: "serial" as const, line }));
+    return lines.map((line) => ({ ts, stream, line }));
   };
   // One read at a time: a poll that takes longer than the interval (a busy host) must not run
   // beside the next one, which would read the same bytes twice or find the offset already past
@@ -72,6 +74,29 @@ export async function serialLog(
     done = true;
     clearInterval(poll);
   });
+  return out;
+}
+
+/**
+ * mergeRecords interleaves record streams as their records come (each stream's own order is
+ * kept) and ends when all have ended; destroying it destroys them.
+ */
+export function mergeRecords(streams: Readable[]): Readable {
+  const out = new PassThrough({ objectMode: true });
+  let open = streams.length;
+  for (const s of streams) {
+    s.on("data", (r) => {
+      if (!out.write(r)) {
+        s.pause();
+        out.once("drain", () => s.resume());
+      }
+    });
+    s.on("end", () => {
+      if (--open === 0) out.end();
+    });
+    s.on("error", (e) => out.destroy(e));
+  }
+  out.on("close", () => streams.forEach((s) => s.destroy()));
   return out;
 }
 

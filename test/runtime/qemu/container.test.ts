@@ -64,7 +64,7 @@ test("a container's plan holds its launch file: OCI argv, overrides, the instanc
   assert.equal(draftPlan(vm, {}, ctx).launch, undefined);
 });
 
-test("a container boots with its own initrd and OVMS-Init's control port (COM2) into control.log", () => {
+test("a container boots with its own initrd and OVMS-Init's control port (COM2): a socket for the runtime's commands, logged into control.log", () => {
   const a = container();
   const plan = finishPlan(draftPlan(a, {}, ctx), "tcg");
   const cfg = qemuConfig(a, plan, { id: "i1", dir: "/inst/i1", shmDir: "/shm/i1", vmgenid: "g" });
@@ -73,10 +73,28 @@ test("a container boots with its own initrd and OVMS-Init's control port (COM2) 
   const argv = qemuArgv(cfg);
   const i = argv.indexOf("isa-serial,chardev=control0,index=1");
   assert.ok(i > 0 && argv[i - 1] === "-device", argv.join(" "));
-  assert.ok(argv.includes("file,id=control0,path=/inst/i1/control.log"));
+  assert.equal(cfg.controlSocket, "/shm/i1/control.sock");
+  assert.ok(
+    argv.includes(
+      "socket,id=control0,path=/shm/i1/control.sock,server=on,wait=off,logfile=/inst/i1/control.log",
+    ),
+    argv.join(" "),
+  );
+  assert.ok(
+    qemuArgv({ ...cfg, controlSocket: undefined }).includes("file,id=control0,path=/inst/i1/control.log"),
+  );
   assert.ok(argv.indexOf("chardev:serial0") < i, "the program's console stays the first port");
-  const plain = qemuArgv({ ...cfg, controlLog: undefined });
-  assert.ok(!plain.some((x) => x.includes("control0")));
+  // The program's stderr: a virtio-serial port named ovms.stderr into stderr.log, after every
+  // other virtio device (their microvm slots do not move).
+  assert.equal(cfg.stderrLog, "/inst/i1/stderr.log");
+  const port = argv.indexOf("virtserialport,bus=vser0.0,chardev=stderr0,name=ovms.stderr");
+  assert.ok(port > 0 && argv[port - 1] === "-device", argv.join(" "));
+  assert.ok(argv.includes("file,id=stderr0,path=/inst/i1/stderr.log"));
+  assert.equal(argv[port - 2], "virtio-serial-device,id=vser0", "virtio-mmio on microvm");
+  assert.ok(argv.indexOf("virtio-blk-device,drive=disk0") < port, "after the disk");
+  assert.ok(qemuArgv({ ...cfg, machine: "q35" }).includes("virtio-serial-pci,id=vser0"), "PCI on q35");
+  const plain = qemuArgv({ ...cfg, controlLog: undefined, stderrLog: undefined });
+  assert.ok(!plain.some((x) => x.includes("control0") || x.includes("vser0")));
 });
 
 test("the instance's initrd is OVMS-Init with /ovms/launch appended; the kernel's cpio reader finds it", async (t) => {

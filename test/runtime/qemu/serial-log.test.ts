@@ -3,13 +3,13 @@ import assert from "node:assert/strict";
 import { appendFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
-import { serialLog, watchFirstOutput } from "../../../src/runtime/qemu/serial-log.js";
+import { mergeRecords, serialLog, watchFirstOutput } from "../../../src/runtime/qemu/serial-log.js";
 import { tempDir } from "../../helpers.js";
 
 async function lines(r: Readable): Promise<string[]> {
   const out: string[] = [];
   for await (const rec of r) {
-    assert.equal(rec.stream, "serial");
+    assert.equal(rec.stream, "serial", "the console's records are `serial` unless told");
     assert.ok(!Number.isNaN(Date.parse(rec.ts)));
     out.push(rec.line);
   }
@@ -43,6 +43,31 @@ test("follow of a live instance gives new lines until it ends", async (t) => {
   await appendFile(path, " a line\n");
   end();
   assert.deepEqual(await got, ["boot", "ready", "half a line"]);
+});
+
+test("a container's stderr file as `stderr` records, merged with the console: each stream in its own order, to the end of both", async (t) => {
+  const dir = await tempDir(t);
+  await writeFile(join(dir, "serial.log"), "out-1\nout-2\n");
+  await writeFile(join(dir, "stderr.log"), "err-1\n");
+  let end!: () => void;
+  const ended = new Promise<void>((r) => (end = r));
+  const merged = mergeRecords([
+    await serialLog(join(dir, "serial.log"), { follow: true, ended }),
+    await serialLog(join(dir, "stderr.log"), { follow: true, ended, stream: "stderr" }),
+  ]);
+  const got: { stream: string; line: string }[] = [];
+  const all = (async () => {
+    for await (const r of merged) got.push({ stream: r.stream, line: r.line });
+  })();
+  await appendFile(join(dir, "stderr.log"), "err-2\n");
+  await appendFile(join(dir, "serial.log"), "out-3\n");
+  await new Promise((r) => setTimeout(r, 150));
+  end();
+  await all;
+  const of = (s: string) => got.filter((r) => r.stream === s).map((r) => r.line);
+  assert.deepEqual(of("serial"), ["out-1", "out-2", "out-3"]);
+  assert.deepEqual(of("stderr"), ["err-1", "err-2"]);
+  assert.equal(got.length, 5);
 });
 
 test("watchFirstOutput fires once the guest wrote something, and stops when told the instance is gone", async (t) => {
