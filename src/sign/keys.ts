@@ -143,9 +143,12 @@ export async function loadSigningKey(path: string, passphrase: Passphrase): Prom
   } catch (e) {
     if (e instanceof OvmsError) throw e;
     const msg = (e as Error).message;
+    // A wrong passphrase usually fails the padding check ("bad decrypt"), but about one time
+    // in 256 the padding of the garbage looks right and the DER decoder fails instead.
+    const encrypted = pem.type === "ENCRYPTED PRIVATE KEY";
     throw new SignError(
       "KEY_INVALID",
-      /decrypt|bad decrypt|passphrase/i.test(msg)
+      encrypted || /decrypt|bad decrypt|passphrase/i.test(msg)
         ? `${what}: cannot decrypt it: wrong passphrase (${msg})`
         : `${what}: not a usable private key: ${msg}`,
       { cause: e },
