@@ -13,7 +13,8 @@ export type ConsoleTarget = { socketPath: string } | { url: string; token: strin
 /**
  * openConsole opens the serial console of instance `id` as a WebSocket (`GET
  * /console/{id}`, RFC §6.3): binary messages are the console's raw bytes (the last `tail`
- * bytes first), and what is sent is typed into the guest. Resolves once it is open; a refusal
+ * bytes first, to `onMessage`), and what is sent is typed into the guest. Resolves once it is
+ * open, with `closed` (the close code and reason); a refusal
  * before the upgrade throws the daemon's error (DaemonError: NOT_FOUND, CONFLICT, …), a
  * daemon that does not answer DAEMON_UNAVAILABLE. Over TCP the token travels as the
  * `ovms.bearer.` subprotocol, never in the URL.
@@ -21,8 +22,8 @@ export type ConsoleTarget = { socketPath: string } | { url: string; token: strin
 export function openConsole(
   target: ConsoleTarget,
   id: string,
-  opts: { tail?: number } = {},
-): Promise<WebSocket> {
+  opts: { tail?: number; onMessage?: (data: Buffer) => void } = {},
+): Promise<{ ws: WebSocket; closed: Promise<{ code: number; reason: string }> }> {
   const path = `/console/${encodeURIComponent(id)}${opts.tail !== undefined ? `?tail=${opts.tail}` : ""}`;
   const where = "socketPath" in target ? target.socketPath : target.url;
   const url =
@@ -33,7 +34,13 @@ export function openConsole(
   if ("token" in target) protocols.push(`ovms.bearer.${Buffer.from(target.token).toString("base64url")}`);
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, protocols);
-    ws.once("open", () => resolve(ws));
+    // Listened to before `open`: the tail of an ended instance and its close can arrive with
+    // the upgrade answer and be emitted before a caller awaiting this promise runs again.
+    if (opts.onMessage) ws.on("message", (data: Buffer) => opts.onMessage!(data));
+    const closed = new Promise<{ code: number; reason: string }>((r) =>
+      ws.once("close", (code: number, reason: Buffer) => r({ code, reason: reason.toString() })),
+    );
+    ws.once("open", () => resolve({ ws, closed }));
     ws.once("unexpected-response", (_req, res: IncomingMessage) => {
       const parts: Buffer[] = [];
       res.on("data", (c: Buffer) => parts.push(c));

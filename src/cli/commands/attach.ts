@@ -33,7 +33,10 @@ Examples:
   addSocketOption(cmd).action(async (id: string, opts: { tail?: number }, c: Command) => {
     // The socket daemonClient picks (the flag, $OVMD_SOCKET, else the default), as every command does.
     const socketPath = (await daemonClient(c)).socketPath!;
-    const ws = await openConsole({ socketPath }, id, opts.tail !== undefined ? { tail: opts.tail } : {});
+    const { ws, closed } = await openConsole({ socketPath }, id, {
+      ...(opts.tail !== undefined ? { tail: opts.tail } : {}),
+      onMessage: (data) => void process.stdout.write(data),
+    });
     const stdin = process.stdin;
     const tty = stdin.isTTY === true;
     let detached = false;
@@ -50,10 +53,7 @@ Examples:
       process.stderr.write(`ovm: attached to ${id}; Ctrl-] detaches\r\n`);
     }
     stdin.on("data", onInput);
-    ws.on("message", (data: Buffer) => void process.stdout.write(data));
-    const { code, reason } = await new Promise<{ code: number; reason: string }>((resolve) =>
-      ws.once("close", (code: number, reason: Buffer) => resolve({ code, reason: reason.toString() })),
-    );
+    const { code, reason } = await closed;
     stdin.off("data", onInput);
     if (tty) stdin.setRawMode(false);
     stdin.pause();
