@@ -1,4 +1,4 @@
-import { createReadStream } from "node:fs";
+import { createReadStream, createWriteStream, openSync } from "node:fs";
 import { chmod, mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -167,10 +167,12 @@ export class Store implements ContentStore {
     const tmp = join(this.ingestDir, `${process.pid}-${randomBytes(8).toString("hex")}`);
     const hasher = new Hasher({ ...expect, what: expect.digest ? `blob ${expect.digest}` : "blob" });
     // The file is opened before any byte flows: a WriteStream given only a path opens it
-    // lazily, so a stream that fails at once could create the file after the rm below.
-    const out = await open(tmp, "wx", 0o600);
+    // lazily, so a stream that fails at once could create the file after the rm below. And
+    // synchronously: `content` may already be flowing (a pipe), and its error must find the
+    // pipeline's listener, not an await in between.
+    const fd = openSync(tmp, "wx", 0o600);
     try {
-      await pipeline(content, hasher, out.createWriteStream()); // closes `out` when done
+      await pipeline(content, hasher, createWriteStream(tmp, { fd })); // closes `fd` when done
       const fh = await open(tmp, "r");
       try {
         await fh.sync();
