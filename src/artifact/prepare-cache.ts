@@ -5,7 +5,7 @@ import { pipeline } from "node:stream/promises";
 import { Writable } from "node:stream";
 import { OvmsError } from "../core/errors.js";
 import { Hasher, type Digest } from "../core/digest.js";
-import { fingerprint } from "../core/fingerprint.js";
+import { FileBoundMemo } from "../core/fingerprint.js";
 import type { Store } from "../store/store.js";
 import { preloadRamsnap, type readRamsnapHeader } from "./ramsnap.js";
 import { markUsed, USED_FILE } from "./snapshot-cache.js";
@@ -21,7 +21,7 @@ import type { PreparedArtifact } from "./prepared-artifact.js";
 export class PrepareCache {
   private readonly verified = new Set<string>();
   private readonly preloads = new Map<string, Promise<{ memoryFile: string; deviceStateFile: string }>>();
-  private readonly prepared = new Map<Digest, { value: PreparedArtifact; files: Map<string, string> }>();
+  private readonly prepared = new FileBoundMemo<Digest, PreparedArtifact>();
 
   /**
    * recall returns what `remember` kept for an artifact (by manifest digest) while every file it
@@ -33,14 +33,8 @@ export class PrepareCache {
   recall(digest: Digest, reference: string): PreparedArtifact | undefined {
     const hit = this.prepared.get(digest);
     if (!hit) return undefined;
-    for (const [path, print] of hit.files) {
-      if (fingerprint(path) !== print) {
-        this.prepared.delete(digest);
-        return undefined;
-      }
-    }
-    if (hit.value.ramSnapshot) markUsed(dirname(hit.value.ramSnapshot.memoryFile));
-    return { ...hit.value, reference };
+    if (hit.ramSnapshot) markUsed(dirname(hit.ramSnapshot.memoryFile));
+    return { ...hit, reference };
   }
 
   /** remember keeps a prepared artifact with the fingerprints of the files it points at. */
@@ -58,13 +52,7 @@ export class PrepareCache {
         : []),
       ...extraFiles,
     ];
-    const files = new Map<string, string>();
-    for (const p of paths) {
-      const print = fingerprint(p);
-      if (print === undefined) return; // not all there: nothing to remember
-      files.set(p, print);
-    }
-    this.prepared.set(value.digest, { value, files });
+    this.prepared.set(value.digest, value, paths);
   }
 
   /** verifyBlob hashes a blob of the store once per cache and content, or throws DIGEST_MISMATCH. */

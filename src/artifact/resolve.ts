@@ -1,5 +1,5 @@
 import { isDigest } from "../core/digest.js";
-import { fingerprint } from "../core/fingerprint.js";
+import { FileBoundMemo } from "../core/fingerprint.js";
 import { OvmsError, isOvmsError } from "../core/errors.js";
 import type { Descriptor } from "../core/oci.js";
 import { parseReference } from "../core/reference.js";
@@ -40,7 +40,7 @@ export async function resolveReference(
         : e2;
     });
   }
-  const known = memo?.recall(store, desc, reference);
+  const known = memo?.recall(desc, reference);
   if (known) return known;
   const a = await loadStoredArtifact(store, desc, reference);
   memo?.remember(store, a);
@@ -55,28 +55,17 @@ export async function resolveReference(
  * daemon's controller).
  */
 export class ArtifactMemo {
-  private readonly known = new Map<string, { a: Artifact; prints: [string, string][] }>();
+  private readonly known = new FileBoundMemo<string, Artifact>();
 
-  recall(store: Store, desc: Descriptor, reference: string): Artifact | undefined {
+  recall(desc: Descriptor, reference: string): Artifact | undefined {
     const hit = this.known.get(desc.digest);
-    if (!hit) return undefined;
-    if (hit.prints.some(([path, print]) => fingerprint(path) !== print)) {
-      this.known.delete(desc.digest);
-      return undefined;
-    }
     // The descriptor is today's (its annotations say where it came from), the rest is content.
-    return { ...hit.a, reference, descriptor: desc };
+    return hit && { ...hit, reference, descriptor: desc };
   }
 
   remember(store: Store, a: Artifact): void {
-    const prints: [string, string][] = [];
-    for (const d of [a.descriptor.digest, a.oci.config.digest]) {
-      const path = store.blobPath(d);
-      const print = fingerprint(path);
-      if (print === undefined) return;
-      prints.push([path, print]);
-    }
-    this.known.set(a.descriptor.digest, { a, prints });
+    const files = [a.descriptor.digest, a.oci.config.digest].map((d) => store.blobPath(d));
+    this.known.set(a.descriptor.digest, a, files);
   }
 }
 

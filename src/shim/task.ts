@@ -1,5 +1,5 @@
 import { open, type FileHandle } from "node:fs/promises";
-import { constants, createReadStream, type ReadStream } from "node:fs";
+import { constants } from "node:fs";
 import { join } from "node:path";
 import type { InstanceInfo } from "../api/types.generated.js";
 import { DaemonError, isDaemonUnavailable, type OvmdClient } from "../client/client.js";
@@ -17,6 +17,7 @@ import {
 import type { Publisher } from "./publisher.js";
 import { TaskStatus, timestamp } from "./protos.js";
 import { Code, RpcError } from "./ttrpc-server.js";
+import { StdinPump } from "./stdin-pump.js";
 
 /** TaskIo are the FIFOs containerd made for a task (empty when it wants none). */
 export interface TaskIo {
@@ -57,10 +58,7 @@ export class OvmsTask {
   private killedWith?: number;
   private deleted = false;
   private record: ShimRecord = { mounted: [] };
-  private stdinStream?: ReadStream;
-  private stdinClosed = false;
-  private stdinQueue: Promise<unknown> = Promise.resolve();
-  private lastStdinAt = 0;
+  private stdin?: StdinPump;
 
   private constructor(
     readonly id: string,
@@ -143,7 +141,17 @@ export class OvmsTask {
       `task ${this.id}: instance ${res.instance_id} (${res.name}), VMM pid ${this.pid}, in ${Math.round(performance.now() - t0)} ms (${Math.round(tStarted - t0)} ms to POST /start)`,
     );
     void this.follow();
-    if (this.pumpsStdin) void this.pumpStdin();
+    if (this.pumpsStdin) {
+      this.stdin = new StdinPump(
+        this.io.stdin,
+        (data, close) =>
+          this.deps.client.stdin({ instance_id: this.instanceId!, data: data.toString("base64"), close }),
+        (message) => {
+          if (this.status === TaskStatus.RUNNING) this.deps.log(`task ${this.id}: stdin: ${message}`);
+        },
+      );
+      void this.stdin.run();
+    }
     return this.pid;
   }
 
@@ -206,64 +214,9 @@ export class OvmsTask {
     return !!this.io.stdin && !!this.record.layout;
   }
 
-  /**
-   * pumpStdin copies the stdin FIFO to the program (POST /stdin) until the writer closes it
-   * (or CloseIO), then closes the program's stdin: it reads end-of-file. Reading does not wait
-   * for the sends, which go one after the other (a cold guest holds the first until it is up).
-   */
-  private async pumpStdin(): Promise<void> {
-    try {
-      this.stdinStream = createReadStream(this.io.stdin, { highWaterMark: 64 << 10 });
-      for await (const chunk of this.stdinStream) {
-        this.lastStdinAt = Date.now();
-        this.sendStdin(chunk as Buffer, false);
-      }
-    } catch (e) {
-      if (!this.stdinClosed) this.deps.log(`task ${this.id}: stdin: ${(e as Error).message}`);
-    } finally {
-      if (!this.stdinClosed) {
-        this.stdinClosed = true;
-        this.sendStdin(Buffer.alloc(0), true);
-      }
-    }
-  }
-
-  /** sendStdin queues one POST /stdin behind the ones before it. */
-  private sendStdin(data: Buffer, close: boolean): void {
-    const req = { instance_id: this.instanceId!, data: data.toString("base64"), close };
-    this.stdinQueue = this.stdinQueue
-      .then(() => this.deps.client.stdin(req))
-      .catch((e) => {
-        if (this.status === TaskStatus.RUNNING)
-          this.deps.log(`task ${this.id}: stdin: ${(e as Error).message}`);
-      });
-  }
-
-  /**
-   * closeStdin is CloseIO with stdin: the program's stdin ends after what was written. ctr
-   * asks for it before it closes its end of the FIFO, so the pump first reads what is there
-   * (until the FIFO ends or stays quiet a moment), then stdin is closed behind it.
-   */
+  /** closeStdin is CloseIO with stdin (StdinPump.close). */
   async closeStdin(): Promise<void> {
-    if (this.stdinClosed || !this.pumpsStdin) return;
-    // An open still waiting for a writer ends once one comes and goes.
-    const w = await open(this.io.stdin, constants.O_WRONLY | constants.O_NONBLOCK).catch(() => undefined);
-    await w?.close();
-    const deadline = Date.now() + 5000;
-    while (!this.stdinClosed && Date.now() < deadline && Date.now() - this.lastStdinAt < 300) await sleep(50);
-    if (this.stdinClosed) return;
-    this.stdinClosed = true;
-    this.stdinStream?.destroy();
-    this.sendStdin(Buffer.alloc(0), true);
-  }
-
-  /** stopPump ends the stdin pump, also while its open still waits for a writer that never came. */
-  private async stopPump(): Promise<void> {
-    this.stdinClosed = true;
-    // A writer that opens and closes at once ends an open that waits for one.
-    const w = await open(this.io.stdin, constants.O_WRONLY | constants.O_NONBLOCK).catch(() => undefined);
-    await w?.close();
-    this.stdinStream?.destroy();
+    await this.stdin?.close();
   }
 
   /** daemonComesBack waits up to LOST_DAEMON_MS for ovmd to answer again. */
@@ -306,7 +259,7 @@ export class OvmsTask {
     this.exitedAt = new Date();
     this.status = TaskStatus.STOPPED;
     this.markExited();
-    if (this.pumpsStdin && !this.stdinClosed) await this.stopPump();
+    await this.stdin?.stop();
     this.deps.publisher.publish("/tasks/exit", "containerd.events.TaskExit", {
       container_id: this.id,
       id: this.id,

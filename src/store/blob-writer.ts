@@ -1,8 +1,10 @@
-import { closeSync, fsyncSync, openSync, writeSync } from "node:fs";
+import { closeSync, createWriteStream, fsyncSync, openSync, writeSync } from "node:fs";
 import { chmod, open, rename, rm } from "node:fs/promises";
 import { dirname } from "node:path";
 import { createHash } from "node:crypto";
-import { digestMismatch, type Digest } from "../core/digest.js";
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { Hasher, digestMismatch, type Digest } from "../core/digest.js";
 import { StoreError } from "./store-error.js";
 
 /** BlobWriter is an open ingest (see Store.openIngest). */
@@ -68,6 +70,43 @@ export function openBlobWriter(
     abort,
   };
   return w;
+}
+
+/**
+ * ingestStream writes `content` to the temp file `tmp`, verified against `expect` while it
+ * streams, fsynced, made read-only, renamed to `dest(digest)` and the folder fsynced (see
+ * Store.ingest). Any failure removes the temp file.
+ */
+export async function ingestStream(
+  content: Readable,
+  tmp: string,
+  dest: (digest: Digest) => string,
+  expect: { digest?: Digest; size?: number },
+): Promise<{ digest: Digest; size: number }> {
+  const hasher = new Hasher({ ...expect, what: expect.digest ? `blob ${expect.digest}` : "blob" });
+  // The file is opened before any byte flows: a WriteStream given only a path opens it
+  // lazily, so a stream that fails at once could create the file after the rm below. And
+  // synchronously: `content` may already be flowing (a pipe), and its error must find the
+  // pipeline's listener, not an await in between.
+  const fd = openSync(tmp, "wx", 0o600);
+  try {
+    await pipeline(content, hasher, createWriteStream(tmp, { fd })); // closes `fd` when done
+    const fh = await open(tmp, "r");
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    const digest = hasher.digest();
+    const to = dest(digest);
+    await chmod(tmp, 0o444);
+    await rename(tmp, to);
+    await fsyncDir(dirname(to));
+    return { digest, size: hasher.bytes };
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
 }
 
 /** fsyncDir makes a rename in `dir` durable. */

@@ -1,8 +1,7 @@
-import { createReadStream, createWriteStream, openSync } from "node:fs";
-import { chmod, mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { createReadStream } from "node:fs";
+import { mkdir, open, readFile, rename, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { randomBytes } from "node:crypto";
 import { Hasher, digestHex, isDigest, sha256, type Digest } from "../core/digest.js";
 import { fingerprint } from "../core/fingerprint.js";
@@ -12,7 +11,7 @@ import { formatReference, parseReference } from "../core/reference.js";
 import type { ContentCapabilities, ContentStore } from "../core/content.js";
 import { StoreError } from "./store-error.js";
 import { collectGarbage, type GcResult } from "./gc.js";
-import { fsyncDir, openBlobWriter, type BlobWriter } from "./blob-writer.js";
+import { ingestStream, openBlobWriter, type BlobWriter } from "./blob-writer.js";
 
 export type { GcResult, BlobWriter };
 
@@ -165,29 +164,7 @@ export class Store implements ContentStore {
       return { digest: expect.digest, size: present };
     }
     const tmp = join(this.ingestDir, `${process.pid}-${randomBytes(8).toString("hex")}`);
-    const hasher = new Hasher({ ...expect, what: expect.digest ? `blob ${expect.digest}` : "blob" });
-    // The file is opened before any byte flows: a WriteStream given only a path opens it
-    // lazily, so a stream that fails at once could create the file after the rm below. And
-    // synchronously: `content` may already be flowing (a pipe), and its error must find the
-    // pipeline's listener, not an await in between.
-    const fd = openSync(tmp, "wx", 0o600);
-    try {
-      await pipeline(content, hasher, createWriteStream(tmp, { fd })); // closes `fd` when done
-      const fh = await open(tmp, "r");
-      try {
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      const digest = hasher.digest();
-      await chmod(tmp, 0o444);
-      await rename(tmp, this.blobPath(digest));
-      await fsyncDir(join(this.root, "blobs", "sha256"));
-      return { digest, size: hasher.bytes };
-    } catch (e) {
-      await rm(tmp, { force: true });
-      throw e;
-    }
+    return ingestStream(content, tmp, (d) => this.blobPath(d), expect);
   }
 
   /** putBlob stores a buffer (config, manifest) and returns its descriptor fields. */

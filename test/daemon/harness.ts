@@ -92,8 +92,13 @@ export function answers(socketPath: string): Promise<boolean> {
  * buildDemoCli builds the demo artifact with `ovm build` (real kernel, busybox initrd,
  * base + diff qcow2 layers, one 1 MiB ivshmem device) into the store of `env`.
  */
-export async function buildDemoCli(env: Record<string, string>, tag = "demo/vm:1.0"): Promise<string> {
+export async function buildDemoCli(
+  env: Record<string, string>,
+  tag = "demo/vm:1.0",
+  opts: { cmdline?: string; ivshmem?: boolean; extra?: string[] } = {},
+): Promise<string> {
   const a = demoAssets();
+  const device = opts.ivshmem === false ? [] : ["--device", "type=ivshmem,name=shm0,size=1M"];
   const r = await ovm(
     [
       "--json",
@@ -109,13 +114,13 @@ export async function buildDemoCli(env: Record<string, string>, tag = "demo/vm:1
       "--disk",
       a.diff,
       "--cmdline",
-      DEMO_CMDLINE,
-      "--device",
-      "type=ivshmem,name=shm0,size=1M",
+      opts.cmdline ?? DEMO_CMDLINE,
+      ...device,
       "--memory",
       "192M",
       "--cpus",
       "1",
+      ...(opts.extra ?? []),
     ],
     env,
   );

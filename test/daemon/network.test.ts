@@ -5,9 +5,9 @@ import { createServer as createTcpServer } from "node:net";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DEMO_CMDLINE, demoAssets, ovm } from "../helpers.js";
+import { DEMO_CMDLINE, ovm } from "../helpers.js";
 import { ContractChecker } from "./openapi-check.js";
-import { serialLine, startDaemon, waitFor, type DaemonProc } from "./harness.js";
+import { buildDemoCli, serialLine, startDaemon, waitFor, type DaemonProc } from "./harness.js";
 
 // One real ovmd, the demo artifact without ivshmem (microvm, so it can be snapshotted) and one
 // guest running busybox httpd (ovms.mode=httpd) behind a published port, shared by the tests
@@ -72,29 +72,8 @@ async function instanceCount(): Promise<number> {
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), "ovms-daemon-net-"));
   d = await startDaemon(join(dir, "a"), checker);
-  const a = demoAssets();
   // The real CLI builds it: kernel, busybox initrd (virtio_net and the httpd pages), layered disk.
-  const built = await ovm(
-    [
-      "build",
-      "-t",
-      "demo/net:1.0",
-      "--kernel",
-      a.kernel,
-      "--initrd",
-      a.initrd,
-      "--disk",
-      a.base,
-      "--disk",
-      a.diff,
-      "--cmdline",
-      DEMO_CMDLINE,
-      "--memory",
-      "192M",
-    ],
-    d.env,
-  );
-  assert.equal(built.code, 0, built.stderr);
+  await buildDemoCli(d.env, "demo/net:1.0", { ivshmem: false });
   const r = await start({ name: "web", cmdline: "ovms.mode=httpd", ports: [{ guest_port: 80 }] });
   assert.equal(r.status, 202, JSON.stringify(r.body));
 });
@@ -223,7 +202,7 @@ test("after a snapshot, two clones on two host ports answer independently, each 
     ["clone-b", pb],
   ] as const) {
     const s = (await d.api.get(`/status/${name}`)).body;
-    assert.equal(s.state, "running");
+    assert.equal(s.state, "running", JSON.stringify(s));
     assert.deepEqual(s.network.ports, [
       { protocol: "tcp", host_ip: "127.0.0.1", host_port: port, guest_port: 80 },
     ]);
@@ -298,30 +277,11 @@ test("a restore keeps the snapshot's NIC: no network, or another MAC, is refused
 });
 
 test("ovm run -P publishes every port the artifact declares on a free host port", async () => {
-  const a = demoAssets();
-  const built = await ovm(
-    [
-      "build",
-      "-t",
-      "demo/net:exposed",
-      "--kernel",
-      a.kernel,
-      "--initrd",
-      a.initrd,
-      "--disk",
-      a.base,
-      "--disk",
-      a.diff,
-      "--cmdline",
-      `${DEMO_CMDLINE} ovms.mode=httpd`,
-      "--memory",
-      "192M",
-      "--expose",
-      "80/tcp",
-    ],
-    d.env,
-  );
-  assert.equal(built.code, 0, built.stderr);
+  await buildDemoCli(d.env, "demo/net:exposed", {
+    ivshmem: false,
+    cmdline: `${DEMO_CMDLINE} ovms.mode=httpd`,
+    extra: ["--expose", "80/tcp"],
+  });
   const r = await ovm(["run", "-d", "-P", "--accel", "tcg", "--name", "exposed", "demo/net:exposed"], d.env);
   assert.equal(r.code, 0, r.stderr);
   const s = await d.api.get("/status/exposed");

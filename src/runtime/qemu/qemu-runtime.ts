@@ -23,7 +23,7 @@ import { DEFAULT_BOOT_TIMEOUT_MS, trackBoot } from "./boot-watchdog.js";
 import type { ConfineSetting } from "./confine.js";
 import { injectInto } from "./ivshmem.js";
 import { Migration } from "./migration.js";
-import { qemuConfig, type Plan } from "./plan.js";
+import { qemuConfig } from "./plan.js";
 import { VmmLauncher } from "./launcher.js";
 import type { QmpClient } from "./qmp-client.js";
 import { InstanceRecords, newRecord, type InstanceRecord } from "./records.js";
@@ -31,7 +31,9 @@ import { toInstance } from "./record-views.js";
 import { takeSnapshot } from "./snapshot-take.js";
 import { reattach } from "./reattach.js";
 import {
+  bringUp,
   checkPlanHost,
+  takeFromPool,
   failStart,
   lostPort,
   planInstance,
@@ -147,7 +149,9 @@ export class QemuRuntime implements Runtime {
     // Host ports are claimed before anything is created: one in use refuses the start (rfc §6.6).
     const claim = await this.ports.claim(plan.network?.ports ?? [], net.portHolders(this.records.all()));
     if (plan.network) plan.network.published = claim.ports;
-    const pooled = a.ramSnapshot ? this.takeFromPool(a, plan) : undefined;
+    const pooled = a.ramSnapshot
+      ? takeFromPool(this.warm, this.records, this.procs, this.vmm.user.name, a, plan)
+      : undefined;
     if (!pooled && poolable)
       await checkPlanHost(this.planContext(), plan).catch((e: unknown) => {
         claim.release();
@@ -168,50 +172,13 @@ export class QemuRuntime implements Runtime {
       rec.pooled = true;
       spoke = new Promise((r) => this.watchBoot(rec, live, t0, r));
     }
-    let saved = false;
-    try {
-      if (pooled && this.loaded.delete(rec.instance_id)) {
-        // The record is written while QEMU resumes, as it will be once `cont` returns: a
-        // failed `cont` rewrites it as failed (failStart), so it never outlives a lie.
-        if (rec.state === "starting") transition(rec, "running");
-        await Promise.all([live.qmp!.execute("cont"), this.records.save(rec)]);
-        saved = true;
-        trace("start: cont returned");
-      } else if (a.ramSnapshot) {
-        await this.migration.restore(live.qmp!, rec.shm_dir, a.ramSnapshot.deviceStateFile);
-        if (rec.state === "starting") transition(rec, "running");
-      } else {
-        const st = await live.qmp!.execute<{ status: string }>("query-status");
-        if (rec.state === "starting") transition(rec, st.status === "paused" ? "paused" : "running");
-      }
-      rec.start_ms = Math.round(performance.now() - t0);
-      // A start served by a restored clone was written above; start_ms goes with its next write.
-      if (!saved) await this.records.save(rec);
-    } catch (e) {
-      await failStart(this.records, rec, live, e);
-    }
+    const restoredAhead = !!pooled && this.loaded.delete(rec.instance_id);
+    await bringUp(this.records, this.migration, a, { rec, live, restoredAhead, t0 });
     // No process figures in a start's answer: a process that has just started has none yet.
     const info = toInstance(rec);
     trace("start: done");
     if (pooled) this.warm.refillSoon(a, spoke);
     return info;
-  }
-
-  /**
-   * takeFromPool hands a ready warm-pool process to a restore: no I/O, no await (the hot path).
-   * Pool processes are planned without overrides: the snapshot's NIC in mode user, no forwards.
-   */
-  private takeFromPool(a: PreparedArtifact, plan: Plan): { rec: InstanceRecord; live: Live } | undefined {
-    const nic = a.ramSnapshot!.metadata.network;
-    if (!net.poolServes(nic && { mode: "user", mac: nic.mac }, plan.network, this.vmm.user.name))
-      return undefined;
-    const id = this.warm.take(a);
-    if (id === undefined) return undefined;
-    const rec = this.records.get(id)!;
-    delete rec.pool;
-    rec.name = plan.name;
-    rec.created_at = new Date().toISOString();
-    return { rec, live: this.procs.get(id)! };
   }
 
   /**

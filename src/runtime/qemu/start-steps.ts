@@ -9,7 +9,11 @@ import { readHostFacts } from "./host-facts.js";
 import * as net from "./network.js";
 import { checkHost, defaultName, draftPlan, finishPlan, type Plan } from "./plan.js";
 import type { InstanceRecord, InstanceRecords } from "./records.js";
-import { kill, type Live } from "./supervisor.js";
+import { kill, type Live, type Supervisor } from "./supervisor.js";
+import type { QemuWarmPool } from "./warm-pool.js";
+import type { Migration } from "./migration.js";
+import { trace } from "./trace.js";
+import { transition } from "../lifecycle.js";
 
 /** Planned is a plan with what the runtime adds: kernel arguments, and the boot watchdog's timeout. */
 export type Planned = Plan & { kernelArgsAdded: string[]; bootTimeoutMs: number };
@@ -55,6 +59,64 @@ export async function planInstance(
 /** checkPlanHost checks that the host can hold what a plan asks for (plan.ts checkHost). */
 export async function checkPlanHost(ctx: PlanContext, plan: Parameters<typeof checkHost>[0]): Promise<void> {
   checkHost(plan, await readHostFacts(ctx.shmRoot, plan.memLock, ctx.qemuUser));
+}
+
+/**
+ * takeFromPool hands a ready warm-pool process to a restore: no I/O, no await (the hot path).
+ * Pool processes are planned without overrides: the snapshot's NIC in mode user, no forwards.
+ */
+export function takeFromPool(
+  warm: QemuWarmPool,
+  records: InstanceRecords,
+  procs: Supervisor,
+  qemuUser: string | undefined,
+  a: PreparedArtifact,
+  plan: Plan,
+): { rec: InstanceRecord; live: Live } | undefined {
+  const nic = a.ramSnapshot!.metadata.network;
+  if (!net.poolServes(nic && { mode: "user", mac: nic.mac }, plan.network, qemuUser)) return undefined;
+  const id = warm.take(a);
+  if (id === undefined) return undefined;
+  const rec = records.get(id)!;
+  delete rec.pool;
+  rec.name = plan.name;
+  rec.created_at = new Date().toISOString();
+  return { rec, live: procs.get(id)! };
+}
+
+/**
+ * bringUp takes a launched QEMU, or a pool's clone, to the state its instance runs in: `cont`
+ * for a clone restored ahead, the device state for any other restore, else what QEMU says (a
+ * cold boot may be paused). It records start_ms; a failure ends the instance (failStart).
+ */
+export async function bringUp(
+  records: InstanceRecords,
+  migration: Migration,
+  a: PreparedArtifact,
+  { rec, live, restoredAhead, t0 }: { rec: InstanceRecord; live: Live; restoredAhead: boolean; t0: number },
+): Promise<void> {
+  let saved = false;
+  try {
+    if (restoredAhead) {
+      // The record is written while QEMU resumes, as it will be once `cont` returns: a
+      // failed `cont` rewrites it as failed (failStart), so it never outlives a lie.
+      if (rec.state === "starting") transition(rec, "running");
+      await Promise.all([live.qmp!.execute("cont"), records.save(rec)]);
+      saved = true;
+      trace("start: cont returned");
+    } else if (a.ramSnapshot) {
+      await migration.restore(live.qmp!, rec.shm_dir, a.ramSnapshot.deviceStateFile);
+      if (rec.state === "starting") transition(rec, "running");
+    } else {
+      const st = await live.qmp!.execute<{ status: string }>("query-status");
+      if (rec.state === "starting") transition(rec, st.status === "paused" ? "paused" : "running");
+    }
+    rec.start_ms = Math.round(performance.now() - t0);
+    // A start served by a restored clone was written above; start_ms goes with its next write.
+    if (!saved) await records.save(rec);
+  } catch (e) {
+    await failStart(records, rec, live, e);
+  }
 }
 
 /** failStart ends an instance that could not start (failed, with QEMU's last words) and throws START_FAILED. */
