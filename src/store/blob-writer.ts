@@ -86,8 +86,8 @@ export async function ingestStream(
   const hasher = new Hasher({ ...expect, what: expect.digest ? `blob ${expect.digest}` : "blob" });
   // The file is opened before any byte flows: a WriteStream given only a path opens it
   // lazily, so a stream that fails at once could create the file after the rm below. And
-  // synchronously: `content` may already be flowing (a pipe), and its error must find the
-  // pipeline's listener, not an await in between.
+  // synchronously: `content` may already be flowing (a pipe), and an error it meets must find
+  // the pipeline's listener, not an await in between.
   const fd = openSync(tmp, "wx", 0o600);
   try {
     await pipeline(content, hasher, createWriteStream(tmp, { fd })); // closes `fd` when done

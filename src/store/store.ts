@@ -1,4 +1,4 @@
-import { createReadStream } from "node:fs";
+import { createReadStream, statSync } from "node:fs";
 import { mkdir, open, readFile, rename, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -157,7 +157,11 @@ export class Store implements ContentStore {
     content: Readable,
     expect: { digest?: Digest; size?: number } = {},
   ): Promise<{ digest: Digest; size: number }> {
-    const present = expect.digest ? await this.blobSize(expect.digest) : undefined;
+    // Nothing is awaited before the stream reaches its pipeline (ingestStream): `content` may
+    // already be flowing, and an error it meets meanwhile would find no listener.
+    const present = expect.digest
+      ? statSync(this.blobPath(expect.digest), { throwIfNoEntry: false })?.size
+      : undefined;
     if (expect.digest && present !== undefined) {
       content.resume();
       content.destroy();
