@@ -4,6 +4,7 @@ import { request } from "node:http";
 import { dirname, join } from "node:path";
 import { DEMO_CMDLINE, ROOT, demoAssets, ovm } from "../helpers.js";
 import { Api, ContractChecker } from "./openapi-check.js";
+import { qemuDiagnosis } from "../qemu-diagnosis.js";
 
 /** OVMD is the daemon's entry point as installed (package.json bin.ovmd). */
 export const OVMD = join(ROOT, "dist/src/daemon/ovmd.js");
@@ -128,17 +129,24 @@ export async function buildDemoCli(
   return (JSON.parse(r.stdout) as { digest: string }).digest;
 }
 
-/** waitFor polls `fn` until it returns a value other than undefined. */
+/**
+ * waitFor polls `fn` until it returns a value other than undefined. `explain`, when given, adds
+ * what it finds at the time out to the error (the state of the guest that was waited for).
+ */
 export async function waitFor<T>(
   what: string,
   fn: () => Promise<T | undefined>,
   timeoutMs = 60_000,
+  explain?: () => Promise<string>,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
     if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline) {
+      const why = explain ? await explain().catch((e: Error) => `(no diagnosis: ${e.message})`) : "";
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${why ? `\n${why}` : ""}`);
+    }
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -158,5 +166,22 @@ export function serialLine(api: Api, id: string, re: RegExp, timeoutMs = 60_000)
       return undefined;
     },
     timeoutMs,
+    () => instanceDiagnosis(api, id),
   );
+}
+
+/**
+ * instanceDiagnosis is what a test that waited in vain for an instance reports: its state as
+ * the daemon has it, the last lines of its console and what its QEMU process is doing.
+ */
+export async function instanceDiagnosis(api: Api, id: string): Promise<string> {
+  const s = (await api.get(`/status/${encodeURIComponent(id)}`)).body;
+  const logs = (await api.get<{ line: string }[]>(`/logs/${encodeURIComponent(id)}`)).body;
+  const tail = Array.isArray(logs) ? logs.slice(-6).map((l) => `  | ${l.line}`) : [];
+  return [
+    `instance ${id}: ${s.state}${s.reason ? ` (${s.reason})` : ""}, started ${s.started_at ?? "?"}, boot ${JSON.stringify(s.boot ?? null)}`,
+    await qemuDiagnosis(s.pid),
+    `console, last ${tail.length} lines:`,
+    ...tail,
+  ].join("\n");
 }

@@ -7,7 +7,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DEMO_CMDLINE, ovm } from "../helpers.js";
 import { ContractChecker } from "./openapi-check.js";
-import { buildDemoCli, serialLine, startDaemon, waitFor, type DaemonProc } from "./harness.js";
+import {
+  buildDemoCli,
+  instanceDiagnosis,
+  serialLine,
+  startDaemon,
+  waitFor,
+  type DaemonProc,
+} from "./harness.js";
 
 // One real ovmd, the demo artifact without ivshmem (microvm, so it can be snapshotted) and one
 // guest running busybox httpd (ovms.mode=httpd) behind a published port, shared by the tests
@@ -41,7 +48,11 @@ async function freePort(): Promise<number> {
  * not there yet (SLIRP accepts the host connection, then resets it when nothing listens in the
  * guest), and returns the status and body.
  */
-async function get(url: string, timeoutMs = 60_000): Promise<{ status: number; body: string }> {
+async function get(
+  url: string,
+  timeoutMs = 60_000,
+  instance?: string,
+): Promise<{ status: number; body: string }> {
   return waitFor(
     `an HTTP answer from ${url}`,
     async () => {
@@ -53,11 +64,13 @@ async function get(url: string, timeoutMs = 60_000): Promise<{ status: number; b
       }
     },
     timeoutMs,
+    instance ? () => instanceDiagnosis(d.api, instance) : undefined,
   );
 }
 
-async function state(port: number): Promise<State> {
-  const r = await get(`http://127.0.0.1:${port}/cgi-bin/state`);
+/** state asks the demo guest's web server on `port` for its state; `instance` is who answers there. */
+async function state(port: number, instance?: string): Promise<State> {
+  const r = await get(`http://127.0.0.1:${port}/cgi-bin/state`, 60_000, instance);
   assert.equal(r.status, 200, r.body);
   return JSON.parse(r.body) as State;
 }
@@ -108,7 +121,7 @@ test("a guest serving HTTP is reached on its published host port with a real HTT
   const index = await get(`http://127.0.0.1:${webPort}/`);
   assert.equal(index.status, 200);
   assert.match(index.body, /OVMS demo guest/);
-  const st = await state(webPort);
+  const st = await state(webPort, "web");
   assert.equal(st.hits, 1, "this request is the guest's first");
   assert.equal(st.mac, webMac, "the guest sees the MAC the runtime gave its NIC");
   assert.equal(st.net, "10.0.2.15/24");
@@ -189,7 +202,7 @@ test("ovm ps and ovm status show the network and the published ports", async () 
 });
 
 test("after a snapshot, two clones on two host ports answer independently, each with its own state", async () => {
-  const atSnap = await state(webPort);
+  const atSnap = await state(webPort, "web");
   const snap = await d.api.post("/snapshot", { instance_id: "web", tag: "demo/net:snap" });
   assert.equal(snap.status, 200, JSON.stringify(snap.body));
   const [pa, pb] = [await freePort(), await freePort()];
@@ -210,22 +223,22 @@ test("after a snapshot, two clones on two host ports answer independently, each 
     assert.equal(s.network.mac, webMac);
   }
   // Both continue the source's past: the same boot, hits and counter from the snapshot on.
-  const a1 = await state(pa);
-  const b1 = await state(pb);
+  const a1 = await state(pa, "clone-a");
+  const b1 = await state(pb, "clone-b");
   for (const s of [a1, b1]) {
     assert.equal(s.boot_id, atSnap.boot_id, "a restored clone, not a new boot");
     assert.equal(s.hits, atSnap.hits + 1);
     assert.ok(s.counter >= atSnap.counter, `counter ${s.counter} goes on from ${atSnap.counter}`);
   }
   // Then they diverge: requests to one do not count in the other, nor in the source.
-  const a2 = await state(pa);
-  const a3 = await state(pa);
-  const b2 = await state(pb);
+  const a2 = await state(pa, "clone-a");
+  const a3 = await state(pa, "clone-a");
+  const b2 = await state(pb, "clone-b");
   assert.deepEqual([a2.hits, a3.hits, b2.hits], [atSnap.hits + 2, atSnap.hits + 3, atSnap.hits + 2]);
-  assert.equal((await state(webPort)).hits, atSnap.hits + 1, "the source kept running on its own");
+  assert.equal((await state(webPort, "web")).hits, atSnap.hits + 1, "the source kept running on its own");
   // Stopping one clone leaves the other serving, and frees the stopped one's port.
   assert.equal((await d.api.post("/stop", { instance_id: "clone-a", force: true })).body.status, "exited");
-  assert.equal((await state(pb)).hits, atSnap.hits + 3);
+  assert.equal((await state(pb, "clone-b")).hits, atSnap.hits + 3);
   assert.deepEqual(
     (await d.api.get("/status/clone-a")).body.network.ports,
     [],
@@ -233,7 +246,7 @@ test("after a snapshot, two clones on two host ports answer independently, each 
   );
   const again = await start({ name: "clone-c", ports: [{ host_port: pa, guest_port: 80 }] }, "demo/net:snap");
   assert.equal(again.status, 202, `port ${pa} is free again: ${JSON.stringify(again.body)}`);
-  assert.equal((await state(pa)).boot_id, atSnap.boot_id);
+  assert.equal((await state(pa, "clone-c")).boot_id, atSnap.boot_id);
 });
 
 test("network restricted: published ports reach the guest, the guest reaches nothing", async () => {
@@ -248,7 +261,7 @@ test("network restricted: published ports reach the guest, the guest reaches not
     const s = (await d.api.get("/status/jailed")).body;
     assert.equal(s.network.mode, "restricted");
     const port = s.network.ports[0].host_port;
-    assert.equal((await state(port)).mac, webMac);
+    assert.equal((await state(port, "jailed")).mac, webMac);
     const hostPort = (host.address() as { port: number }).port;
     const out = await get(`http://127.0.0.1:${port}/cgi-bin/fetch?10.0.2.2:${hostPort}`);
     assert.equal(out.status, 502, out.body);

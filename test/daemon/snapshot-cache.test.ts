@@ -14,7 +14,7 @@ import {
 } from "../../src/artifact/snapshot-cache.js";
 import { buildDemo, ovm } from "../helpers.js";
 import { ContractChecker } from "./openapi-check.js";
-import { serialLine, startDaemon, waitFor, type DaemonProc } from "./harness.js";
+import { instanceDiagnosis, serialLine, startDaemon, waitFor, type DaemonProc } from "./harness.js";
 
 // The preload cache (issue 14, item 2) and the warm pool made visible (item 4), on one real
 // ovmd: a cap with least-recently-used eviction that never takes a preload in use, orphans of
@@ -143,8 +143,11 @@ test("over the cap, the least recently used preload goes; one a running instance
       .map(Number)
       .pop() ?? 0;
   const before = await seen();
-  await waitFor("c1 to count on after its preload was deleted", async () =>
-    (await seen()) >= before + 2 ? true : undefined,
+  await waitFor(
+    "c1 to count on after its preload was deleted",
+    async () => ((await seen()) >= before + 2 ? true : undefined),
+    60_000,
+    () => instanceDiagnosis(d.api, "c1"),
   );
   assert.equal((await d.api.get("/status/c1")).body.state, "running");
   assert.equal((await d.api.request("DELETE", "/instances/c1?force=1")).status, 200);
@@ -182,6 +185,8 @@ test("the warm pool is listed (ovm pool ls, a line under ovm ps, system df), emp
       return p;
     },
     120_000,
+    async () =>
+      `ovm pool ls: ${(await ovm(["--json", "pool", "ls"], d.env)).stdout}\nthe daemon's last words:\n${d.output().split("\n").slice(-15).join("\n")}`,
   );
   assert.match(pool.reference, /demo\/vm:s2$/);
   const ls = await ovm(["pool", "ls"], d.env);
