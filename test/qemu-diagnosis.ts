@@ -26,3 +26,21 @@ export async function qemuDiagnosis(pid: number | undefined): Promise<string> {
   const busy = after ? after.cpuTicks - before.cpuTicks : 0;
   return `QEMU pid ${pid} state ${after?.state ?? "?"}, ${busy} CPU ticks in 0.5 s, threads ${threads.join(" ")}`;
 }
+
+/**
+ * describeInstance is what a test that waited in vain for an instance reports: its state as
+ * its owner has it, what its QEMU process does, and the last lines of its console.
+ */
+export async function describeInstance(
+  id: string,
+  st: { state?: string; reason?: string; pid?: number } | undefined,
+  consoleLines: string[],
+): Promise<string> {
+  const tail = consoleLines.slice(-6).map((l) => `  | ${l}`);
+  return [
+    `instance ${id}: ${st?.state ?? "unknown"}${st?.reason ? ` (${st.reason})` : ""}`,
+    await qemuDiagnosis(st?.pid),
+    `console, last ${tail.length} lines:`,
+    ...tail,
+  ].join("\n");
+}

@@ -1,4 +1,5 @@
-import { closeSync, createWriteStream, fsyncSync, openSync, writeSync } from "node:fs";
+import { closeSync, createWriteStream, fsync, fsyncSync, openSync, writeSync } from "node:fs";
+import { promisify } from "node:util";
 import { chmod, open, rename, rm } from "node:fs/promises";
 import { dirname } from "node:path";
 import { createHash } from "node:crypto";
@@ -90,12 +91,12 @@ export async function ingestStream(
   // the pipeline's listener, not an await in between.
   const fd = openSync(tmp, "wx", 0o600);
   try {
-    await pipeline(content, hasher, createWriteStream(tmp, { fd })); // closes `fd` when done
-    const fh = await open(tmp, "r");
     try {
-      await fh.sync();
+      // `fd` stays open after the pipeline, to be fsynced without opening the file again.
+      await pipeline(content, hasher, createWriteStream(tmp, { fd, autoClose: false }));
+      await promisify(fsync)(fd);
     } finally {
-      await fh.close();
+      closeSync(fd);
     }
     const digest = hasher.digest();
     const to = dest(digest);

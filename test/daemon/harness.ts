@@ -4,7 +4,7 @@ import { request } from "node:http";
 import { dirname, join } from "node:path";
 import { DEMO_CMDLINE, ROOT, demoAssets, ovm } from "../helpers.js";
 import { Api, ContractChecker } from "./openapi-check.js";
-import { qemuDiagnosis } from "../qemu-diagnosis.js";
+import { describeInstance } from "../qemu-diagnosis.js";
 
 /** OVMD is the daemon's entry point as installed (package.json bin.ovmd). */
 export const OVMD = join(ROOT, "dist/src/daemon/ovmd.js");
@@ -171,17 +171,10 @@ export function serialLine(api: Api, id: string, re: RegExp, timeoutMs = 60_000)
 }
 
 /**
- * instanceDiagnosis is what a test that waited in vain for an instance reports: its state as
- * the daemon has it, the last lines of its console and what its QEMU process is doing.
+ * instanceDiagnosis describes an instance of the daemon a test waited for in vain (describeInstance).
  */
 export async function instanceDiagnosis(api: Api, id: string): Promise<string> {
   const s = (await api.get(`/status/${encodeURIComponent(id)}`)).body;
   const logs = (await api.get<{ line: string }[]>(`/logs/${encodeURIComponent(id)}`)).body;
-  const tail = Array.isArray(logs) ? logs.slice(-6).map((l) => `  | ${l.line}`) : [];
-  return [
-    `instance ${id}: ${s.state}${s.reason ? ` (${s.reason})` : ""}, started ${s.started_at ?? "?"}, boot ${JSON.stringify(s.boot ?? null)}`,
-    await qemuDiagnosis(s.pid),
-    `console, last ${tail.length} lines:`,
-    ...tail,
-  ].join("\n");
+  return describeInstance(id, s, Array.isArray(logs) ? logs.map((l) => l.line) : []);
 }

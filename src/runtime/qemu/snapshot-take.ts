@@ -162,14 +162,18 @@ async function resume(
   return a !== undefined && b !== undefined ? ms(b - a) : undefined;
 }
 
-/** DEFAULT_METHOD is how a running guest that is to resume is snapshotted unless told otherwise. */
-export const DEFAULT_METHOD = "copy" as const;
+/**
+ * DEFAULT_METHOD is how a running guest that is to resume is snapshotted unless told otherwise:
+ * not `live`, which restored to a panicking guest about once in 15–30 snapshots of a busy TCG
+ * guest (rfc §5.8).
+ */
+const DEFAULT_METHOD = "copy";
 
 /** LIVE is how a live capture runs: QEMU aims at a 20 ms stop; stopped by force 10 s after the first pass. */
 const LIVE = { downtimeMs: 20, convergeMs: 10_000 };
 
 /**
- * choose picks how a running guest is snapshotted: what `opts.method` asks (default `copy`, DEFAULT_METHOD), or
+ * choose picks how a running guest is snapshotted: what `opts.method` asks (default DEFAULT_METHOD), or
  * the next one down (live → copy → paused) when the host has no room for what it writes beside
  * the guest, which `report.fallback` then says. A live capture writes the guest's RAM twice on
  * its tmpfs (the migration stream and the memory split out of it); a copy writes its memory once
@@ -193,8 +197,6 @@ async function choose(
   const overlayFree = overlay ? await free(overlay) : Infinity;
   const why: string[] = [];
   const order = ["live", "copy", "paused"] as const;
-  // `copy` by default: a `live` capture restored to a panicking guest about once in 15–30
-  // snapshots of a busy TCG guest (rfc §5.8), so it is taken only when asked for.
   for (const m of order.slice(order.indexOf(opts.method ?? DEFAULT_METHOD))) {
     if (m === "paused") break;
     const need = (m === "live" ? 2 * ram : ram) + margin;

@@ -14,7 +14,7 @@ import type { SnapshotReport } from "../../../src/runtime/types.js";
 import { MediaType } from "../../../src/core/media-types.js";
 import { buildDemo, exec, ovm } from "../../helpers.js";
 import { startRegistry } from "../../registry-server.js";
-import { qemuDiagnosis } from "../../qemu-diagnosis.js";
+import { describeInstance } from "../../qemu-diagnosis.js";
 
 let dir: string;
 let store: Store;
@@ -28,16 +28,11 @@ let cacheDir: string;
 // What preparing remembers across this file's starts, as the daemon's controller keeps one.
 const cache = new PrepareCache();
 
-/** diagnosis is the state of an instance a test waited for in vain, its console's end and its QEMU. */
+/** diagnosis describes an instance a test waited for in vain (describeInstance). */
 async function diagnosis(id: string): Promise<string> {
-  const st = await rt.status(id).catch(() => undefined);
   const tail: string[] = [];
-  for await (const r of await rt.logs(id)) tail.push(`  | ${r.line}`);
-  return [
-    `instance ${id}: ${st?.state ?? "unknown"}${st?.reason ? ` (${st.reason})` : ""}`,
-    await qemuDiagnosis(st?.pid),
-    ...tail.slice(-6),
-  ].join("\n");
+  for await (const r of await rt.logs(id)) tail.push(r.line);
+  return describeInstance(id, await rt.status(id).catch(() => undefined), tail);
 }
 
 async function lines(id: string, re: RegExp): Promise<string[]> {
