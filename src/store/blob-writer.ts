@@ -1,5 +1,4 @@
-import { closeSync, createWriteStream, fsync, fsyncSync, openSync, writeSync } from "node:fs";
-import { promisify } from "node:util";
+import { closeSync, createWriteStream, fsyncSync, openSync, writeSync } from "node:fs";
 import { chmod, open, rename, rm } from "node:fs/promises";
 import { dirname } from "node:path";
 import { createHash } from "node:crypto";
@@ -91,12 +90,12 @@ export async function ingestStream(
   // the pipeline's listener, not an await in between.
   const fd = openSync(tmp, "wx", 0o600);
   try {
+    await pipeline(content, hasher, createWriteStream(tmp, { fd })); // closes `fd` when done
+    const fh = await open(tmp, "r");
     try {
-      // `fd` stays open after the pipeline, to be fsynced without opening the file again.
-      await pipeline(content, hasher, createWriteStream(tmp, { fd, autoClose: false }));
-      await promisify(fsync)(fd);
+      await fh.sync();
     } finally {
-      closeSync(fd);
+      await fh.close();
     }
     const digest = hasher.digest();
     const to = dest(digest);
