@@ -1,4 +1,5 @@
-import { request, type Dispatcher } from "undici";
+import type { Dispatcher } from "undici";
+import type { UndiciHttp } from "./undici-transport.js";
 import { RegistryError, networkError, redactUrl, responseError } from "./registry-error.js";
 
 /**
@@ -151,7 +152,8 @@ export class Authorizer {
     /** registry is the host (and port) credentials are stored under. */
     readonly registry: string,
     private readonly credentials: CredentialProvider,
-    private readonly dispatcher: Dispatcher,
+    /** undici's request and the pool to send token requests through (loaded on first need). */
+    private readonly http: () => Promise<UndiciHttp>,
     private readonly userAgent: string,
   ) {}
 
@@ -258,6 +260,7 @@ export class Authorizer {
     let res: Dispatcher.ResponseData;
     const method = c?.identityToken ? "POST" : "GET";
     try {
+      const { request, dispatcher } = await this.http();
       if (c?.identityToken) {
         const form = new URLSearchParams({
           grant_type: "refresh_token",
@@ -268,7 +271,7 @@ export class Authorizer {
         if (scopes.length) form.set("scope", scopes.join(" "));
         res = await request(url, {
           method,
-          dispatcher: this.dispatcher,
+          dispatcher,
           headers: { "content-type": "application/x-www-form-urlencoded", "user-agent": this.userAgent },
           body: form.toString(),
         });
@@ -277,7 +280,7 @@ export class Authorizer {
         for (const s of scopes) url.searchParams.append("scope", s);
         const headers: Record<string, string> = { "user-agent": this.userAgent };
         if (c?.username !== undefined) headers.authorization = basic(c.username, c.password ?? "");
-        res = await request(url, { method, dispatcher: this.dispatcher, headers });
+        res = await request(url, { method, dispatcher, headers });
       }
     } catch (e) {
       throw networkError(method, url, e);

@@ -1,4 +1,3 @@
-import type { Dispatcher } from "undici";
 import { parseReference, type Reference } from "../core/reference.js";
 import { VERSION } from "../version.js";
 import { Authorizer, type CredentialProvider } from "./auth.js";
@@ -77,11 +76,6 @@ export class RegistryClient {
     this.chunkSize = opts.chunkSize ?? 256 << 20;
     this.highWaterMark = opts.highWaterMark ?? 1 << 20;
     this.fastHttp = opts.fastHttp ?? true;
-  }
-
-  /** dispatcher is the undici connection pool every request of the client goes through. */
-  get dispatcher(): Dispatcher {
-    return this.http.dispatcher;
   }
 
   /** repository returns the ContentStore of the repository `ref` names (its tag/digest are ignored). */
@@ -168,7 +162,7 @@ export class RegistryClient {
     let r = this.registries.get(registry);
     if (r) return r;
     const scheme = new SchemeFallback(this.http, registry, this.plainHttp);
-    const authorizer = new Authorizer(registry, this.credentials, this.http.dispatcher, this.userAgent);
+    const authorizer = new Authorizer(registry, this.credentials, () => this.http.undici(), this.userAgent);
     // Credentials go to the registry's host over HTTPS, and over HTTP only when it speaks HTTP.
     const isRegistryOrigin = (url: URL) => {
       const base = scheme.baseUrl();

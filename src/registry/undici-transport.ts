@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { rootCertificates } from "node:tls";
-import { Agent, request, type Dispatcher } from "undici";
+import type { Dispatcher } from "undici";
 import { OvmsError } from "../core/errors.js";
 import { cancelled } from "./cancel.js";
 import { RegistryError, networkError, redactUrl } from "./registry-error.js";
@@ -19,6 +19,12 @@ export interface UndiciOptions {
   userAgent: string;
 }
 
+/** UndiciHttp is undici's `request` with the connection pool to send it through. */
+export interface UndiciHttp {
+  request: typeof import("undici").request;
+  dispatcher: Dispatcher;
+}
+
 /**
  * UndiciTransport is the HTTP itself: one undici connection pool (keep-alive) for every
  * registry a client talks to. It returns every answer, whatever its status; a failure to
@@ -26,35 +32,46 @@ export interface UndiciOptions {
  * error (the layers above decide on it), an untrusted certificate is TLS_ERROR.
  */
 export class UndiciTransport implements Transport {
-  readonly dispatcher: Dispatcher;
+  private readonly connect?: { ca: string[] };
+  /** The pool, made on first use: loading undici costs ~50 ms, and a transfer worker that only takes the fast path never needs it. */
+  private http?: Promise<UndiciHttp>;
 
   constructor(private readonly opts: UndiciOptions) {
-    let ca: string[] | undefined;
     if (opts.caFile) {
+      let ca: string;
       try {
-        ca = [readFileSync(opts.caFile, "utf8")];
+        ca = readFileSync(opts.caFile, "utf8");
       } catch (e) {
         throw new OvmsError("FILE_NOT_FOUND", `--ca-file ${opts.caFile}: ${(e as Error).message}`);
       }
+      // The CA file adds to the system roots instead of replacing them.
+      this.connect = { ca: [...rootCertificates, ca] };
     }
-    // The CA file adds to the system roots instead of replacing them.
-    const connect = ca ? { ca: [...rootCertificates, ...ca] } : undefined;
-    this.dispatcher = new Agent({
-      connect,
-      keepAliveTimeout: 30_000,
-      headersTimeout: 60_000,
-      bodyTimeout: 120_000,
-    });
+  }
+
+  /** undici returns undici's `request` and the client's connection pool, loading and making them once. */
+  undici(): Promise<UndiciHttp> {
+    this.http ??= import("undici").then((u) => ({
+      request: u.request,
+      dispatcher: new u.Agent({
+        connect: this.connect,
+        keepAliveTimeout: 30_000,
+        headersTimeout: 60_000,
+        bodyTimeout: 120_000,
+      }),
+    }));
+    return this.http;
   }
 
   async send(req: TransportRequest): Promise<TransportResponse> {
     const url = req.url;
     try {
+      const { request, dispatcher } = await this.undici();
       const res = await request(url, {
         method: req.method,
         headers: { "user-agent": this.opts.userAgent, ...(req.headers ?? {}) },
         body: req.body ?? null,
-        dispatcher: this.dispatcher,
+        dispatcher,
         highWaterMark: req.highWaterMark,
         signal: req.signal,
       });
@@ -75,7 +92,7 @@ export class UndiciTransport implements Transport {
 
   /** close ends every connection of the pool. */
   async close(): Promise<void> {
-    await this.dispatcher.close();
+    if (this.http) await (await this.http).dispatcher.close();
   }
 }
 

@@ -1,4 +1,4 @@
-import { closeSync, createWriteStream, fsyncSync, openSync, writeSync } from "node:fs";
+import { createWriteStream, openSync } from "node:fs";
 import { chmod, open, rename, rm } from "node:fs/promises";
 import { dirname } from "node:path";
 import { createHash } from "node:crypto";
@@ -6,6 +6,7 @@ import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { Hasher, digestMismatch, type Digest } from "../core/digest.js";
 import { StoreError } from "./store-error.js";
+import { AppendFile } from "./append-file.js";
 
 /** BlobWriter is an open ingest (see Store.openIngest). */
 export interface BlobWriter {
@@ -29,16 +30,11 @@ export function openBlobWriter(
   dest: string,
   expect: { digest: Digest; size: number },
 ): BlobWriter {
-  const fd = openSync(tmp, "w", 0o600);
+  const file = new AppendFile(tmp);
   const hash = createHash("sha256");
   const what = `blob ${expect.digest}`;
-  let closed = false;
-  const close = () => {
-    if (!closed) closeSync(fd);
-    closed = true;
-  };
   const abort = async () => {
-    close();
+    await file.close();
     await rm(tmp, { force: true });
   };
   const w: BlobWriter = {
@@ -48,7 +44,7 @@ export function openBlobWriter(
         throw new StoreError("DIGEST_MISMATCH", `${what}: more than the declared ${expect.size} bytes`);
       }
       hash.update(chunk);
-      for (let off = 0; off < chunk.length;) off += writeSync(fd, chunk, off, chunk.length - off);
+      file.append(chunk);
       w.bytes += chunk.length;
     },
     commit: async () => {
@@ -57,8 +53,7 @@ export function openBlobWriter(
           throw new StoreError("DIGEST_MISMATCH", `${what}: got ${w.bytes} bytes, want ${expect.size}`);
         const got: Digest = `sha256:${hash.digest("hex")}`;
         if (got !== expect.digest) throw digestMismatch(what, got, expect.digest, w.bytes);
-        fsyncSync(fd);
-        close();
+        await file.finish();
         await chmod(tmp, 0o444);
         await rename(tmp, dest);
         await fsyncDir(dirname(dest));

@@ -1,6 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -73,16 +75,22 @@ test("ovm --version, ls and ps load neither ajv, sigstore, undici, tar, lz4 nor 
   // The control: the whole help loads every command, so the hook sees the heavy modules.
   const help = await loaded(dir, ["--help"], env);
   assert.equal(help.code, 0);
-  for (const m of [
-    "/node_modules/ajv/",
-    "/node_modules/undici/",
-    "/dist/src/registry/",
-    "/dist/src/artifact/",
-  ])
+  for (const m of ["/node_modules/ajv/", "/dist/src/registry/", "/dist/src/artifact/"])
     assert.ok(
       help.files.some((f) => f.includes(m)),
       `ovm --help loads ${m} (else the hook sees nothing)`,
     );
+  // undici loads on a registry's first request only: a pull from a server that knows nothing.
+  const server = createServer((_req, res) => res.writeHead(404).end());
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  t.after(() => server.close());
+  const port = (server.address() as AddressInfo).port;
+  const pull = await loaded(dir, ["pull", "--plain-http", `127.0.0.1:${port}/x/y:1`], env);
+  assert.notEqual(pull.code, 0);
+  assert.ok(
+    pull.files.some((f) => f.includes("/node_modules/undici/")),
+    "ovm pull loads undici (else the hook sees nothing)",
+  );
 
   const version = await loaded(dir, ["--version"], env);
   assert.equal(version.code, 0);

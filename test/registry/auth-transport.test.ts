@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { Readable } from "node:stream";
-import { Agent, type Dispatcher } from "undici";
+import { Agent, request, type Dispatcher } from "undici";
 import { isOvmsError } from "../../src/core/errors.js";
 import { Authorizer, type Credential } from "../../src/registry/auth.js";
 import { AuthTransport } from "../../src/registry/auth-transport.js";
@@ -28,7 +28,12 @@ function registry(challenge: string, accept?: string): FakeTransport {
 
 /** authorizer makes the Authorizer of REG; only bearer tokens need a real dispatcher. */
 function authorizer(cred?: Credential, dispatcher: Dispatcher = {} as Dispatcher): Authorizer {
-  return new Authorizer(REG, async () => cred, dispatcher, "ovm/test");
+  return new Authorizer(
+    REG,
+    async () => cred,
+    async () => ({ request, dispatcher }),
+    "ovm/test",
+  );
 }
 
 test("basic: a 401 with a challenge is answered once with the credentials, and they are sent from then on", async () => {

@@ -26,12 +26,19 @@ async function biggestIngest(root: string): Promise<number> {
   return Math.max(0, ...sizes);
 }
 
+/**
+ * STALL_AT: the proxy holds the base blob (12 MiB) after this many bytes: past two of the
+ * store's 4 MiB staging buffers (store/append-file.ts), so part of it is surely in the file.
+ */
+const BASE_MIB = 12;
+const STALL_AT = 9 << 20;
+
 /** midBlob resolves once the proxy holds the base blob half-sent and the store has a partial temp file of it. */
 async function midBlob(s: Setup, root: string, stalled: Promise<void>): Promise<void> {
   await stalled;
-  for (let i = 0; i < 500 && (await biggestIngest(root)) < 1 << 20; i++) await sleep(10);
+  for (let i = 0; i < 500 && (await biggestIngest(root)) < 4 << 20; i++) await sleep(10);
   assert.ok(
-    (await biggestIngest(root)) >= 1 << 20,
+    (await biggestIngest(root)) >= 4 << 20,
     "the base blob is being written when the pull is stopped",
   );
 }
@@ -48,13 +55,13 @@ async function assertNothingHalfWritten(s: Setup, root: string): Promise<void> {
 }
 
 test("a pull cancelled in the middle of a blob (in a transfer worker, and in the main thread) stops at once and leaves nothing half-written", async (t) => {
-  const s = await setup(t);
+  const s = await setup(t, BASE_MIB);
   for (const workers of [true, false]) {
     const root = join(s.dir, `dst-${workers ? "workers" : "main"}`);
     const dst = await Store.open(root);
     const client = new RegistryClient({ credentials: async () => undefined });
     const controller = new AbortController();
-    const stalled = s.proxy.stallOnce(s.base, 2 << 20);
+    const stalled = s.proxy.stallOnce(s.base, STALL_AT);
     const pulling = copy(client.repository(s.ref), "1", dst, s.ref, { signal: controller.signal, workers });
     await midBlob(s, root, stalled);
     const stopped = Date.now();
@@ -73,14 +80,14 @@ test("a pull cancelled in the middle of a blob (in a transfer worker, and in the
 });
 
 test("Ctrl-C during `ovm pull`: exit 130 with one line, SIGTERM 143 (one JSON line with --json); nothing half-written", async (t) => {
-  const s = await setup(t);
+  const s = await setup(t, BASE_MIB);
   const env = { ...process.env, DOCKER_CONFIG: join(s.dir, "docker") };
   for (const [signal, status, json] of [
     ["SIGINT", 130, false],
     ["SIGTERM", 143, true],
   ] as const) {
     const root = join(s.dir, `dst-${signal}`);
-    const stalled = s.proxy.stallOnce(s.base, 2 << 20);
+    const stalled = s.proxy.stallOnce(s.base, STALL_AT);
     const args = [OVM, ...(json ? ["--json"] : []), "--store", root, "pull", s.ref];
     const child = spawn(process.execPath, args, { env, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";

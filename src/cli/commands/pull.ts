@@ -1,5 +1,6 @@
 import type { Command } from "commander";
-import { Annotation } from "../../core/media-types.js";
+import { Annotation, MediaType } from "../../core/media-types.js";
+import type { ImageManifest } from "../../core/oci.js";
 import { formatReference, parseReference, repositoryOf } from "../../core/reference.js";
 import { globals, openStore } from "../context.js";
 import {
@@ -120,9 +121,14 @@ async function preloadIfHinted(
   digest: string,
   reference: string,
 ): Promise<string | undefined> {
+  const desc = await store.resolve(digest);
+  // Most pulls carry no RAM snapshot: say so from the manifest, before loading the artifact
+  // code (schema compilation and all, a tenth of a second of a small pull).
+  const m = await store.readJson<Partial<ImageManifest>>(desc.digest);
+  if (!Array.isArray(m.layers) || !m.layers.some((l) => l?.mediaType === MediaType.RamSnapshot))
+    return undefined;
   const { loadArtifactByDescriptor } = await import("../../artifact/artifact.js");
   const { preloadSnapshot } = await import("../../artifact/prepare.js");
-  const desc = await store.resolve(digest);
   let a;
   try {
     a = await loadArtifactByDescriptor(store, desc, reference);
