@@ -1,6 +1,6 @@
 /**
  * bench/push: `ovm push` against `skopeo copy oci:STORE:REF docker://…` and a raw ceiling
- * (curl uploading the same blob files, one monolithic PUT each, as parallel as ovm), each run
+ * (curl uploading the same blob files, one streamed monolithic PUT each, as parallel as ovm), each run
  * into a fresh registry this bench starts, with an artifact of several layers of random data
  * (2 GiB by default).
  *
@@ -18,7 +18,7 @@ import type { ImageManifest } from "../src/core/oci.js";
 import { startRegistry, type RegistryServer } from "../test/registry-server.js";
 import { OVM, makeBenchArtifact, median, parseArgs, report, run, timed, type Series } from "./bench-lib.js";
 
-/** curlPush uploads every blob with curl: POST for a session, then one PUT of the file, blobs in parallel. */
+/** curlPush uploads every blob with curl: POST for a session, then one PUT streaming the file (`-T`; `--data-binary @f` would read it all into memory first), blobs in parallel. */
 function curlPushScript(
   reg: RegistryServer,
   store: Store,
@@ -28,7 +28,7 @@ function curlPushScript(
   const lines = blobs.map(
     (b) =>
       `up() { loc=$(curl -sf -X POST -D - -o /dev/null "http://${reg.host}/v2/bench/curl/blobs/uploads/" | tr -d '\\r' | sed -n 's/^[Ll]ocation: //p'); ` +
-      `case "$loc" in *\\?*) sep='&';; *) sep='?';; esac; curl -sf -X PUT -H 'Content-Type: application/octet-stream' --data-binary @"$1" "$loc\${sep}digest=$2" -o /dev/null; }; ` +
+      `case "$loc" in *\\?*) sep='&';; *) sep='?';; esac; curl -sf -X PUT -H 'Content-Type: application/octet-stream' -H 'Expect:' -T "$1" "$loc\${sep}digest=$2" -o /dev/null; }; ` +
       `up ${store.blobPath(b.digest as `sha256:${string}`)} ${b.digest} &`,
   );
   // Run at most `concurrency` uploads at once, in groups.
@@ -67,7 +67,7 @@ async function main(): Promise<void> {
       },
       {
         name: "curl (ceiling)",
-        command: "curl POST + PUT --data-binary @blob per blob, parallel",
+        command: "curl POST + PUT -T blob per blob, parallel",
         seconds: [],
       },
     ];

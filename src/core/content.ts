@@ -17,6 +17,23 @@ export interface ContentFetchOptions extends SignalOptions {
 }
 
 /**
+ * BlobReader lends a blob's bytes synchronously and in order, in buffers it owns (see
+ * ContentCapabilities.openReader): what an upload that writes to its socket itself reads from.
+ */
+export interface BlobReader {
+  readonly size: number;
+  /**
+   * next returns up to `max` of the next bytes, in a buffer lent until `release`, or
+   * undefined at the end. The bytes are verified as they go: the call that would hand out the
+   * last bytes throws instead when the blob is not what its digest says.
+   */
+  next(max: number): Uint8Array | undefined;
+  /** release gives a buffer back once its bytes are written. */
+  release(chunk: Uint8Array): void;
+  close(): void;
+}
+
+/**
  * StoreHandoff describes a ContentStore as plain data that can cross to a worker thread,
  * which opens the same store again there; `kind` says which opener reads the rest.
  */
@@ -48,6 +65,8 @@ export interface ContentCapabilities {
     open: () => Promise<Readable>,
     opts?: SignalOptions & { from?: ContentStore },
   ): Promise<"transferred" | "mounted">;
+  /** openReader opens a blob of this store for a BlobReader (a local store: verified reads from its file). */
+  openReader?(desc: Pick<Descriptor, "digest" | "size">): Promise<BlobReader>;
   /** addUntagged keeps a manifest that has no name (a pulled referrer, a pull by digest). */
   addUntagged?(desc: Descriptor): Promise<void>;
   /** handoff describes the store for a worker thread (see StoreHandoff). */

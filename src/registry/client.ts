@@ -4,6 +4,7 @@ import { Authorizer, type CredentialProvider } from "./auth.js";
 import { AuthTransport } from "./auth-transport.js";
 import { dockerConfigCredentials } from "./credentials.js";
 import { fastGetInto, type FastGetTarget } from "./fast-get.js";
+import { fastPutFrom, type FastPut } from "./fast-put.js";
 import { getInto, type FastGet } from "./fetch-into.js";
 import { RedirectTransport } from "./redirect-transport.js";
 import type { ClientSettings, RegistryEndpoint } from "./registry-endpoint.js";
@@ -184,6 +185,15 @@ export class RegistryClient {
           return fastGetInto(req.url, headers, target, { signal: req.signal });
         }
       : undefined;
+    const fastPut: FastPut | undefined = this.fastHttp
+      ? async (req, reader, length) => {
+          if (req.url.protocol !== "http:" || req.url.origin !== scheme.baseUrl().origin) return false;
+          const headers: Record<string, string> = { "user-agent": this.userAgent, ...req.headers };
+          const authorization = await auth.authorization(req);
+          if (authorization) headers.authorization = authorization;
+          return fastPutFrom(req.method, req.url, headers, reader, length, { signal: req.signal });
+        }
+      : undefined;
     const endpoint: RegistryEndpoint = {
       registry,
       transport,
@@ -192,6 +202,7 @@ export class RegistryClient {
       chunkSize: this.chunkSize,
       highWaterMark: this.highWaterMark,
       fastGet,
+      fastPut,
       handoff: async () => ({
         // A registry found to speak HTTP is spoken HTTP to from the start in the worker.
         client: { ...this.options, plainHttp: this.plainHttp || scheme.scheme === "http" },

@@ -145,7 +145,7 @@ export function fastGetInto(
   });
 }
 
-function parseHead(text: string): { statusCode: number; headers: Record<string, string> } | undefined {
+export function parseHead(text: string): { statusCode: number; headers: Record<string, string> } | undefined {
   const lines = text.split("\r\n");
   const m = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0] ?? "");
   if (!m) return undefined;

@@ -1,6 +1,7 @@
 import type { StoreHandoff } from "../core/content.js";
 import type { AuthState } from "./auth.js";
 import type { FastGet } from "./fetch-into.js";
+import type { FastPut } from "./fast-put.js";
 import type { RetryPolicy } from "./retry-policy.js";
 import type { Transport } from "./transport.js";
 
@@ -33,6 +34,8 @@ export interface RegistryEndpoint {
   readonly highWaterMark: number;
   /** fastGet is the plain-HTTP fast path for blob bodies, when the client uses one. */
   readonly fastGet?: FastGet;
+  /** fastPut is the plain-HTTP fast path for upload bodies read from a local store, when the client uses one. */
+  readonly fastPut?: FastPut;
   /** handoff returns the client's settings and what its authentication learnt, for a worker thread. */
   handoff(): Promise<{ client: ClientSettings; auth: AuthState }>;
 }

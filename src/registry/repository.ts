@@ -4,6 +4,7 @@ import { isOvmsError } from "../core/errors.js";
 import { MediaType } from "../core/media-types.js";
 import type { Descriptor, ImageIndex, ImageManifest } from "../core/oci.js";
 import type {
+  BlobReader,
   ContentCapabilities,
   ContentFetchOptions,
   ContentStore,
@@ -63,9 +64,11 @@ export class Repository implements ContentStore {
   readonly capabilities: ContentCapabilities = {
     verifiesOnPush: true,
     pushBlob: async (desc, open, opts = {}) => {
+      const openReader = opts.from?.capabilities?.openReader;
       const how = await this.pushBlob(desc, open, {
         mountFrom: this.mountSource(opts.from),
         signal: opts.signal,
+        reader: openReader ? () => openReader(desc) : undefined,
       });
       return how === "mounted" ? "mounted" : "transferred";
     },
@@ -248,12 +251,14 @@ export class Repository implements ContentStore {
   pushBlob(
     desc: Descriptor,
     open: () => Promise<Readable>,
-    opts: SignalOptions & { mountFrom?: string } = {},
+    opts: SignalOptions & { mountFrom?: string; reader?: () => Promise<BlobReader> } = {},
   ): Promise<UploadResult> {
+    const put = this.endpoint.fastPut;
     return uploadBlob(this, desc, open, {
       mountFrom: opts.mountFrom,
       chunkSize: this.endpoint.chunkSize,
       signal: opts.signal,
+      fast: put && opts.reader ? { put, reader: opts.reader } : undefined,
     });
   }
 

@@ -1,6 +1,8 @@
 import { Readable } from "node:stream";
 import type { Descriptor } from "../core/oci.js";
-import { RegistryError } from "./registry-error.js";
+import type { BlobReader } from "../core/content.js";
+import type { FastPut } from "./fast-put.js";
+import { RegistryError, isNetworkFailure, networkError, responseError } from "./registry-error.js";
 import { repositoryScope } from "./auth.js";
 import type { TransportRequest, TransportResponse } from "./transport.js";
 
@@ -23,6 +25,11 @@ export interface UploadOptions {
   /** chunkSize: larger blobs go in PATCH chunks of this size. */
   chunkSize: number;
   signal?: AbortSignal;
+  /**
+   * fast: where the client speaks plain HTTP to the registry and the blob comes from a local
+   * store, its bytes go from the store's reader straight to the socket (fast-put.ts).
+   */
+  fast?: { put: FastPut; reader: () => Promise<BlobReader> };
 }
 
 /** CANCEL_DELETE_MS bounds the DELETE of a cancelled upload: Ctrl-C must not wait on a slow registry. */
@@ -68,53 +75,90 @@ export async function uploadBlob(
   if (started.statusCode === 201 && opts.mountFrom) return "mounted";
   let location = locationOf(started.headers.location, post, what);
 
-  const content = await open();
+  // The body goes through the fast path (a local store's reader straight to the socket) while
+  // it takes the requests; if it declines the first one, the general path does it all.
+  let fast = opts.fast;
+  let reader: BlobReader | undefined;
+  let content: Readable | undefined;
+  let chunks: ChunkReader | undefined;
+  let sentAny = false;
+  const sendBody = async (
+    method: "PUT" | "PATCH",
+    url: URL,
+    n: number,
+    headers: Record<string, string>,
+    ok: number[],
+  ): Promise<Record<string, string | string[] | undefined>> => {
+    if (fast) {
+      reader ??= await fast.reader();
+      let answer;
+      try {
+        answer = await fast.put({ method, url, scopes, headers, signal }, reader, n);
+      } catch (e) {
+        if (isNetworkFailure(e) && !(e instanceof RegistryError)) throw networkError(method, url, e, true);
+        throw e;
+      }
+      if (answer) {
+        sentAny = true;
+        if (!ok.includes(answer.statusCode))
+          throw responseError(method, url, answer.statusCode, answer.body, what);
+        return answer.headers;
+      }
+      if (sentAny) throw networkError(method, url, new Error("the connection could not be made again"), true);
+      fast = undefined;
+    }
+    content ??= await open();
+    let body: Readable = content;
+    if (method === "PATCH") {
+      chunks ??= new ChunkReader(content[Symbol.asyncIterator]() as AsyncIterator<Buffer>);
+      body = Readable.from(chunks.take(n), { objectMode: false });
+    }
+    const res = await repo.send({
+      method,
+      url,
+      scopes,
+      headers: { ...headers, "content-length": String(n) },
+      body,
+      ok,
+      retry: false,
+      context: what,
+      signal,
+    });
+    await res.body.dump();
+    return res.headers;
+  };
+
   try {
     if (desc.size <= opts.chunkSize) {
       location.searchParams.set("digest", desc.digest);
-      const put = await repo.send({
-        method: "PUT",
-        url: location,
-        scopes,
-        headers: { "content-type": "application/octet-stream", "content-length": String(desc.size) },
-        body: content,
-        ok: [201],
-        retry: false,
-        context: what,
-        signal,
-      });
-      await put.body.dump();
-      checkDigest(put.headers["docker-content-digest"], desc, what);
+      const put = await sendBody(
+        "PUT",
+        location,
+        desc.size,
+        { "content-type": "application/octet-stream" },
+        [201],
+      );
+      checkDigest(put["docker-content-digest"], desc, what);
       return "uploaded";
     }
-    const reader = new ChunkReader(content[Symbol.asyncIterator]() as AsyncIterator<Buffer>);
     for (let offset = 0; offset < desc.size;) {
       const n = Math.min(opts.chunkSize, desc.size - offset);
-      const patch = await repo.send({
-        method: "PATCH",
-        url: location,
-        scopes,
-        headers: {
-          "content-type": "application/octet-stream",
-          "content-length": String(n),
-          "content-range": `${offset}-${offset + n - 1}`,
-        },
-        body: Readable.from(reader.take(n), { objectMode: false }),
-        ok: [202],
-        retry: false,
-        context: what,
-        signal,
-      });
-      await patch.body.dump();
+      const patch = await sendBody(
+        "PATCH",
+        location,
+        n,
+        { "content-type": "application/octet-stream", "content-range": `${offset}-${offset + n - 1}` },
+        [202],
+      );
       offset += n;
-      const range = /^(?:bytes=)?0-(\d+)$/.exec(String(patch.headers.range ?? ""));
+      const range = /^(?:bytes=)?0-(\d+)$/.exec(String(patch.range ?? ""));
       if (range && Number(range[1]) !== offset - 1) {
         throw new RegistryError(
           "BLOB_UPLOAD_INVALID",
           `${what}: the registry holds bytes 0-${range[1]} after a chunk ending at ${offset - 1}`,
         );
       }
-      location = locationOf(patch.headers.location, location, what);
+      location = locationOf(patch.location, location, what);
     }
     location.searchParams.set("digest", desc.digest);
     const put = await repo.send({
@@ -131,7 +175,7 @@ export async function uploadBlob(
     checkDigest(put.headers["docker-content-digest"], desc, what);
     return "uploaded";
   } catch (e) {
-    content.destroy();
+    content?.destroy();
     // Best effort: free the registry's half-written session (briefly, when cancelled).
     await repo
       .send({
@@ -145,6 +189,8 @@ export async function uploadBlob(
       .then((r) => r.body.dump())
       .catch(() => undefined);
     throw e;
+  } finally {
+    reader?.close();
   }
 }
 

@@ -1,4 +1,5 @@
 import { closeSync, constants, fsyncSync, openSync, write, writeSync } from "node:fs";
+import { giveAligned, takeAligned } from "./aligned.js";
 
 /**
  * AppendFile writes a new file front to back and makes it durable, with O_DIRECT where the
@@ -39,7 +40,7 @@ export class AppendFile {
     this.bfd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
     try {
       this.dfd = openSync(path, constants.O_WRONLY | constants.O_DIRECT);
-      this.staging = takeStaging();
+      this.staging = takeAligned(STAGING);
     } catch {
       this.dfd = undefined;
     }
@@ -92,7 +93,7 @@ export class AppendFile {
     this.closed = true;
     // A descriptor closed under a pending write could be reused by another open meanwhile.
     await this.drain();
-    if (this.staging) giveStaging(this.staging);
+    if (this.staging) giveAligned(this.staging);
     this.staging = undefined;
     if (this.dfd !== undefined) closeSync(this.dfd);
     closeSync(this.bfd);
@@ -112,7 +113,7 @@ export class AppendFile {
       this.writeDirectSync(buf, pos);
       return;
     }
-    this.staging = takeStaging();
+    this.staging = takeAligned(STAGING);
     this.inflight++;
     write(this.dfd!, buf, 0, buf.length, pos, (err, n) => {
       try {
@@ -124,7 +125,7 @@ export class AppendFile {
       } catch (e) {
         this.failure ??= e as Error;
       }
-      giveStaging(buf);
+      giveAligned(buf);
       if (--this.inflight === 0) this.drained?.();
     });
   }
@@ -170,21 +171,3 @@ const BLOCK = 4096;
 
 /** STAGING: the size of one direct write (`dd oflag=direct` here: 1 MiB blocks 2.4 GB/s, 4 MiB 2.9 GB/s, 128 KiB 0.9 GB/s). */
 const STAGING = 4 << 20;
-
-/**
- * Staging buffers are reused across files of a thread: new memory costs page faults, the very
- * thing avoided. They come from WebAssembly memories because those are page-aligned (O_DIRECT
- * needs aligned memory too), which a Buffer's allocation is not.
- */
-const spare: Buffer[] = [];
-
-function takeStaging(): Buffer {
-  return (
-    spare.pop() ??
-    Buffer.from(new WebAssembly.Memory({ initial: STAGING >> 16, maximum: STAGING >> 16 }).buffer)
-  );
-}
-
-function giveStaging(b: Buffer): void {
-  if (spare.length <= MAX_INFLIGHT) spare.push(b);
-}

@@ -12,6 +12,7 @@ import type { ContentCapabilities, ContentStore } from "../core/content.js";
 import { StoreError } from "./store-error.js";
 import { collectGarbage, type GcResult } from "./gc.js";
 import { ingestStream, openBlobWriter, type BlobWriter } from "./blob-writer.js";
+import { openBlobReader } from "./blob-reader.js";
 
 export type { GcResult, BlobWriter };
 
@@ -38,6 +39,10 @@ export class Store implements ContentStore {
     local: true,
     addUntagged: (desc) => this.addUntagged(desc),
     handoff: async () => ({ kind: "layout", root: this.root }),
+    openReader: async (desc) => {
+      if ((await this.blobSize(desc.digest)) === undefined) throw this.notFound(desc.digest);
+      return openBlobReader(this.blobPath(desc.digest), desc);
+    },
   };
 
   /** The entries of index.json as last read, with the file's fingerprint then (see entries). */

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
@@ -93,24 +94,32 @@ test("SIGKILL of the client: the daemon notices its attached client is gone and 
 });
 
 test("Ctrl-C while the daemon is still starting the instance (before 'is starting'): nothing is left running", async () => {
-  // The moment the daemon has created the instance, its POST /start is still unanswered.
-  const early = runClient([process.execPath, OVM], "fg-int-early");
-  await waitFor(
-    "the daemon to create fg-int-early",
-    async () => ((await instance("fg-int-early")) ? true : undefined),
-    60_000,
-  );
-  early.proc.kill("SIGINT");
+  // The moment the daemon has created the instance, its POST /start may still be unanswered:
+  // a cold start takes ~0.4 s, and the interrupt must land inside it. Whether it does is a
+  // race, so up to 5 tries, each of which must leave nothing running; one must land early.
+  let early = 0;
+  for (let i = 0; i < 5 && !early; i++) {
+    const name = `fg-int-early-${i}`;
+    const c = runClient([process.execPath, OVM], name);
+    for (let n = 0; !(await instance(name)); n++) {
+      if (n > 6000) throw new Error(`the daemon never created ${name}`);
+      await sleep(10);
+    }
+    c.proc.kill("SIGINT");
+    const code = await c.exit;
+    assert.ok(code === 130 || code === 0 || code === "SIGINT", `${name}: exit ${code}`);
+    if (!/is starting/.test(c.stderr())) early++;
+    await ended(name);
+  }
+  assert.equal(early, 1, "one interrupt landed before the daemon's answer");
   // And at moments picked blind, from right after the process starts to well into the start.
   const blind = [100, 300, 600, 1000].map((ms) => {
     const c = runClient([process.execPath, OVM], `fg-int-${ms}`);
     setTimeout(() => c.proc.kill("SIGINT"), ms);
     return c;
   });
-  const codes = await Promise.all([early, ...blind].map((c) => c.exit));
+  const codes = await Promise.all(blind.map((c) => c.exit));
   for (const code of codes) assert.ok(code === 130 || code === 0 || code === "SIGINT", `exit ${code}`);
-  assert.doesNotMatch(early.stderr(), /is starting/, "the first one was interrupted before the answer");
-  await ended("fg-int-early");
   for (const ms of [100, 300, 600, 1000]) await ended(`fg-int-${ms}`, true);
 });
 
