@@ -12,9 +12,10 @@ export interface SnapshotOptions {
   /** Stop the instance once captured instead of resuming it. */
   stop?: boolean;
   /**
-   * How to take it from a running guest that is to resume (SnapshotReport): `copy` (default),
-   * `live` (shorter pause, but not yet reliable: rfc §5.8), or `paused` (what snapshots did
-   * before; benchmarks compare). A method the host has no room for falls back to the next.
+   * How to take it from a running guest that is to resume (SnapshotReport): `live` (the
+   * shortest pause; the default, except under TCG before QEMU 9.0: rfc §5.8), `copy` (the
+   * default there), or `paused` (what snapshots did before; benchmarks compare). A method the
+   * host has no room for falls back to the next.
    */
   method?: "live" | "copy" | "paused";
   /** Called while the guest is paused, before anything is copied (what the snapshot holds is of this moment). */

@@ -59,7 +59,13 @@ export async function takeSnapshot<R>(
     const hasOverlay = existsSync(overlay);
     const method =
       wasRunning && !opts.stop
-        ? await choose(rec, fromStream, hasOverlay ? overlay : "", opts, report)
+        ? await choose(
+            rec,
+            fromStream,
+            hasOverlay ? overlay : "",
+            opts.method ?? defaultMethod(rec.accel, await ctx.version()),
+            report,
+          )
         : "paused";
     const captured = await ctx.migration.capture(
       qmp,
@@ -163,17 +169,24 @@ async function resume(
 }
 
 /**
- * DEFAULT_METHOD is how a running guest that is to resume is snapshotted unless told otherwise:
- * not `live`, which restored to a panicking guest about once in 15–30 snapshots of a busy TCG
- * guest (rfc §5.8).
+ * defaultMethod is how a running guest that is to resume is snapshotted unless told otherwise:
+ * `live`, except under TCG before QEMU 9.0, whose precopy misses guest writes now and then
+ * (QEMU commit 03bfc2188f061, "physmem: Fix migration dirty bitmap coherency with TCG memory
+ * access": after a dirty-bitmap sync the vCPUs' TLBs still let writes through untracked). There
+ * a live capture restored to a panicking guest about once in 15–30 snapshots of a busy guest,
+ * so it takes `copy` (rfc §5.8).
  */
-const DEFAULT_METHOD = "copy";
+export function defaultMethod(accel: string, qemuVersion: string): "live" | "copy" {
+  if (accel !== "tcg") return "live";
+  const major = Number(/^(\d+)\./.exec(qemuVersion)?.[1]);
+  return major >= 9 ? "live" : "copy";
+}
 
 /** LIVE is how a live capture runs: QEMU aims at a 20 ms stop; stopped by force 10 s after the first pass. */
 const LIVE = { downtimeMs: 20, convergeMs: 10_000 };
 
 /**
- * choose picks how a running guest is snapshotted: what `opts.method` asks (default DEFAULT_METHOD), or
+ * choose picks how a running guest is snapshotted: `want` (what the caller asked, else defaultMethod), or
  * the next one down (live → copy → paused) when the host has no room for what it writes beside
  * the guest, which `report.fallback` then says. A live capture writes the guest's RAM twice on
  * its tmpfs (the migration stream and the memory split out of it); a copy writes its memory once
@@ -183,7 +196,7 @@ async function choose(
   rec: InstanceRecord,
   fromStream: boolean,
   overlay: string,
-  opts: SnapshotOptions,
+  want: "live" | "copy" | "paused",
   report: SnapshotReport,
 ): Promise<"live" | "copy" | "paused"> {
   const free = async (p: string) => {
@@ -197,7 +210,7 @@ async function choose(
   const overlayFree = overlay ? await free(overlay) : Infinity;
   const why: string[] = [];
   const order = ["live", "copy", "paused"] as const;
-  for (const m of order.slice(order.indexOf(opts.method ?? DEFAULT_METHOD))) {
+  for (const m of order.slice(order.indexOf(want))) {
     if (m === "paused") break;
     const need = (m === "live" ? 2 * ram : ram) + margin;
     if (need > shmFree) why.push(`${m}: need ${mib(need)} MiB on ${rec.shm_dir}, ${mib(shmFree)} MiB free`);
