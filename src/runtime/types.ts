@@ -13,9 +13,9 @@ export interface SnapshotOptions {
   stop?: boolean;
   /**
    * How to take it from a running guest that is to resume (SnapshotReport): `live` (the
-   * shortest pause; the default, except under TCG before QEMU 9.0: rfc §5.8), `copy` (the
-   * default there), or `paused` (what snapshots did before; benchmarks compare). A method the
-   * host has no room for falls back to the next.
+   * shortest pause; the default where QEMU's precopy is sound for the guest: rfc §5.8,
+   * qemu/precopy.ts), `copy` (the default elsewhere), or `paused` (what snapshots did before;
+   * benchmarks compare). A method the host has no room for falls back to the next.
    */
   method?: "live" | "copy" | "paused";
   /** Called while the guest is paused, before anything is copied (what the snapshot holds is of this moment). */

@@ -82,7 +82,10 @@ export function qemuArgv(c: QemuConfig): string[] {
       : "q35,memory-backend=ram0",
   );
   a.push("-accel", c.accel, "-cpu", c.cpuModel ?? defaultCpuModel(c.accel));
-  a.push("-m", `${Math.floor(c.memoryBytes / (1 << 20))}M`, "-smp", String(c.vcpus));
+  // In MiB where it is whole; a RAM sized off the MiB (precopy.ts RAM_PAD) in KiB.
+  const mem =
+    c.memoryBytes % (1 << 20) ? `${Math.floor(c.memoryBytes / 1024)}K` : `${c.memoryBytes / (1 << 20)}M`;
+  a.push("-m", mem, "-smp", String(c.vcpus));
   a.push(
     "-object",
     `memory-backend-file,id=ram0,mem-path=${c.ramFile},size=${c.memoryBytes},share=${c.restore ? "off" : "on"}`,

@@ -5,6 +5,7 @@ import { RuntimeError } from "../runtime-error.js";
 import type { Accel, InstanceState, Machine, StartOptions } from "../types.js";
 import { defaultCpuModel, type QemuConfig } from "./argv.js";
 import { draftNetwork, networkMismatches, type NetworkDraft } from "./network.js";
+import { RAM_PAD } from "./precopy.js";
 
 /** DEFAULT_MEMORY is the guest memory when neither the caller nor the manifest says. */
 export const DEFAULT_MEMORY = 256 << 20;
@@ -151,7 +152,12 @@ export function restoreMismatches(
     bad.push(`machine: ${snap.machine} is not supported`);
   if (opts.machine && opts.machine !== snap.machine)
     bad.push(`machine: snapshot ${snap.machine}, asked ${opts.machine}`);
-  if (opts.memory !== undefined && opts.memory !== snap.memoryBytes)
+  // The memory asked for a guest is what it was booted with, or that and RAM_PAD (precopy.ts).
+  if (
+    opts.memory !== undefined &&
+    opts.memory !== snap.memoryBytes &&
+    opts.memory + RAM_PAD !== snap.memoryBytes
+  )
     bad.push(`memory: snapshot ${snap.memoryBytes}, asked ${opts.memory}`);
   if (opts.cpus !== undefined && opts.cpus !== snap.vcpus)
     bad.push(`vcpus: snapshot ${snap.vcpus}, asked ${opts.cpus}`);

@@ -3,6 +3,7 @@ import { copyFile, rm, stat, statfs } from "node:fs/promises";
 import { join } from "node:path";
 import type { SnapshotCapture, SnapshotOptions, SnapshotReport } from "../types.js";
 import { checkSnapshottable, type Migration } from "./migration.js";
+import { precopySound } from "./precopy.js";
 import type { QmpClient, QmpEvent } from "./qmp-client.js";
 import type { InstanceRecord, InstanceRecords } from "./records.js";
 import { toCapture } from "./record-views.js";
@@ -63,7 +64,11 @@ export async function takeSnapshot<R>(
             rec,
             fromStream,
             hasOverlay ? overlay : "",
-            opts.method ?? defaultMethod(rec.accel, await ctx.version()),
+            opts.method ??
+              defaultMethod(rec.accel, await ctx.version(), [
+                rec.memory_bytes,
+                ...rec.devices.map((d) => d.size),
+              ]),
             report,
           )
         : "paused";
@@ -170,16 +175,10 @@ async function resume(
 
 /**
  * defaultMethod is how a running guest that is to resume is snapshotted unless told otherwise:
- * `live`, except under TCG before QEMU 9.0, whose precopy misses guest writes now and then
- * (QEMU commit 03bfc2188f061, "physmem: Fix migration dirty bitmap coherency with TCG memory
- * access": after a dirty-bitmap sync the vCPUs' TLBs still let writes through untracked). There
- * a live capture restored to a panicking guest about once in 15–30 snapshots of a busy guest,
- * so it takes `copy` (rfc §5.8).
+ * `live`, where QEMU's precopy is sound for its RAM blocks (precopy.ts), else `copy` (rfc §5.8).
  */
-export function defaultMethod(accel: string, qemuVersion: string): "live" | "copy" {
-  if (accel !== "tcg") return "live";
-  const major = Number(/^(\d+)\./.exec(qemuVersion)?.[1]);
-  return major >= 9 ? "live" : "copy";
+export function defaultMethod(accel: string, qemuVersion: string, ramBlocks: number[]): "live" | "copy" {
+  return precopySound(accel, qemuVersion, ramBlocks) ? "live" : "copy";
 }
 
 /** LIVE is how a live capture runs: QEMU aims at a 20 ms stop; stopped by force 10 s after the first pass. */
