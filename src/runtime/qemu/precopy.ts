@@ -32,7 +32,17 @@ export function precopySound(accel: string, qemuVersion: string, ramBlocks: numb
   return ramBlocks.every((n) => n % WORD !== 0);
 }
 
-/** soundMemory is the RAM a new guest gets for `bytes` asked: RAM_PAD more where that makes precopy sound. */
-export function soundMemory(bytes: number, accel: string, qemuVersion: string): number {
-  return precopySound(accel, qemuVersion, [bytes]) ? bytes : bytes + RAM_PAD;
+/**
+ * soundMemory is the RAM a new guest gets for `bytes` asked: RAM_PAD more where that makes its
+ * precopy sound. Not where it would not: a device's shared memory on the grid (`devices`, its
+ * sizes, fixed by the artifact) keeps the guest on `copy` whatever its RAM.
+ */
+export function soundMemory(
+  bytes: number,
+  accel: string,
+  qemuVersion: string,
+  devices: number[] = [],
+): number {
+  if (precopySound(accel, qemuVersion, [bytes, ...devices])) return bytes;
+  return precopySound(accel, qemuVersion, [bytes + RAM_PAD, ...devices]) ? bytes + RAM_PAD : bytes;
 }

@@ -49,7 +49,13 @@ export async function planInstance(
   if (hostCheck) await checkPlanHost(ctx, draft);
   const plan = finishPlan(draft, draft.accel ?? (await chooseAccel(opts.accel, a.kernelPath)));
   // A new guest's RAM is sized so that its live snapshots are sound (a restore keeps the snapshot's).
-  if (!a.ramSnapshot) plan.memory = soundMemory(plan.memory, plan.accel, await qemuVersion());
+  if (!a.ramSnapshot)
+    plan.memory = soundMemory(
+      plan.memory,
+      plan.accel,
+      await qemuVersion(),
+      plan.devices.map((d) => d.size),
+    );
   const added = a.ramSnapshot ? [] : clockArgs({ ...plan, tscKhz: await hostTscKhz() });
   plan.cmdline = withKernelArgs(plan.cmdline, added);
   return {

@@ -35,6 +35,12 @@ test("a new guest's RAM is lengthened by 8 KiB only where that makes precopy sou
   assert.equal(soundMemory(192 * MiB, "kvm", "7.2.22"), 192 * MiB);
   assert.equal(soundMemory(192 * MiB, "tcg", "9.1.0"), 192 * MiB);
   assert.equal(soundMemory(100 * MiB + 4096, "tcg", "7.2.22"), 100 * MiB + 4096, "already off the grid");
+  assert.equal(
+    soundMemory(192 * MiB, "tcg", "7.2.22", [MiB]),
+    192 * MiB,
+    "a 1 MiB ivshmem device keeps the guest on copy: no pad that would not help",
+  );
+  assert.equal(soundMemory(192 * MiB, "tcg", "7.2.22", [MiB + 8192]), 192 * MiB + RAM_PAD);
   assert.equal(RAM_PAD % 8192, 0, "QEMU takes x86 RAM in 8 KiB steps");
   const argv = (memoryBytes: number) =>
     qemuArgv({
