@@ -82,7 +82,7 @@ export function qemuArgv(c: QemuConfig): string[] {
       : "q35,memory-backend=ram0",
   );
   a.push("-accel", c.accel, "-cpu", c.cpuModel ?? defaultCpuModel(c.accel));
-  // In MiB where it is whole; a RAM sized off the MiB (precopy.ts RAM_PAD) in KiB.
+  // In MiB where it is whole, else in KiB (RAM sized off the 256 KiB grid: precopy.ts).
   const mem =
     c.memoryBytes % (1 << 20) ? `${Math.floor(c.memoryBytes / 1024)}K` : `${c.memoryBytes / (1 << 20)}M`;
   a.push("-m", mem, "-smp", String(c.vcpus));

@@ -5,7 +5,6 @@ import { RuntimeError } from "../runtime-error.js";
 import type { Accel, InstanceState, Machine, StartOptions } from "../types.js";
 import { defaultCpuModel, type QemuConfig } from "./argv.js";
 import { draftNetwork, networkMismatches, type NetworkDraft } from "./network.js";
-import { RAM_PAD } from "./precopy.js";
 
 /** DEFAULT_MEMORY is the guest memory when neither the caller nor the manifest says. */
 export const DEFAULT_MEMORY = 256 << 20;
@@ -98,6 +97,9 @@ export function draftPlan(
   const vcpus = snap?.vcpus ?? opts.cpus ?? m.resources?.vcpus ?? 1;
   if (memory < MIN_MEMORY)
     throw new RuntimeError("INVALID_ARGUMENT", `memory ${memory} bytes: at least 16 MiB`);
+  // QEMU takes x86 RAM in 8 KiB steps (and refuses a backend of another size).
+  if (memory % 8192 !== 0)
+    throw new RuntimeError("INVALID_ARGUMENT", `memory ${memory} bytes: a whole number of 8 KiB`);
   const hinted =
     m.runtimeHints?.machine === "microvm" || m.runtimeHints?.machine === "q35"
       ? m.runtimeHints.machine
@@ -152,12 +154,7 @@ export function restoreMismatches(
     bad.push(`machine: ${snap.machine} is not supported`);
   if (opts.machine && opts.machine !== snap.machine)
     bad.push(`machine: snapshot ${snap.machine}, asked ${opts.machine}`);
-  // The memory asked for a guest is what it was booted with, or that and RAM_PAD (precopy.ts).
-  if (
-    opts.memory !== undefined &&
-    opts.memory !== snap.memoryBytes &&
-    opts.memory + RAM_PAD !== snap.memoryBytes
-  )
+  if (opts.memory !== undefined && opts.memory !== snap.memoryBytes)
     bad.push(`memory: snapshot ${snap.memoryBytes}, asked ${opts.memory}`);
   if (opts.cpus !== undefined && opts.cpus !== snap.vcpus)
     bad.push(`vcpus: snapshot ${snap.vcpus}, asked ${opts.cpus}`);

@@ -2,8 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { PreparedArtifact } from "../../artifact/prepare.js";
 import { RuntimeError } from "../runtime-error.js";
 import { TERMINAL_STATES, type StartOptions } from "../types.js";
-import { chooseAccel, qemuVersion } from "./accel.js";
-import { soundMemory } from "./precopy.js";
+import { chooseAccel } from "./accel.js";
 import { bootTimeout } from "./boot-watchdog.js";
 import { clockArgs, hostTscKhz, withKernelArgs } from "./clock.js";
 import { readHostFacts } from "./host-facts.js";
@@ -48,14 +47,6 @@ export async function planInstance(
   });
   if (hostCheck) await checkPlanHost(ctx, draft);
   const plan = finishPlan(draft, draft.accel ?? (await chooseAccel(opts.accel, a.kernelPath)));
-  // A new guest's RAM is sized so that its live snapshots are sound (a restore keeps the snapshot's).
-  if (!a.ramSnapshot)
-    plan.memory = soundMemory(
-      plan.memory,
-      plan.accel,
-      await qemuVersion(),
-      plan.devices.map((d) => d.size),
-    );
   const added = a.ramSnapshot ? [] : clockArgs({ ...plan, tscKhz: await hostTscKhz() });
   plan.cmdline = withKernelArgs(plan.cmdline, added);
   return {
