@@ -59,11 +59,13 @@ export interface ContentCapabilities {
   /**
    * pushBlob stores a blob whose content is opened only when it is needed, and may make it
    * present without moving bytes (a cross-repository mount from `from`); it says which.
+   * `onBytes` hears of bytes it moves without going through the opened content (a fast path
+   * reading `from` itself); bytes read through the content are counted by whoever opened it.
    */
   pushBlob?(
     desc: Descriptor,
     open: () => Promise<Readable>,
-    opts?: SignalOptions & { from?: ContentStore },
+    opts?: SignalOptions & { from?: ContentStore; onBytes?: (n: number) => void },
   ): Promise<"transferred" | "mounted">;
   /** openReader opens a blob of this store for a BlobReader (a local store: verified reads from its file). */
   openReader?(desc: Pick<Descriptor, "digest" | "size">): Promise<BlobReader>;

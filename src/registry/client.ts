@@ -186,12 +186,12 @@ export class RegistryClient {
         }
       : undefined;
     const fastPut: FastPut | undefined = this.fastHttp
-      ? async (req, reader, length) => {
+      ? async (req, reader, length, onBytes) => {
           if (req.url.protocol !== "http:" || req.url.origin !== scheme.baseUrl().origin) return false;
           const headers: Record<string, string> = { "user-agent": this.userAgent, ...req.headers };
           const authorization = await auth.authorization(req);
           if (authorization) headers.authorization = authorization;
-          return fastPutFrom(req.method, req.url, headers, reader, length, { signal: req.signal });
+          return fastPutFrom(req.method, req.url, headers, reader, length, { signal: req.signal, onBytes });
         }
       : undefined;
     const endpoint: RegistryEndpoint = {

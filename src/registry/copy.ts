@@ -161,7 +161,7 @@ export async function copy(
             if (offload && desc.size >= threshold) {
               how = await workers().move(src, dst, desc, { progress: onBytes, signal });
             } else if (dstCan?.pushBlob) {
-              how = await dstCan.pushBlob(desc, () => open(desc), { from: src, signal });
+              how = await dstCan.pushBlob(desc, () => open(desc), { from: src, signal, onBytes });
             } else {
               await dst.push(desc, await open(desc), { signal });
             }

@@ -155,6 +155,7 @@ export type FastPut = (
   },
   reader: BlobReader,
   length: number,
+  onBytes?: (n: number) => void,
 ) => Promise<FastPutAnswer | false>;
 
 /** FastPutAnswer is the registry's answer to a fast PUT or PATCH. */

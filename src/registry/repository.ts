@@ -69,6 +69,7 @@ export class Repository implements ContentStore {
         mountFrom: this.mountSource(opts.from),
         signal: opts.signal,
         reader: openReader ? () => openReader(desc) : undefined,
+        onBytes: opts.onBytes,
       });
       return how === "mounted" ? "mounted" : "transferred";
     },
@@ -251,14 +252,18 @@ export class Repository implements ContentStore {
   pushBlob(
     desc: Descriptor,
     open: () => Promise<Readable>,
-    opts: SignalOptions & { mountFrom?: string; reader?: () => Promise<BlobReader> } = {},
+    opts: SignalOptions & {
+      mountFrom?: string;
+      reader?: () => Promise<BlobReader>;
+      onBytes?: (n: number) => void;
+    } = {},
   ): Promise<UploadResult> {
     const put = this.endpoint.fastPut;
     return uploadBlob(this, desc, open, {
       mountFrom: opts.mountFrom,
       chunkSize: this.endpoint.chunkSize,
       signal: opts.signal,
-      fast: put && opts.reader ? { put, reader: opts.reader } : undefined,
+      fast: put && opts.reader ? { put, reader: opts.reader, onBytes: opts.onBytes } : undefined,
     });
   }
 

@@ -142,7 +142,12 @@ async function run(job: TransferJob, signal: AbortSignal): Promise<"transferred"
   const dst = await open(job.dst);
   const verify = !dst.capabilities?.verifiesOnPush;
   const fetch = async () => count(await src.fetch(job.desc, { verify, signal }));
-  if (dst.capabilities?.pushBlob) return dst.capabilities.pushBlob(job.desc, fetch, { from: src, signal });
+  if (dst.capabilities?.pushBlob) {
+    const onBytes = job.progress ? tick : undefined;
+    const how = await dst.capabilities.pushBlob(job.desc, fetch, { from: src, signal, onBytes });
+    flushProgress();
+    return how;
+  }
   await dst.push(job.desc, await fetch(), { signal });
   return "transferred";
 }

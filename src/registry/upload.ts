@@ -29,7 +29,7 @@ export interface UploadOptions {
    * fast: where the client speaks plain HTTP to the registry and the blob comes from a local
    * store, its bytes go from the store's reader straight to the socket (fast-put.ts).
    */
-  fast?: { put: FastPut; reader: () => Promise<BlobReader> };
+  fast?: { put: FastPut; reader: () => Promise<BlobReader>; onBytes?: (n: number) => void };
 }
 
 /** CANCEL_DELETE_MS bounds the DELETE of a cancelled upload: Ctrl-C must not wait on a slow registry. */
@@ -93,7 +93,7 @@ export async function uploadBlob(
       reader ??= await fast.reader();
       let answer;
       try {
-        answer = await fast.put({ method, url, scopes, headers, signal }, reader, n);
+        answer = await fast.put({ method, url, scopes, headers, signal }, reader, n, fast.onBytes);
       } catch (e) {
         if (isNetworkFailure(e) && !(e instanceof RegistryError)) throw networkError(method, url, e, true);
         throw e;
