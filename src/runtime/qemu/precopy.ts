@@ -9,10 +9,9 @@
  * not sent again. The slow path, per page, resets them. Here a live snapshot of a busy guest
  * restored to a spinning or panicking guest about once in 15–35 when its RAM was on that grid;
  * with RAM 8 KiB off it (192 MiB + 8 KiB, `--memory 196616K`) none did in 111. The runtime
- * does not change the size asked (a padded guest was also seen, twice in ~120 cold boots under
- * heavy load, to stop counting after its first line, with its vCPU idle: not shown to be
- * caused by the size, not ruled out either); it takes `live` snapshots by default only where
- * every RAM block is off the grid.
+ * does not change the size asked: guests with RAM off the grid were also seen, 3 times in ~270
+ * cold boots under load (0 in ~230 on the grid), to stop after their first console line with
+ * the vCPU idle. It takes `live` snapshots by default only where every RAM block is off the grid.
  */
 
 /** WORD: the RAM block length whose multiples take the sync's fast path (64 pages of 4 KiB). */
