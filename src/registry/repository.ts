@@ -4,7 +4,6 @@ import { isOvmsError } from "../core/errors.js";
 import { MediaType } from "../core/media-types.js";
 import type { Descriptor, ImageIndex, ImageManifest } from "../core/oci.js";
 import type {
-  BlobReader,
   ContentCapabilities,
   ContentFetchOptions,
   ContentStore,
@@ -35,7 +34,7 @@ import type { RegistryEndpoint, RegistryHandoff } from "./registry-endpoint.js";
 import { backoff } from "./retry-policy.js";
 import { listTags } from "./tags.js";
 import type { TransportRequest, TransportResponse } from "./transport.js";
-import { uploadBlob, type UploadResult } from "./upload.js";
+import { uploadBlob, type PushSource, type UploadResult } from "./upload.js";
 
 /** FetchOptions tune a blob download. */
 export interface FetchOptions extends ContentFetchOptions {
@@ -252,11 +251,7 @@ export class Repository implements ContentStore {
   pushBlob(
     desc: Descriptor,
     open: () => Promise<Readable>,
-    opts: SignalOptions & {
-      mountFrom?: string;
-      reader?: () => Promise<BlobReader>;
-      onBytes?: (n: number) => void;
-    } = {},
+    opts: SignalOptions & PushSource = {},
   ): Promise<UploadResult> {
     const put = this.endpoint.fastPut;
     return uploadBlob(this, desc, open, {

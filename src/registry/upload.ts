@@ -32,6 +32,13 @@ export interface UploadOptions {
   fast?: { put: FastPut; reader: () => Promise<BlobReader>; onBytes?: (n: number) => void };
 }
 
+/** PushSource is where a pushed blob may come from besides its opened content: another repository to mount it from, a local reader for the fast path, and who hears of the bytes that path moves. */
+export interface PushSource {
+  mountFrom?: string;
+  reader?: () => Promise<BlobReader>;
+  onBytes?: (n: number) => void;
+}
+
 /** CANCEL_DELETE_MS bounds the DELETE of a cancelled upload: Ctrl-C must not wait on a slow registry. */
 const CANCEL_DELETE_MS = 2_000;
 
