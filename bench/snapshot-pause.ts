@@ -1,9 +1,10 @@
 /**
  * The pause part of bench/snapshot: how long a running guest is paused while it is snapshotted,
  * for the demo guest (192 MiB, counting) and a 1 GiB guest that filled 768 MiB of its memory (880 MiB got its kernel OOM-killing)
- * (`ovms.mode=fill`), each snapshotted `runs` times alternately packed while paused (`paused`,
- * what every snapshot did before) and resumed before packing (`copy`: memory file and overlay
- * copied while paused). Per snapshot: the pause as QEMU stamps it (STOP → RESUME), its parts
+ * (`ovms.mode=fill`), each snapshotted `runs` times by each method in turn: packed while paused
+ * (`paused`, what every snapshot did before), resumed before packing after memory file and
+ * overlay were copied while paused (`copy`), QEMU's precopy (`live`), and device state only while
+ * paused, memory written afterwards with copy-on-write (`background`). Per snapshot: the pause as QEMU stamps it (STOP → RESUME), its parts
  * (device state save, copies), the total as the caller sees it, the bytes written, and the
  * guest's own view: the longest gap between two of its console lines around the snapshot, less
  * the usual gap (it prints one every 200 ms of its own time, which stops while it is paused).
@@ -38,9 +39,13 @@ export const GUESTS: Record<string, GuestKind> = {
   },
 };
 
+/** MODES are the methods compared, each snapshot of a run in turn (SnapshotOptions.method). */
+const MODES = ["paused", "copy", "live", "background"] as const;
+
 interface Shot {
   mode: string;
   pauseMs: number;
+  prepareMs?: number;
   captureMs?: number;
   copyMs?: number;
   totalMs: number;
@@ -163,7 +168,7 @@ export async function measurePause(kind: GuestKind, runs: number, keep: boolean)
     await lines.waitFor(kind.ready, 600_000);
     process.stdout.write(`${kind.name}: ready after ${Math.round(performance.now() - tBoot)} ms\n`);
     for (let i = 0; i < runs; i++) {
-      for (const mode of ["paused", "copy", "live"] as const) {
+      for (const mode of MODES) {
         const report: SnapshotReport = {};
         const load1 = loadavg()[0];
         const t0 = performance.now();
@@ -178,6 +183,7 @@ export async function measurePause(kind: GuestKind, runs: number, keep: boolean)
           mode: report.mode ?? mode,
           pauseMs: report.pauseMs ?? NaN,
           ...(report.captureMs !== undefined ? { captureMs: report.captureMs } : {}),
+          ...(report.prepareMs !== undefined ? { prepareMs: report.prepareMs } : {}),
           ...(report.copyMs !== undefined ? { copyMs: report.copyMs } : {}),
           totalMs: Math.round((t1 - t0) * 10) / 10,
           bytesWritten: snap.bytesWritten,
@@ -198,13 +204,14 @@ export async function measurePause(kind: GuestKind, runs: number, keep: boolean)
     const usual = lines.usualGap(windows);
     for (const x of shots) x.guestLostMs = Math.round(lines.lostAround(x.lostAt[0], x.lostAt[1], usual));
     const summary: Record<string, unknown> = {};
-    for (const mode of ["paused", "copy", "live"]) {
+    for (const mode of MODES) {
       const s = shots.filter((x) => x.mode === mode);
       if (!s.length) continue;
       summary[mode] = {
         runs: s.length,
         pause_ms: stats(s.map((x) => x.pauseMs)),
         capture_ms: stats(s.map((x) => x.captureMs ?? 0)),
+        prepare_ms: stats(s.map((x) => x.prepareMs ?? 0)),
         copy_ms: stats(s.map((x) => x.copyMs ?? 0)),
         total_ms: stats(s.map((x) => x.totalMs)),
         bytes_written: stats(s.map((x) => x.bytesWritten)),

@@ -77,12 +77,12 @@ async function pausePart(a: ReturnType<typeof args>) {
   const out = [];
   for (const g of a.guests) out.push(await measurePause(GUESTS[g], a.pauseRuns, a.keep));
   console.log(
-    "\nguest | mode | pause ms p50/p95 | total ms p50/p95 | bytes written p50 | guest lost ms p50/p95 | console gap over usual ms p50/p95 | load1 p50",
+    "\nguest | mode | pause ms p50/p95 | prepare ms p50 | total ms p50/p95 | bytes written p50 | guest lost ms p50/p95 | console gap over usual ms p50/p95 | load1 p50",
   );
   for (const r of out)
     for (const [mode, s] of Object.entries(r.summary) as [string, any][])
       console.log(
-        `${r.guest.name} | ${mode} | ${s.pause_ms.p50}/${s.pause_ms.p95} | ${s.total_ms.p50}/${s.total_ms.p95} | ${s.bytes_written.p50} | ${s.guest_lost_ms.p50}/${s.guest_lost_ms.p95} | ${s.guest_gap_over_usual_ms.p50}/${s.guest_gap_over_usual_ms.p95} | ${s.load1.p50}`,
+        `${r.guest.name} | ${mode} | ${s.pause_ms.p50}/${s.pause_ms.p95} | ${s.prepare_ms.p50} | ${s.total_ms.p50}/${s.total_ms.p95} | ${s.bytes_written.p50} | ${s.guest_lost_ms.p50}/${s.guest_lost_ms.p95} | ${s.guest_gap_over_usual_ms.p50}/${s.guest_gap_over_usual_ms.p95} | ${s.load1.p50}`,
       );
   return out;
 }

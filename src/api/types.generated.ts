@@ -354,9 +354,9 @@ export interface SnapshotResponse {
    */
   bytes_written?: number;
   /**
-   * `live`: the VMM saved the guest's memory while it ran and paused it only for the last changes and the device state; `copy`: memory was copied while paused; in both the disk overlay was copied while paused and the snapshot packed after the guest resumed. `paused`: the guest stayed paused while the snapshot was packed (it was to stop, or the host had no room for the copies).
+   * `background`: the guest was paused while its disk overlay was copied and its device state saved, then the VMM wrote its memory as of the pause while it ran again (copying each page before the guest's first write to it); `live`: the VMM saved the guest's memory while it ran and paused it only for the last changes and the device state; `copy`: memory was copied while paused; in these three the disk overlay was copied while paused and the snapshot packed after the guest resumed. `paused`: the guest stayed paused while the snapshot was packed (it was to stop, or the host had no room for the copies).
    */
-  pause_mode?: "live" | "copy" | "paused";
+  pause_mode?: "background" | "live" | "copy" | "paused";
 }
 export interface InjectRequest {
   instance_id: InstanceRef;
@@ -436,6 +436,10 @@ export interface Confinement {
    * The namespaces of its own.
    */
   namespaces?: ("mnt" | "pid" | "ipc" | "uts" | "cgroup" | "net")[];
+  /**
+   * Linux capabilities the confined VMM keeps (lower case, without `cap_`): `sys_ptrace` lets it use userfaultfd for background snapshots where the host allows that only to such processes; `net_bind_service` lets it publish a host port below 1024. Absent: none.
+   */
+  capabilities?: string[];
   /**
    * The VMM's seccomp filter setting (QEMU `-sandbox`).
    */

@@ -69,3 +69,8 @@ export const ManifestMediaTypes = [
 export function isOvmsManifest(m: ImageManifest): boolean {
   return m.artifactType === MediaType.OvmsManifest || m.config?.mediaType === MediaType.OvmsManifest;
 }
+
+/** hasRamSnapshotLayer tells whether a manifest (as read, not yet validated) has a RAM snapshot layer. */
+export function hasRamSnapshotLayer(m: Partial<ImageManifest>): boolean {
+  return Array.isArray(m.layers) && m.layers.some((l) => l?.mediaType === MediaType.RamSnapshot);
+}

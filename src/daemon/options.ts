@@ -24,6 +24,7 @@ export interface DaemonFlags {
   confine?: ConfineSetting;
   limits?: boolean;
   bootTimeout?: number;
+  backgroundSnapshots?: "auto" | "off";
 }
 
 /**
@@ -48,6 +49,14 @@ export function addDaemonOptions(cmd: Command, withStore = true): Command {
         "how QEMU is confined as root: auto (namespaces with bubblewrap where installed, else -runas), on (namespaces or refuse to start), off (-runas only)",
       )
         .choices(["auto", "on", "off"])
+        .default("auto", "auto"),
+    )
+    .addOption(
+      new Option(
+        "--background-snapshots <mode>",
+        "auto: snapshots pause a guest only for its device state, QEMU writing its memory afterwards with userfaultfd (a QEMU confined in namespaces keeps CAP_SYS_PTRACE for it unless vm.unprivileged_userfaultfd is 1); off: QEMU gets no userfaultfd, memory is saved while paused or by precopy",
+      )
+        .choices(["auto", "off"])
         .default("auto", "auto"),
     )
     .option("--no-limits", "no per-instance cgroup limits (memory and CPU)")
@@ -129,6 +138,7 @@ export function serveOptions(flags: DaemonFlags): ServeOptions {
   if (flags.snapshotCache !== undefined) o.snapshotCache = flags.snapshotCache;
   if (flags.confine) o.confine = flags.confine;
   if (flags.limits === false) o.limits = false;
+  if (flags.backgroundSnapshots === "off") o.backgroundSnapshots = false;
   if (flags.bootTimeout !== undefined) o.bootTimeoutMs = Math.round(flags.bootTimeout * 1000);
   return o;
 }

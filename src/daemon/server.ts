@@ -38,6 +38,8 @@ export interface ServeOptions {
   stateDir?: string;
   /** confine says how QEMU is confined (RFC §8.4; default `auto`: namespaces where it can). */
   confine?: ConfineSetting;
+  /** backgroundSnapshots false gives QEMU no userfaultfd (RFC §5.8; default: where it can). */
+  backgroundSnapshots?: boolean;
   /** limits: false leaves cgroups alone (no per-instance memory and CPU limits). */
   limits?: boolean;
   /** bootTimeoutMs is the boot watchdog's default silence (0: off; default 60 s). */
@@ -252,6 +254,7 @@ async function qemuRuntime(stateDir: string, opts: ServeOptions): Promise<Runtim
     stateDir,
     ...(opts.confine ? { confine: opts.confine } : {}),
     ...(opts.limits === false ? { limits: false } : {}),
+    ...(opts.backgroundSnapshots === false ? { backgroundSnapshots: false } : {}),
     ...(opts.bootTimeoutMs !== undefined ? { bootTimeoutMs: opts.bootTimeoutMs } : {}),
   });
 }

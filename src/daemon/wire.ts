@@ -47,6 +47,7 @@ export function toInstanceInfo(runtime: string, i: Instance): InstanceInfo {
     out.confinement = { mode: c.mode, seccomp: c.seccomp, limits: { enforced: l.enforced } };
     if (c.user) out.confinement.user = c.user;
     if (c.namespaces) out.confinement.namespaces = c.namespaces;
+    if (c.capabilities) out.confinement.capabilities = c.capabilities;
     if (l.via) out.confinement.limits.via = l.via;
     if (l.memoryMax !== undefined) out.confinement.limits.memory_max = l.memoryMax;
     if (l.cpuMax !== undefined) out.confinement.limits.cpu_max = l.cpuMax;

@@ -12,12 +12,13 @@ export interface SnapshotOptions {
   /** Stop the instance once captured instead of resuming it. */
   stop?: boolean;
   /**
-   * How to take it from a running guest that is to resume (SnapshotReport): `live` (the
-   * shortest pause; the default where QEMU's precopy is sound for the guest: rfc §5.8,
-   * qemu/precopy.ts), `copy` (the default elsewhere), or `paused` (what snapshots did before;
-   * benchmarks compare). A method the host has no room for falls back to the next.
+   * How to take it from a running guest that is to resume (SnapshotReport): `background` (the
+   * shortest pause, and memory as of the pause; the default where QEMU may use userfaultfd: rfc
+   * §5.8, qemu/background.ts), `live` (the default elsewhere where QEMU's precopy is sound for the
+   * guest: qemu/precopy.ts), `copy` (the default elsewhere), or `paused` (what snapshots did
+   * before; benchmarks compare). A method the guest or host cannot have falls back to the next.
    */
-  method?: "live" | "copy" | "paused";
+  method?: "background" | "live" | "copy" | "paused";
   /** Called while the guest is paused, before anything is copied (what the snapshot holds is of this moment). */
   whilePaused?: () => Promise<void>;
   /** Filled in by the runtime: how the snapshot was taken and how long the guest was paused. */
@@ -25,7 +26,8 @@ export interface SnapshotOptions {
 }
 
 /**
- * SnapshotReport is how a snapshot was taken: `live` (QEMU sent the guest's RAM while it ran
+ * SnapshotReport is how a snapshot was taken: `background` (paused, overlay copied, device state
+ * saved, resumed by QEMU, which then wrote the guest's memory as of the pause while it ran), `live` (QEMU sent the guest's RAM while it ran
  * and stopped it for the last pages and the device state), `copy` (paused, device state saved,
  * memory copied), then in both the overlay copied, the guest resumed and the snapshot packed from
  * the copies; or `paused` (packed while paused: the instance was to stop, `method` asked for it,
@@ -33,8 +35,10 @@ export interface SnapshotOptions {
  * stop to its resume as QEMU stamps them (to the end of the capture when it is stopped).
  */
 export interface SnapshotReport {
-  mode?: "live" | "copy" | "paused";
+  mode?: "background" | "live" | "copy" | "paused";
   pauseMs?: number;
+  /** `background`: from the call to the stop (QEMU's page tables filled in while the guest ran). */
+  prepareMs?: number;
   /** From the call to the end of the capture (all of it paused but with `live`), then the copies (paused). */
   captureMs?: number;
   copyMs?: number;
@@ -171,6 +175,8 @@ export interface ConfinementInfo {
   mode: "namespaces" | "user" | "none";
   user?: string;
   namespaces?: Namespace[];
+  /** Capabilities a confined VMM keeps (`sys_ptrace` for userfaultfd, `net_bind_service` for low ports). */
+  capabilities?: string[];
   seccomp: string;
   limits: { enforced: boolean; via?: string; memoryMax?: number; cpuMax?: number; note?: string };
 }

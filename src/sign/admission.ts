@@ -1,5 +1,5 @@
 import type { ContentStore } from "../core/content.js";
-import { Annotation, MediaType } from "../core/media-types.js";
+import { Annotation, hasRamSnapshotLayer } from "../core/media-types.js";
 import type { Descriptor, ImageManifest } from "../core/oci.js";
 import { MAX_MANIFEST, readAll } from "../registry/manifest-bytes.js";
 import type { TrustedKey } from "./keys.js";
@@ -62,7 +62,7 @@ export async function carriesRamSnapshot(source: ContentStore, desc: Descriptor)
       )
     ).toString("utf8"),
   ) as Partial<ImageManifest>;
-  return Array.isArray(m.layers) && m.layers.some((l) => l?.mediaType === MediaType.RamSnapshot);
+  return hasRamSnapshotLayer(m);
 }
 
 function keyNames(keys: TrustedKey[]): string {

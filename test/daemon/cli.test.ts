@@ -121,6 +121,11 @@ test("ovm snapshot: an ivshmem guest is snapshotted (QEMU 7.2, without x-ignore-
   const r = await ovm(["snapshot", "c1", "-t", "demo/vm:snap"], env);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /demo\/vm:snap/);
+  assert.match(
+    r.stdout,
+    /^Guest paused [\d.]+ ms \((background|live|copy)\)$/m,
+    "how long the guest was paused",
+  );
   const bad = await ovm(["snapshot", "nope", "-t", "demo/vm:x"], env);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /no instance "nope"/);

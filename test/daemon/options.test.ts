@@ -27,3 +27,14 @@ test("--confine, --no-limits and --boot-timeout reach the daemon's options", () 
     (e: any) => e.code === "USAGE" && /--boot-timeout -3/.test(e.message),
   );
 });
+
+test("--background-snapshots off reaches the daemon's options; auto is the default", () => {
+  assert.equal(
+    parse([]).backgroundSnapshots,
+    undefined,
+    "default: background snapshots where QEMU can have them",
+  );
+  assert.equal(parse(["--background-snapshots", "off"]).backgroundSnapshots, false);
+  assert.equal(parse(["--background-snapshots", "auto"]).backgroundSnapshots, undefined);
+  assert.throws(() => parse(["--background-snapshots", "yes"]), /Allowed choices are auto, off/);
+});

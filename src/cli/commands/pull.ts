@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { Annotation, MediaType } from "../../core/media-types.js";
+import { Annotation, hasRamSnapshotLayer } from "../../core/media-types.js";
 import type { ImageManifest } from "../../core/oci.js";
 import { formatReference, parseReference, repositoryOf } from "../../core/reference.js";
 import { globals, openStore } from "../context.js";
@@ -125,8 +125,7 @@ async function preloadIfHinted(
   // Most pulls carry no RAM snapshot: say so from the manifest, before loading the artifact
   // code (schema compilation and all, a tenth of a second of a small pull).
   const m = await store.readJson<Partial<ImageManifest>>(desc.digest);
-  if (!Array.isArray(m.layers) || !m.layers.some((l) => l?.mediaType === MediaType.RamSnapshot))
-    return undefined;
+  if (!hasRamSnapshotLayer(m)) return undefined;
   const { loadArtifactByDescriptor } = await import("../../artifact/artifact.js");
   const { preloadSnapshot } = await import("../../artifact/prepare.js");
   let a;

@@ -112,6 +112,9 @@ Examples:
     out.result(result, () =>
       [
         `${r.reference} ${r.snapshot_ref}`,
+        ...(r.pause_ms !== undefined
+          ? [`Guest paused ${r.pause_ms} ms${r.pause_mode ? ` (${r.pause_mode})` : ""}`]
+          : []),
         ...(result.signature
           ? [`Signed with key ${String(result.key)}: signature ${String(result.signature)}`]
           : []),

@@ -92,6 +92,13 @@ export interface SandboxSpec {
    * a host port below ip_unprivileged_port_start, which QEMU binds itself as the QEMU user.
    */
   bindLowPorts?: boolean;
+  /**
+   * userfaultfd keeps CAP_SYS_PTRACE (and only it, with bindLowPorts' one) for QEMU: where
+   * `vm.unprivileged_userfaultfd` is 0 the kernel lets only such a process use userfaultfd,
+   * which background snapshots need (background.ts). QEMU is PID 1 of a PID namespace of its
+   * own: there is no other process it could trace.
+   */
+  userfaultfd?: boolean;
 }
 
 /** sharesNetwork tells whether a QEMU command line has a NIC, which needs the host's network namespace. */
@@ -117,7 +124,8 @@ export function sandboxArgv(s: SandboxSpec, qemuArgv: string[]): string[] {
   a.push("--clearenv", "--setenv", "PATH", "/usr/bin:/bin");
   // setpriv needs these to drop to the QEMU user; they go with the uid change (execve as non-root).
   a.push("--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP");
-  if (s.bindLowPorts) a.push("--cap-add", "CAP_NET_BIND_SERVICE");
+  const keep = [...(s.bindLowPorts ? ["net_bind_service"] : []), ...(s.userfaultfd ? ["sys_ptrace"] : [])];
+  for (const c of keep) a.push("--cap-add", `CAP_${c.toUpperCase()}`);
   for (const d of s.tools.system.ro) a.push("--ro-bind", d, d);
   for (const [target, path] of s.tools.system.symlinks) a.push("--symlink", target, path);
   a.push("--dev", "/dev", "--proc", "/proc");
@@ -129,13 +137,25 @@ export function sandboxArgv(s: SandboxSpec, qemuArgv: string[]): string[] {
   a.push("--chdir", "/", "--");
   a.push(s.tools.setpriv, "--reuid", String(s.uid), "--regid", String(s.gid));
   a.push(...(s.groups.length ? ["--groups", s.groups.join(",")] : ["--clear-groups"]));
-  if (s.bindLowPorts) {
+  if (keep.length) {
     // An ambient capability survives the uid change and the exec of QEMU (no_new_privs allows it).
-    a.push("--inh-caps=-all,+net_bind_service", "--ambient-caps=+net_bind_service");
-    a.push("--bounding-set=-all,+net_bind_service", "--no-new-privs", "--");
+    const plus = keep.map((c) => `+${c}`).join(",");
+    a.push(`--inh-caps=-all,${plus}`, `--ambient-caps=${plus}`);
+    a.push(`--bounding-set=-all,${plus}`, "--no-new-privs", "--");
   } else a.push("--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--");
   a.push(s.tools.qemu, ...qemuArgv);
   return a;
+}
+
+/** capabilitiesOf lists the capabilities a sandbox command line (sandboxArgv) lets QEMU keep. */
+export function capabilitiesOf(args: string[]): string[] {
+  const amb = args.find((a) => a.startsWith("--ambient-caps="));
+  return amb
+    ? amb
+        .slice("--ambient-caps=".length)
+        .split(",")
+        .map((c) => c.replace(/^\+/, ""))
+    : [];
 }
 
 /** parents lists the folders above `paths` that a sandbox must create, outermost first. */

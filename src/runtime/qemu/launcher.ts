@@ -6,7 +6,9 @@ import { QEMU_BINARY } from "./accel.js";
 import { sandboxOption, type QemuConfig } from "./argv.js";
 import type { ConfinementInfo } from "../types.js";
 import { Cgroups, joinCommand, limitsFor } from "./cgroup.js";
+import { unprivilegedUserfaultfd } from "./background.js";
 import {
+  capabilitiesOf,
   chooseConfinement,
   findSandboxTools,
   kvmGroups,
@@ -42,30 +44,44 @@ export class VmmLauncher {
     readonly user: QemuUser,
     private readonly tools: SandboxTools | undefined,
     private readonly cgroups: Cgroups | undefined,
+    /** How QEMUs get userfaultfd: from the host's sysctl, from CAP_SYS_PTRACE in their sandbox, or not at all. */
+    private readonly uffd: "host" | "capability" | "none",
   ) {}
+
+  /** userfaultfd tells whether this launcher's QEMUs may use userfaultfd (background snapshots). */
+  get userfaultfd(): boolean {
+    return this.uffd !== "none";
+  }
 
   /**
    * create chooses the mode for `setting` (see chooseConfinement); as root QEMU runs as
    * `runAs` (default `nobody`; null: QEMU keeps the daemon's user, which rules namespaces out).
-   * `limits: false` leaves cgroups alone.
+   * `limits: false` leaves cgroups alone. Unless `backgroundSnapshots` is false, QEMUs may use
+   * userfaultfd: any process may where `vm.unprivileged_userfaultfd` is 1; elsewhere a QEMU
+   * confined in namespaces keeps CAP_SYS_PTRACE for it (alone in its PID namespace, it can
+   * trace no other process), and QEMUs in the other modes cannot.
    */
   static async create(opts: {
     confine?: ConfineSetting;
     runAs?: string | null;
     limits?: boolean;
+    backgroundSnapshots?: boolean;
   }): Promise<VmmLauncher> {
     const root = process.getuid?.() === 0;
     const setting = opts.confine ?? "auto";
     const cgroups = root && opts.limits !== false ? new Cgroups() : undefined;
+    const wanted = opts.backgroundSnapshots !== false;
+    const host = wanted && (await unprivilegedUserfaultfd());
     if (opts.runAs === null) {
       if (setting === "on")
         throw new RuntimeError("RUNTIME_UNAVAILABLE", "confinement needs a QEMU user to drop to (runAs)");
-      return new VmmLauncher("none", new QemuUser(undefined), undefined, cgroups);
+      return new VmmLauncher("none", new QemuUser(undefined), undefined, cgroups, host ? "host" : "none");
     }
     const tools = root && setting !== "off" ? await findSandboxTools(QEMU_BINARY) : undefined;
     const mode = chooseConfinement(setting, root, !!tools);
     const runAs = mode === "none" ? undefined : (opts.runAs ?? "nobody");
-    return new VmmLauncher(mode, new QemuUser(runAs), tools, cgroups);
+    const uffd = host ? "host" : wanted && mode === "namespaces" ? "capability" : "none";
+    return new VmmLauncher(mode, new QemuUser(runAs), tools, cgroups, uffd);
   }
 
   /** runAs is the user QEMU drops to itself (`-runas`): only in mode `user`. */
@@ -125,10 +141,13 @@ export class VmmLauncher {
         ...paths,
         hostname: `ovms-${cfg.id.slice(0, 8)}`,
         bindLowPorts: publishesLowPorts(cfg.network),
+        userfaultfd: this.uffd === "capability",
       },
       argv,
     );
     confinement.namespaces = namespacesOf(argv);
+    const caps = capabilitiesOf(args);
+    if (caps.length) confinement.capabilities = caps;
     return { ...joinCommand(cg.procs, this.tools.bwrap, args), sandboxed: true, confinement };
   }
 

@@ -81,20 +81,34 @@ export class Migration {
    * That split is left to the caller (`splitCaptured`), which can resume the guest first: the
    * stream file is already a private copy of the guest's memory. With `clone.live` the guest is
    * not stopped first: QEMU sends its RAM while it runs and stops it for the rest (LiveCapture).
+   * With `clone.background` the caller stops the guest in `beforeMigrate` (called once all is
+   * set up, right before the migration starts, so that none of it adds to the pause); QEMU saves
+   * the device state, resumes the guest and sends its RAM as of that moment while it runs
+   * (background.ts).
    */
   async capture(
     qmp: QmpClient,
     shmDir: string,
     grant: (paths: string[]) => Promise<void>,
-    clone?: { ignoreShared: boolean; live?: LiveCapture },
+    clone?: {
+      ignoreShared: boolean;
+      live?: LiveCapture;
+      background?: boolean;
+      beforeMigrate?: () => Promise<void>;
+    },
   ): Promise<{ deviceState: Buffer } | CapturedStream> {
     const sock = join(shmDir, "migrate.sock");
     const streamFile = join(shmDir, "migrate.stream");
     let kept = false;
     const live = clone?.live;
-    if (!live) await qmp.execute("stop");
+    const background = clone?.background === true;
+    if (!live && !background) await qmp.execute("stop");
     await qmp.execute("migrate-set-capabilities", {
-      capabilities: [{ capability: "x-ignore-shared", state: clone?.ignoreShared ?? true }],
+      capabilities: [
+        { capability: "x-ignore-shared", state: clone?.ignoreShared ?? true },
+        // Off again for every other capture: it is a setting of the QEMU, not of one migration.
+        { capability: "background-snapshot", state: background },
+      ],
     });
     // No point in QEMU's default 128 MiB/s cap on RAM that goes to a file; a live capture stops
     // the guest for the last pages and the device state once they fit in `downtimeMs`.
@@ -122,6 +136,7 @@ export class Migration {
       await qmp.execute("migrate-set-capabilities", {
         capabilities: [{ capability: "events", state: true }],
       });
+      await clone?.beforeMigrate?.();
       await qmp.execute("migrate", { uri: `unix:${sock}` });
       trace("capture: migrating");
       // A guest that dirties its memory faster than it can be sent never converges: once the

@@ -101,6 +101,8 @@ export class QemuRuntime implements Runtime {
    * unless `limits` is false. A booting guest's console may stay silent `bootTimeoutMs`
    * (default 60 s, 0: not watched) before it is `stalled`. `portProbe` replaces the check
    * that a host port is free (tests use it to lose the race with another program on purpose).
+   * `backgroundSnapshots` (default true) lets QEMUs use userfaultfd for snapshots that pause
+   * the guest only for its device state (launcher.ts, background.ts).
    */
   static async create(opts: {
     stateDir: string;
@@ -110,6 +112,7 @@ export class QemuRuntime implements Runtime {
     confine?: ConfineSetting;
     limits?: boolean;
     bootTimeoutMs?: number;
+    backgroundSnapshots?: boolean;
   }): Promise<QemuRuntime> {
     const vmm = await VmmLauncher.create(opts);
     const shm = opts.shmDir ?? (existsSync("/dev/shm") ? "/dev/shm/ovms" : join(opts.stateDir, "shm"));
@@ -125,6 +128,11 @@ export class QemuRuntime implements Runtime {
   /** confinement is how this runtime's QEMUs run: `namespaces`, `user` (-runas) or `none`. */
   get confinement(): VmmLauncher["mode"] {
     return this.vmm.mode;
+  }
+
+  /** backgroundSnapshots tells whether this runtime's QEMUs may use userfaultfd: snapshots are then `background` by default. */
+  get backgroundSnapshots(): boolean {
+    return this.vmm.userfaultfd;
   }
 
   /** pool is the Runtime's warm-pool capability: clones restored ahead and paused (QemuWarmPool). */
@@ -244,6 +252,7 @@ export class QemuRuntime implements Runtime {
         version: () => this.version(),
         grant: (paths) => this.vmm.user.grant(paths),
         stop: (id) => this.stop(id, { force: true }),
+        userfaultfd: this.vmm.userfaultfd,
       },
       ref,
       opts,

@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
+  capabilitiesOf,
   chooseConfinement,
   namespacesOf,
   sandboxArgv,
@@ -105,6 +106,24 @@ test("a QEMU that publishes a host port below 1024 keeps CAP_NET_BIND_SERVICE, a
     "--no-new-privs",
   ])
     assert.ok(inner.includes(f), f);
+});
+
+test("a QEMU that may use userfaultfd keeps CAP_SYS_PTRACE, and with low ports both; status lists them", () => {
+  const plain = sandboxArgv(spec(), []);
+  assert.deepEqual(capabilitiesOf(plain), []);
+  const uffd = sandboxArgv(spec({ userfaultfd: true }), []);
+  const sep = uffd.indexOf("--");
+  assert.deepEqual(pairs(uffd.slice(0, sep), ["--cap-add"]).slice(-1), ["--cap-add CAP_SYS_PTRACE"]);
+  for (const f of [
+    "--inh-caps=-all,+sys_ptrace",
+    "--ambient-caps=+sys_ptrace",
+    "--bounding-set=-all,+sys_ptrace",
+  ])
+    assert.ok(uffd.slice(sep + 1).includes(f), f);
+  assert.deepEqual(capabilitiesOf(uffd), ["sys_ptrace"]);
+  const both = sandboxArgv(spec({ userfaultfd: true, bindLowPorts: true }), ["-netdev", "user,id=n0"]);
+  assert.ok(both.includes("--ambient-caps=+net_bind_service,+sys_ptrace"));
+  assert.deepEqual(capabilitiesOf(both), ["net_bind_service", "sys_ptrace"]);
 });
 
 test("sandboxPaths: layers, kernel and initrd read-only; overlay, log, tmpfs folder and restored memory read-write", () => {

@@ -80,14 +80,21 @@ after(async () => {
 
 const why = () => skip ?? (rt.confinement !== "namespaces" ? "bubblewrap is not installed" : undefined);
 
-test("QEMU runs as nobody in namespaces of its own, with seccomp, no capabilities and no_new_privs", async (t) => {
+// CAP_SYS_PTRACE is bit 19: what a confined QEMU keeps for userfaultfd (background snapshots).
+const SYS_PTRACE = (1 << 19).toString(16).padStart(16, "0");
+
+test("QEMU runs as nobody in namespaces of its own, with seccomp, no_new_privs and no capability but CAP_SYS_PTRACE for userfaultfd", async (t) => {
   if (why()) return t.skip(why());
   const s = await statusOf(a.pid!);
   assert.equal(s.Uid, "65534\t65534\t65534\t65534");
   assert.equal(s.Gid, "65534\t65534\t65534\t65534");
   assert.equal(s.NSpid, `${a.pid}\t1`, "QEMU is pid 1 of its own PID namespace");
-  assert.equal(s.CapEff, "0000000000000000");
-  assert.equal(s.CapBnd, "0000000000000000");
+  const uffdCap =
+    rt.backgroundSnapshots &&
+    (await readFile("/proc/sys/vm/unprivileged_userfaultfd", "utf8")).trim() === "0";
+  const caps = uffdCap ? SYS_PTRACE : "0000000000000000";
+  assert.equal(s.CapEff, caps);
+  assert.equal(s.CapBnd, caps);
   assert.equal(s.NoNewPrivs, "1");
   assert.equal(s.Seccomp, "2", "the -sandbox filter is on");
   for (const ns of ["mnt", "pid", "ipc", "uts", "net", "cgroup"]) {
@@ -102,6 +109,24 @@ test("QEMU runs as nobody in namespaces of its own, with seccomp, no capabilitie
   assert.equal(info.confinement?.mode, "namespaces");
   assert.equal(info.confinement?.user, "nobody");
   assert.deepEqual(info.confinement?.namespaces, ["mnt", "pid", "ipc", "uts", "cgroup", "net"]);
+  assert.deepEqual(info.confinement?.capabilities, uffdCap ? ["sys_ptrace"] : undefined);
+});
+
+test("with background snapshots off (ovmd --background-snapshots off) a confined QEMU keeps no capability", async (t) => {
+  if (why()) return t.skip(why());
+  const off = await QemuRuntime.create({ stateDir: join(dir, "state-off"), backgroundSnapshots: false });
+  try {
+    assert.equal(off.backgroundSnapshots, false);
+    const i = await off.start(plain, { accel: "tcg", name: "no-uffd" });
+    const s = await statusOf(i.pid!);
+    assert.equal(s.CapEff, "0000000000000000");
+    assert.equal(s.CapBnd, "0000000000000000");
+    assert.equal((await off.status(i.id)).confinement?.capabilities, undefined);
+  } finally {
+    for (const i of await off.list({ all: true }))
+      await off.remove(i.id, { force: true }).catch(() => undefined);
+    await off.close();
+  }
 });
 
 test("it sees only its kernel, initrd, layers, overlay, log and memory folder; nothing of B, the store or the host", async (t) => {

@@ -10,6 +10,7 @@ import { PrepareCache, prepareArtifact } from "../../../src/artifact/prepare.js"
 import { packSnapshot, type SnapshotResult } from "../../../src/artifact/snapshot.js";
 import { readRamsnapHeader } from "../../../src/artifact/ramsnap.js";
 import { QemuRuntime } from "../../../src/runtime/qemu/qemu-runtime.js";
+import { populate } from "../../../src/runtime/qemu/background.js";
 import type { SnapshotReport } from "../../../src/runtime/types.js";
 import { MediaType } from "../../../src/core/media-types.js";
 import { buildDemo, exec, ovm } from "../../helpers.js";
@@ -25,6 +26,7 @@ let lastBefore = -1;
 let countedWhilePacking = -1;
 const report: SnapshotReport = {};
 let cacheDir: string;
+let shmCacheDir: string;
 // What preparing remembers across this file's starts, as the daemon's controller keeps one.
 const cache = new PrepareCache();
 
@@ -59,6 +61,8 @@ before(async () => {
   dir = await mkdtemp(join(tmpdir(), "ovms-snap-"));
   await chmod(dir, 0o755); // QEMU runs as nobody when the tests run as root
   cacheDir = join(dir, "preload");
+  shmCacheDir = await mkdtemp("/dev/shm/ovms-snap-test-");
+  await chmod(shmCacheDir, 0o755);
   store = await Store.open(join(dir, "store"));
   await buildDemo(store, "demo/vm:1.0", false);
   source = await loadArtifact(store, "demo/vm:1.0");
@@ -101,6 +105,7 @@ after(async () => {
   for (const i of await rt.list({ all: true })) await rt.remove(i.id, { force: true }).catch(() => undefined);
   await rt.close();
   await rm(dir, { recursive: true, force: true });
+  await rm(shmCacheDir, { recursive: true, force: true });
 });
 
 test("snapshot: a new artifact with the overlay as a diff, a ramsnap part and subject = source", async () => {
@@ -128,8 +133,8 @@ test("snapshot: a new artifact with the overlay as a diff, a ramsnap part and su
 test("snapshot: the guest is resumed before packing; the pause it reports is shorter than the whole", () => {
   assert.equal(
     report.mode,
-    "copy",
-    "copy is the default for RAM on the 256 KiB grid under TCG on QEMU 7.2 (precopy.ts)",
+    rt.backgroundSnapshots ? "background" : "copy",
+    "background where QEMU may use userfaultfd, else copy for RAM on the 256 KiB grid under TCG on QEMU 7.2 (precopy.ts)",
   );
   assert.equal(report.fallback, undefined);
   assert.ok(countedWhilePacking > lastBefore + 3, "the guest counted on while its snapshot was packed");
@@ -236,14 +241,25 @@ test("three clones run at once and diverge; the preloaded memory is never writte
   );
 });
 
-test("a running clone snapshotted live (and by copy) keeps running; each restores to its pause", async () => {
+test("a running clone snapshotted in the background, live and by copy keeps running; each restores to its pause", async () => {
+  // The daemon preloads snapshots into tmpfs (snapshot-cache.ts): a clone maps its memory from there.
   const prepared = await prepareArtifact(store, await loadArtifact(store, "demo/vm:snap"), {
-    snapshotCacheDir: cacheDir,
+    snapshotCacheDir: shmCacheDir,
     cache,
   });
   const clone = await rt.start(prepared, { name: "clone-live" });
   await waitFor(async () => ((await counters(clone.id)).length >= 3 ? true : undefined), 60_000, clone.id);
-  for (const method of ["live", "copy"] as const) {
+  // populate fills in QEMU's page tables for the guest memory (what keeps QEMU's own pass out of the pause).
+  const pid = (await rt.status(clone.id)).pid!;
+  const rss = async () => {
+    const smaps = await readFile(`/proc/${pid}/smaps`, "utf8");
+    const at = smaps.indexOf(` ${prepared.ramSnapshot!.memoryFile}\n`);
+    return Number(/\nRss:\s+(\d+) kB/.exec(smaps.slice(at))![1]) * 1024;
+  };
+  assert.ok((await rss()) < 192 << 20, "a fresh clone has mapped only what it touched");
+  assert.equal(await populate(pid, [prepared.ramSnapshot!.memoryFile]), 192 << 20);
+  assert.equal(await rss(), 192 << 20, "every page of the guest memory is mapped in QEMU");
+  for (const method of ["background", "live", "copy"] as const) {
     const r: SnapshotReport = {};
     let at = -1;
     await rt.snapshot(
@@ -258,7 +274,7 @@ test("a running clone snapshotted live (and by copy) keeps running; each restore
       },
       (c) => packSnapshot(store, source, c, `demo/vm:clone-${method}`),
     );
-    assert.equal(r.mode, method);
+    assert.equal(r.mode, method === "background" && !rt.backgroundSnapshots ? "copy" : method, r.fallback);
     assert.ok(r.pauseMs !== undefined && r.totalMs !== undefined && r.pauseMs < r.totalMs);
     await waitFor(
       async () => (Math.max(...(await counters(clone.id))) > at + 2 ? true : undefined),
@@ -277,6 +293,23 @@ test("a running clone snapshotted live (and by copy) keeps running; each restore
     await rt.stop(again.id, { force: true });
   }
   await rt.stop(clone.id, { force: true });
+});
+
+test("background: memory off tmpfs (a preload cache on disk) falls back to copy, saying why", async () => {
+  const prepared = await prepareArtifact(store, await loadArtifact(store, "demo/vm:snap"), {
+    snapshotCacheDir: cacheDir,
+    cache,
+  });
+  const clone = await rt.start(prepared, { name: "clone-on-disk" });
+  try {
+    await waitFor(async () => ((await counters(clone.id)).length ? true : undefined), 60_000, clone.id);
+    const r: SnapshotReport = {};
+    await rt.snapshot(clone.id, { method: "background", report: r }, async () => undefined);
+    assert.equal(r.mode, "copy");
+    assert.match(r.fallback ?? "", /background: the guest memory .*preload.* is not on tmpfs/);
+  } finally {
+    await rt.stop(clone.id, { force: true });
+  }
 });
 
 test("warm pool: starts are served by paused processes and the pool refills", async () => {
