@@ -346,6 +346,11 @@ test("snapshot as…, then Restore from the store page: the clone counts on from
     .getByRole("status")
     .filter({ hasText: "Snapshot stored as docker.io/demo/vm:console-snap" })
     .waitFor();
+  assert.match(
+    await page.getByRole("status").filter({ hasText: "Snapshot stored as" }).innerText(),
+    /guest paused [\d.]+ ms, (background|live|copy)\)/,
+    "the console says how long the guest was paused, and how",
+  );
 
   await nav("Store");
   const card = page.locator('article[data-reference="demo/vm:console-snap"]');

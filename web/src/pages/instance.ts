@@ -188,7 +188,8 @@ export const instancePage: Page = (main, id) => {
         tag: tag.value.trim(),
         stop: snapStop.checked,
       });
-      return `Snapshot stored as ${r.reference} (${bytes(r.size)} of RAM snapshot)`;
+      const paused = r.pause_ms !== undefined ? `; guest paused ${r.pause_ms} ms, ${r.pause_mode ?? ""}` : "";
+      return `Snapshot stored as ${r.reference} (${bytes(r.size)} of RAM snapshot${paused})`;
     });
   };
   const inject = async (ev: Event) => {
