@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
-import { readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { randomUUID } from "node:crypto";
+import { readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { basename, dirname, join, resolve } from "node:path";
 import { sha256, type Digest } from "../core/digest.js";
 import type { Store } from "../store/store.js";
 
@@ -60,8 +61,9 @@ export async function listPreloads(cacheDir: string): Promise<Preload[]> {
 
 /**
  * evictPreloads keeps a cache folder under `capBytes`: least recently used preloads go first,
- * and never one in `pinned` (ramsnap digests that an instance, a warm-pool process or a start
- * under way maps or is about to). Returns what it removed.
+ * each through `evict`, which removes it (removePreload) and says so, or keeps it and says
+ * that (a pinned one: a ramsnap digest that an instance, a warm-pool process or a start under
+ * way maps or is about to). Returns what was removed. `pinnedBy` makes an `evict` for a fixed set.
  *
  * Removing a preload that a running restored instance maps would be safe on Linux (the
  * instance's copy-on-write mapping keeps the file's pages until it unmaps them; the name is
@@ -72,19 +74,43 @@ export async function listPreloads(cacheDir: string): Promise<Preload[]> {
 export async function evictPreloads(
   cacheDir: string,
   capBytes: number,
-  pinned: ReadonlySet<string>,
+  evict: (p: Preload) => Promise<boolean>,
 ): Promise<Preload[]> {
   const all = await listPreloads(cacheDir);
   let total = all.reduce((n, p) => n + p.bytes, 0);
   const evicted: Preload[] = [];
   for (const p of all) {
     if (total <= capBytes) break;
-    if (pinned.has(p.digest)) continue;
-    await rm(p.dir, { recursive: true, force: true });
+    if (!(await evict(p))) continue;
     total -= p.bytes;
     evicted.push(p);
   }
   return evicted;
+}
+
+/** pinnedBy evicts every preload but those whose digest is in `pinned`. */
+export function pinnedBy(pinned: ReadonlySet<string>): (p: Preload) => Promise<boolean> {
+  return async (p) => {
+    if (pinned.has(p.digest)) return false;
+    await removePreload(p.dir);
+    return true;
+  };
+}
+
+/**
+ * removePreload takes a preload out of its cache: first renamed aside, in one step, so that
+ * from then on a start finds no preload (its prepare makes a new one) rather than one losing
+ * its files under it; then removed.
+ */
+export async function removePreload(dir: string): Promise<void> {
+  const aside = join(dirname(dir), `.evicted-${basename(dir)}-${randomUUID().slice(0, 8)}`);
+  try {
+    await rename(dir, aside);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw e;
+  }
+  await rm(aside, { recursive: true, force: true });
 }
 
 /** recordCap writes the cap a daemon keeps a cache folder under, for `ovm system df`. */

@@ -12,6 +12,8 @@ import {
   evictPreloads,
   pruneSnapshotCaches,
   recordCap,
+  removePreload,
+  type Preload,
 } from "../artifact/snapshot-cache.js";
 import type { Runtime } from "../runtime/types.js";
 import type { Logger } from "./log.js";
@@ -44,6 +46,10 @@ export class CacheKeeper {
   readonly dir: string;
   /** ramsnap digests of starts under way (between resolving the artifact and the runtime's answer). */
   private readonly starting = new Map<string, number>();
+  /** How many starts began so far: pins read before the last one began are stale. */
+  private begun = 0;
+  /** Removals under way, by ramsnap digest: a start of that snapshot waits for its end (begin). */
+  private readonly evicting = new Map<string, Promise<void>>();
   /** The ramsnap digest of each snapshot artifact, by manifest digest (null: not a snapshot). */
   private readonly ramsnaps = new Map<string, string | null>();
   private timer?: NodeJS.Timeout;
@@ -71,9 +77,15 @@ export class CacheKeeper {
     await this.tidying;
   }
 
-  /** begin pins a snapshot a start is about to map; `end` lets go of it once the runtime answered. */
-  begin(ramsnap: string): void {
+  /**
+   * begin pins a snapshot a start is about to map, before it prepares it; `end` lets go of it
+   * once the runtime answered. Should the preload be on its way out already, the start waits
+   * until it is gone, and its prepare makes a new one: it never holds a path being removed.
+   */
+  async begin(ramsnap: string): Promise<void> {
     this.starting.set(ramsnap, (this.starting.get(ramsnap) ?? 0) + 1);
+    this.begun++;
+    await this.evicting.get(ramsnap);
   }
 
   end(ramsnap: string): void {
@@ -93,8 +105,8 @@ export class CacheKeeper {
   tidy(why: string): Promise<void> {
     this.tidying ??= (async () => {
       try {
-        const pinned = await this.pinned();
-        const evicted = await evictPreloads(this.dir, this.capBytes, pinned);
+        this.pins = undefined; // read afresh in every round: pools fill and empty without a start
+        const evicted = await evictPreloads(this.dir, this.capBytes, (p) => this.evict(p));
         for (const p of evicted)
           this.opts.log.info("evicted a preloaded snapshot", {
             digest: p.digest,
@@ -112,6 +124,29 @@ export class CacheKeeper {
       }
     })();
     return this.tidying;
+  }
+
+  /** Pins as last read, and the count of begun starts they saw. */
+  private pins?: { begun: number; digests: Set<string> };
+
+  /**
+   * evict removes preload `p` unless it is pinned at this very moment: pins are read again if a
+   * start began since they were, and from the check to the removal's first step nothing else
+   * runs (no await between), so a start either pinned it first or waits for its removal (begin).
+   */
+  private async evict(p: Preload): Promise<boolean> {
+    while (this.pins?.begun !== this.begun) {
+      const begun = this.begun;
+      this.pins = { begun, digests: await this.pinned() };
+    }
+    if (this.pins.digests.has(p.digest) || this.starting.has(p.digest)) return false;
+    const gone = removePreload(p.dir).finally(() => this.evicting.delete(p.digest));
+    this.evicting.set(
+      p.digest,
+      gone.catch(() => undefined),
+    );
+    await gone;
+    return true;
   }
 
   /** pinned are the ramsnap digests that must stay: live instances, warm pools, starts under way. */

@@ -183,7 +183,7 @@ export class Controller {
       if (this.policy) await admit(this.policy, this.store, this.log, req.manifest, artifact);
       // The snapshot this start maps stays in the cache until its instance exists.
       const ramsnap = artifact.ovms.ramSnapshot?.ref;
-      if (ramsnap) this.keeper.begin(ramsnap);
+      if (ramsnap) await this.keeper.begin(ramsnap);
       let prepared: PreparedArtifact;
       let info: Instance;
       try {

@@ -40,8 +40,13 @@ export class Store implements ContentStore {
     addUntagged: (desc) => this.addUntagged(desc),
     handoff: async () => ({ kind: "layout", root: this.root }),
     openReader: async (desc) => {
-      if ((await this.blobSize(desc.digest)) === undefined) throw this.notFound(desc.digest);
-      return openBlobReader(this.blobPath(desc.digest), desc);
+      try {
+        return openBlobReader(this.blobPath(desc.digest), desc);
+      } catch (e) {
+        // The reader's own open says whether the blob is there: no stat before it.
+        if ((e as NodeJS.ErrnoException).code === "ENOENT") throw this.notFound(desc.digest);
+        throw e;
+      }
     },
   };
 

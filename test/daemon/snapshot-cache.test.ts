@@ -1,7 +1,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, rm, utimes, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Store } from "../../src/store/store.js";
@@ -10,6 +10,7 @@ import {
   USED_FILE,
   defaultSnapshotCache,
   evictPreloads,
+  pinnedBy,
   listPreloads,
 } from "../../src/artifact/snapshot-cache.js";
 import { buildDemo, ovm } from "../helpers.js";
@@ -81,7 +82,7 @@ test("evictPreloads keeps a cache under its cap, least recently used first, neve
     ["1", "2", "3", "4"],
     "least recently used first",
   );
-  const evicted = await evictPreloads(cache, 600 * 1024, new Set([`sha256:${HEX("1")}`]));
+  const evicted = await evictPreloads(cache, 600 * 1024, pinnedBy(new Set([`sha256:${HEX("1")}`])));
   assert.deepEqual(
     evicted.map((p) => p.digest.slice(7, 8)),
     ["2", "3"],
@@ -89,7 +90,15 @@ test("evictPreloads keeps a cache under its cap, least recently used first, neve
   );
   assert.ok(existsSync(join(cache, HEX("1"))), "pinned: kept although it is the oldest");
   assert.ok(existsSync(join(cache, HEX("4"))));
-  assert.deepEqual(await evictPreloads(cache, 0, new Set([`sha256:${HEX("1")}`, `sha256:${HEX("4")}`])), []);
+  assert.deepEqual(
+    await evictPreloads(cache, 0, pinnedBy(new Set([`sha256:${HEX("1")}`, `sha256:${HEX("4")}`]))),
+    [],
+  );
+  assert.deepEqual(
+    (await readdir(cache)).filter((e) => e.startsWith(".evicted-")),
+    [],
+    "what was renamed aside is gone too",
+  );
 });
 
 test("at daemon start, the preloads of a deleted store are pruned; a live store's are not touched", () => {

@@ -83,3 +83,13 @@ test("blob-reader: a corrupt file is refused before its last bytes are handed ou
     );
   }
 });
+
+test("Store.capabilities.openReader: a blob the store does not have is NOT_FOUND, naming its digest", async (t) => {
+  const { Store } = await import("../../src/store/store.js");
+  const store = await Store.open(await tempDir(t));
+  const digest = sha256(Buffer.from("not there"));
+  await assert.rejects(
+    store.capabilities.openReader!({ digest, size: 9 }),
+    (e: unknown) => isOvmsError(e, "NOT_FOUND") && (e as Error).message.includes(digest),
+  );
+});
