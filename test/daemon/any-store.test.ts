@@ -98,6 +98,9 @@ test("a boot whose console stays silent is `stalled` in GET /status, with a hint
   assert.match(st.stdout, /State:\s+stalled \(boot stalled: /);
   assert.match(st.stdout, /Boot watch:\s+stalled \(silence allowed 3s\)/);
   if (process.getuid?.() === 0) assert.match(st.stdout, /Confined:\s+(namespaces|user) as nobody/);
+  // What the QEMU keeps is said beside it (cap_sys_ptrace for background snapshots, when confined).
+  const caps = (await d.api.get("/status/silent")).body.confinement?.capabilities as string[] | undefined;
+  if (caps) assert.match(st.stdout, new RegExp(`keeps ${caps.map((c) => `cap_${c}`).join(",")}`));
   assert.match((await ovm(["ps"], d.env)).stdout, /\ssilent\s+stalled\s/);
   assert.deepEqual((await d.api.post("/stop", { instance_id: "silent", force: true })).body, {
     status: "exited",

@@ -63,7 +63,7 @@ export function describe(i: InstanceInfo): string {
     const c = i.confinement;
     const l = c.limits;
     lines.push(
-      `Confined:    ${c.mode}${c.user ? ` as ${c.user}` : ""}${c.namespaces ? `, namespaces ${c.namespaces.join(",")}` : ""}`,
+      `Confined:    ${c.mode}${c.user ? ` as ${c.user}` : ""}${c.namespaces ? `, namespaces ${c.namespaces.join(",")}` : ""}${c.capabilities ? `, keeps ${c.capabilities.map((x) => `cap_${x}`).join(",")}` : ""}`,
       `Limits:      ${l.enforced ? `${formatSize(l.memory_max ?? 0)} memory, ${l.cpu_max} CPU(s) (${l.via})` : `none: ${l.note}`}`,
     );
   }
