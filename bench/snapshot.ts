@@ -1,14 +1,15 @@
 /**
  * bench/snapshot: snapshots of a counting demo guest and of its clones, generation after
- * generation, in one run: for each generation how long the guest is paused (the reference
- * runtime packs the snapshot while the guest is paused, so the pause is the whole snapshot),
+ * generation, in one run: for each generation how long the guest is paused (each is taken with
+ * `stop`, since a clone of it is what goes on: the guest stays paused while its snapshot is
+ * packed, so this pause is the whole snapshot; the pause part below is about guests that resume),
  * the ramsnap blob's bytes and how many memory blocks it stores itself (layout 2 stores only
  * what changed since its parent), and then the restore time of generation 1 against the last
  * generation (fresh QEMU each, no warm pool, interleaved so both see the same load).
  *
  * First, the pause (bench/snapshot-pause.ts): the demo guest and a 1 GiB guest that filled its
- * memory, each snapshotted while running, packed while paused (before) against resumed before
- * packing (now): pause, total and bytes written, p50/p95, with the load average.
+ * memory, each snapshotted while running by every method in turn (`paused`, `copy`, `live`,
+ * `background`): pause, the time before it, total and bytes written, p50/p95, with the load average.
  *
  *   node dist/bench/snapshot.js [--generations 10] [--runs 10] [--pause-runs 10]
  *                               [--guests demo,fill1g] [--keep]
@@ -168,7 +169,7 @@ async function main() {
       pause: {
         p50_ms: percentile(pauses, 50),
         p95_ms: percentile(pauses, 95),
-        note: "the guest stays paused while the snapshot is packed: pause = the whole snapshot",
+        note: "generations are taken with stop: the guest stays paused while the snapshot is packed, pause = the whole snapshot",
       },
       restore,
     });
