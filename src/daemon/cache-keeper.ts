@@ -50,6 +50,8 @@ export class CacheKeeper {
   private begun = 0;
   /** Removals under way, by ramsnap digest: a start of that snapshot waits for its end (begin). */
   private readonly evicting = new Map<string, Promise<void>>();
+  /** Pins as last read (pinned), and the count of begun starts they saw. */
+  private pins?: { begun: number; digests: Set<string> };
   /** The ramsnap digest of each snapshot artifact, by manifest digest (null: not a snapshot). */
   private readonly ramsnaps = new Map<string, string | null>();
   private timer?: NodeJS.Timeout;
@@ -125,9 +127,6 @@ export class CacheKeeper {
     })();
     return this.tidying;
   }
-
-  /** Pins as last read, and the count of begun starts they saw. */
-  private pins?: { begun: number; digests: Set<string> };
 
   /**
    * evict removes preload `p` unless it is pinned at this very moment: pins are read again if a

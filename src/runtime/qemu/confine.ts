@@ -124,7 +124,7 @@ export function sandboxArgv(s: SandboxSpec, qemuArgv: string[]): string[] {
   a.push("--clearenv", "--setenv", "PATH", "/usr/bin:/bin");
   // setpriv needs these to drop to the QEMU user; they go with the uid change (execve as non-root).
   a.push("--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP");
-  const keep = [...(s.bindLowPorts ? ["net_bind_service"] : []), ...(s.userfaultfd ? ["sys_ptrace"] : [])];
+  const keep = keptCapabilities(s);
   for (const c of keep) a.push("--cap-add", `CAP_${c.toUpperCase()}`);
   for (const d of s.tools.system.ro) a.push("--ro-bind", d, d);
   for (const [target, path] of s.tools.system.symlinks) a.push("--symlink", target, path);
@@ -147,15 +147,9 @@ export function sandboxArgv(s: SandboxSpec, qemuArgv: string[]): string[] {
   return a;
 }
 
-/** capabilitiesOf lists the capabilities a sandbox command line (sandboxArgv) lets QEMU keep. */
-export function capabilitiesOf(args: string[]): string[] {
-  const amb = args.find((a) => a.startsWith("--ambient-caps="));
-  return amb
-    ? amb
-        .slice("--ambient-caps=".length)
-        .split(",")
-        .map((c) => c.replace(/^\+/, ""))
-    : [];
+/** keptCapabilities lists the capabilities a sandbox lets QEMU keep (lower case, without `cap_`). */
+export function keptCapabilities(s: Pick<SandboxSpec, "bindLowPorts" | "userfaultfd">): string[] {
+  return [...(s.bindLowPorts ? ["net_bind_service"] : []), ...(s.userfaultfd ? ["sys_ptrace"] : [])];
 }
 
 /** parents lists the folders above `paths` that a sandbox must create, outermost first. */

@@ -8,9 +8,9 @@ import type { ConfinementInfo } from "../types.js";
 import { Cgroups, joinCommand, limitsFor } from "./cgroup.js";
 import { unprivilegedUserfaultfd } from "./background.js";
 import {
-  capabilitiesOf,
   chooseConfinement,
   findSandboxTools,
+  keptCapabilities,
   kvmGroups,
   namespacesOf,
   sandboxArgv,
@@ -132,21 +132,19 @@ export class VmmLauncher {
     }
     const ids = await this.user.ids();
     const paths = sandboxPaths(a, cfg);
-    const args = sandboxArgv(
-      {
-        tools: this.tools,
-        uid: ids.uid,
-        gid: ids.gid,
-        groups: paths.devices.length ? await kvmGroups() : [],
-        ...paths,
-        hostname: `ovms-${cfg.id.slice(0, 8)}`,
-        bindLowPorts: publishesLowPorts(cfg.network),
-        userfaultfd: this.uffd === "capability",
-      },
-      argv,
-    );
+    const spec = {
+      tools: this.tools,
+      uid: ids.uid,
+      gid: ids.gid,
+      groups: paths.devices.length ? await kvmGroups() : [],
+      ...paths,
+      hostname: `ovms-${cfg.id.slice(0, 8)}`,
+      bindLowPorts: publishesLowPorts(cfg.network),
+      userfaultfd: this.uffd === "capability",
+    };
+    const args = sandboxArgv(spec, argv);
     confinement.namespaces = namespacesOf(argv);
-    const caps = capabilitiesOf(args);
+    const caps = keptCapabilities(spec);
     if (caps.length) confinement.capabilities = caps;
     return { ...joinCommand(cg.procs, this.tools.bwrap, args), sandboxed: true, confinement };
   }

@@ -17,16 +17,14 @@ import {
   type StartOptions,
   type StopOptions,
 } from "../types.js";
-import { QEMU_BINARY, qemuVersion } from "./accel.js";
-import { qemuArgv } from "./argv.js";
+import { qemuVersion } from "./accel.js";
 import { DEFAULT_BOOT_TIMEOUT_MS, trackBoot } from "./boot-watchdog.js";
 import type { ConfineSetting } from "./confine.js";
 import { injectInto } from "./ivshmem.js";
 import { Migration } from "./migration.js";
-import { qemuConfig } from "./plan.js";
 import { VmmLauncher } from "./launcher.js";
 import type { QmpClient } from "./qmp-client.js";
-import { InstanceRecords, newRecord, type InstanceRecord } from "./records.js";
+import { InstanceRecords, type InstanceRecord } from "./records.js";
 import { toInstance } from "./record-views.js";
 import { takeSnapshot } from "./snapshot-take.js";
 import { reattach } from "./reattach.js";
@@ -34,7 +32,7 @@ import {
   bringUp,
   checkPlanHost,
   takeFromPool,
-  failStart,
+  launchQemu,
   lostPort,
   planInstance,
   type PlanContext,
@@ -189,50 +187,23 @@ export class QemuRuntime implements Runtime {
     return info;
   }
 
-  /**
-   * launch creates an instance's folder and overlay and starts its QEMU, connected over QMP.
-   * For a restore QEMU waits at `-incoming defer`; the pool keeps such processes ready.
-   */
-  private async launch(
-    a: PreparedArtifact,
-    plan: Planned,
-    t0: number,
-    pool = false,
-  ): Promise<{ rec: InstanceRecord; live: Live }> {
-    const id = randomUUID();
-    const dir = this.records.dir(id);
-    const shmDir = join(this.shmRoot, id);
-    const cfg = qemuConfig(a, plan, { id, dir, shmDir, runAs: this.vmm.runAs, vmgenid: randomUUID() });
-    await this.records.createFiles(
+  /** launch starts an instance's QEMU (launchQemu); `pool`: a warm-pool process, its boot not watched. */
+  private launch(a: PreparedArtifact, plan: Planned, t0: number, pool = false) {
+    return launchQemu(
+      {
+        records: this.records,
+        procs: this.procs,
+        vmm: this.vmm,
+        migration: this.migration,
+        shmRoot: this.shmRoot,
+        onExit: (id, code, signal) => void this.onExit(id, code, signal),
+        watchBoot: (rec, live) => this.watchBoot(rec, live, t0),
+        connectQmp: (rec, ms) => this.connectQmp(rec, ms),
+      },
       a,
-      cfg,
-      shmDir,
-      (extra) => this.vmm.grant(a, cfg, dir, extra),
-      plan.launch,
-    );
-    const argv = qemuArgv(cfg);
-    const rec = newRecord(a, plan, cfg, {
-      shmDir,
-      argv: [QEMU_BINARY, ...argv],
+      plan,
       pool,
-      kernelArgsAdded: plan.kernelArgsAdded,
-      bootTimeoutMs: plan.bootTimeoutMs,
-    });
-    this.records.add(rec);
-    await this.records.save(rec);
-    const onExit = (code: number | null, signal: NodeJS.Signals | null) => void this.onExit(id, code, signal);
-    const { live, ...vmm } = await this.vmm.spawn(this.procs, a, cfg, argv, join(dir, "qemu.log"), onExit);
-    Object.assign(rec, vmm);
-    if (rec.state === "created") transition(rec, "starting");
-    await this.records.save(rec);
-    if (!pool) this.watchBoot(rec, live, t0);
-    try {
-      live.qmp = await this.connectQmp(rec, 10_000);
-      if (a.ramSnapshot) await this.migration.prepareIncoming(live.qmp, a.ramSnapshot.metadata);
-    } catch (e) {
-      await failStart(this.records, rec, live, e);
-    }
-    return { rec, live };
+    );
   }
 
   /** discard stops and removes a warm-pool process that is no longer wanted. */

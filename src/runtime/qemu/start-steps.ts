@@ -1,14 +1,18 @@
 import { randomUUID } from "node:crypto";
+import { join } from "node:path";
 import type { PreparedArtifact } from "../../artifact/prepare.js";
 import { RuntimeError } from "../runtime-error.js";
 import { TERMINAL_STATES, type StartOptions } from "../types.js";
-import { chooseAccel } from "./accel.js";
+import { QEMU_BINARY, chooseAccel } from "./accel.js";
+import { qemuArgv } from "./argv.js";
 import { bootTimeout } from "./boot-watchdog.js";
 import { clockArgs, hostTscKhz, withKernelArgs } from "./clock.js";
 import { readHostFacts } from "./host-facts.js";
 import * as net from "./network.js";
-import { checkHost, defaultName, draftPlan, finishPlan, type Plan } from "./plan.js";
-import type { InstanceRecord, InstanceRecords } from "./records.js";
+import type { VmmLauncher } from "./launcher.js";
+import { checkHost, defaultName, draftPlan, finishPlan, qemuConfig, type Plan } from "./plan.js";
+import type { QmpClient } from "./qmp-client.js";
+import { newRecord, type InstanceRecord, type InstanceRecords } from "./records.js";
 import { kill, type Live, type Supervisor } from "./supervisor.js";
 import type { QemuWarmPool } from "./warm-pool.js";
 import type { Migration } from "./migration.js";
@@ -144,4 +148,58 @@ export async function lostPort(records: InstanceRecords, e: unknown): Promise<ne
   const rule = rec?.reason && net.forwardFailure(rec.reason);
   if (rule) await records.remove(rec);
   throw rule ? net.lostPortError(rule) : e;
+}
+
+/** LaunchContext is what launching an instance's QEMU needs of the runtime. */
+export interface LaunchContext {
+  records: InstanceRecords;
+  procs: Supervisor;
+  vmm: VmmLauncher;
+  migration: Migration;
+  shmRoot: string;
+  onExit(id: string, code: number | null, signal: NodeJS.Signals | null): void;
+  watchBoot(rec: InstanceRecord, live: Live): void;
+  connectQmp(rec: InstanceRecord, timeoutMs: number): Promise<QmpClient>;
+}
+
+/**
+ * launchQemu creates an instance's folder and overlay and starts its QEMU, connected over QMP.
+ * For a restore QEMU waits at `-incoming defer`; the pool keeps such processes ready (`pool`:
+ * their boot is not watched until one is handed out).
+ */
+export async function launchQemu(
+  ctx: LaunchContext,
+  a: PreparedArtifact,
+  plan: Planned,
+  pool: boolean,
+): Promise<{ rec: InstanceRecord; live: Live }> {
+  const { records, vmm } = ctx;
+  const id = randomUUID();
+  const dir = records.dir(id);
+  const shmDir = join(ctx.shmRoot, id);
+  const cfg = qemuConfig(a, plan, { id, dir, shmDir, runAs: vmm.runAs, vmgenid: randomUUID() });
+  await records.createFiles(a, cfg, shmDir, (extra) => vmm.grant(a, cfg, dir, extra), plan.launch);
+  const argv = qemuArgv(cfg);
+  const rec = newRecord(a, plan, cfg, {
+    shmDir,
+    argv: [QEMU_BINARY, ...argv],
+    pool,
+    kernelArgsAdded: plan.kernelArgsAdded,
+    bootTimeoutMs: plan.bootTimeoutMs,
+  });
+  records.add(rec);
+  await records.save(rec);
+  const onExit = (code: number | null, signal: NodeJS.Signals | null) => ctx.onExit(id, code, signal);
+  const { live, ...launched } = await vmm.spawn(ctx.procs, a, cfg, argv, join(dir, "qemu.log"), onExit);
+  Object.assign(rec, launched);
+  if (rec.state === "created") transition(rec, "starting");
+  await records.save(rec);
+  if (!pool) ctx.watchBoot(rec, live);
+  try {
+    live.qmp = await ctx.connectQmp(rec, 10_000);
+    if (a.ramSnapshot) await ctx.migration.prepareIncoming(live.qmp, a.ramSnapshot.metadata);
+  } catch (e) {
+    await failStart(records, rec, live, e);
+  }
+  return { rec, live };
 }
